@@ -1,0 +1,237 @@
+"""The `optimize` command.
+
+    optimize --model 1T --gpus 16384            best strategy, proven (plan)
+    optimize evaluate --model M --system S --set tp=8 --set pp=64 ...
+    optimize validate                           the model against Megatron on Selene
+    optimize list                               the model and system presets
+
+Exit codes: 0 success; 1 an answer that is "no" (infeasible problem or
+strategy, explained); 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from .errors import ConfigError, InfeasibleStrategy, OptimizerError
+from .evaluate import BREAKDOWN, MEMORY, Report, evaluate
+from .spec import (STRATEGY_KEYS, SYSTEM_OVERRIDES, load_model, load_strategy, load_system,
+                   parse_value, preset_names, strategy_from_dict)
+
+EXIT_OK, EXIT_INFEASIBLE, EXIT_BAD_INPUT = 0, 1, 2
+GIB = 1024 ** 3
+
+
+# ------------------------------------------------------------- rendering
+
+def _fmt_time(x: float) -> str:
+    if not math.isfinite(x):
+        return str(x)
+    if x >= 1:
+        return f"{x:.3f} s"
+    if x >= 1e-3:
+        return f"{x * 1e3:.2f} ms"
+    return f"{x * 1e6:.1f} us"
+
+
+def format_strategy(s) -> str:
+    d = s.to_dict()
+    core = " ".join(f"{k}={d[k]}" for k in ("tp", "pp", "dp", "batch", "microbatch", "interleave"))
+    flags = " ".join(f"{k}={d[k]}" for k in ("recompute", "tp_comm", "tp_overlap", "datatype"))
+    on = [k for k in ("ag_redo", "dp_overlap", "optimizer_sharding", "fused_activation",
+                      "offload_weights", "offload_activations", "offload_optimizer") if d[k]]
+    nets = f"nets tp/pp/dp={d['tp_net']}/{d['pp_net']}/{d['dp_net']}"
+    return f"{core}\n  {flags} {nets}\n  on: {', '.join(on) if on else '(none)'}"
+
+
+def format_report(rep: Report, system=None) -> str:
+    lines = [f"{rep.model} on {rep.system}",
+             f"strategy  {format_strategy(rep.strategy)}",
+             f"time per batch {_fmt_time(rep.time_s)}   samples/s {rep.samples_per_s:,.2f}   "
+             f"tokens/s {rep.tokens_per_s:,.0f}   MFU {100 * rep.mfu:.1f}%   HFU {100 * rep.hfu:.1f}%",
+             "time breakdown"]
+    for k in BREAKDOWN:
+        v = rep.breakdown[k]
+        if v > 0:
+            lines.append(f"  {k:<10} {_fmt_time(v):>12}  {100 * v / rep.time_s:5.1f}%")
+    lines.append("memory per GPU (GiB)")
+    for k in MEMORY:
+        lines.append(f"  {k:<12} {rep.memory[k] / GIB:10.2f}")
+    hbm_cap = f" of {system.hbm_gib:g}" if system is not None else ""
+    lines.append(f"  {'HBM total':<12} {rep.memory['hbm_total'] / GIB:10.2f}{hbm_cap}")
+    if rep.memory["offload_total"] > 0:
+        off_cap = f" of {system.offload_gib:g}" if system is not None else ""
+        lines.append(f"  {'offload':<12} {rep.memory['offload_total'] / GIB:10.2f}{off_cap}"
+                     f"   needs {rep.offload_gbps_required:.1f} GB/s per direction")
+    return "\n".join(lines)
+
+
+def _print_json(obj):
+    print(json.dumps(obj, indent=2, default=_json_default))
+
+
+def _json_default(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    if hasattr(x, "to_dict"):
+        return x.to_dict()
+    if hasattr(x, "item"):
+        return x.item()
+    raise TypeError(f"not serialisable: {type(x).__name__}")
+
+
+# ------------------------------------------------------------- commands
+
+def _system_overrides(args) -> dict:
+    out = {}
+    for k in SYSTEM_OVERRIDES:
+        v = getattr(args, k, None)
+        if v is not None:
+            out[k] = v
+    return out
+
+
+def _pairs(items, what) -> dict:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--{what}", item, item, "key=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = parse_value(v)
+    return out
+
+
+def cmd_evaluate(args) -> int:
+    model = load_model(args.model)
+    system = load_system(args.system, **_system_overrides(args))
+    base = load_strategy(args.strategy).to_dict() if args.strategy else {}
+    base.update(_pairs(args.set, "set"))
+    missing = [k for k in ("tp", "pp", "dp", "batch") if k not in base]
+    if missing:
+        raise ConfigError("--set", missing[0], "<missing>", "an integer (tp, pp, dp and batch are required)")
+    strategy = strategy_from_dict(base, "--strategy/--set")
+    try:
+        rep = evaluate(model, system, strategy)
+    except InfeasibleStrategy as e:
+        if args.json:
+            _print_json({"status": "infeasible", "rule": e.rule, "message": str(e),
+                         "strategy": strategy.to_dict()})
+        else:
+            print(f"infeasible strategy: {e}")
+        return EXIT_INFEASIBLE
+    if args.json:
+        _print_json({"status": "ok", **rep.to_dict()})
+    else:
+        print(format_report(rep, system))
+    return EXIT_OK
+
+
+def cmd_validate(args) -> int:
+    from .validate import validate
+    v = validate(args.system)
+    if args.json:
+        _print_json(v)
+        return EXIT_OK
+    print(f"Megatron-LM on Selene (Korthikanti et al. 2022) against the model on {v['system']}")
+    titles = {"iteration_time": "iteration time (s), Table 5",
+              "memory": "memory per GPU (GiB), Figure 1",
+              "activation_percent": "activation memory (% of none), Figure 7"}
+    for key, title in titles.items():
+        sec = v[key]
+        print(f"\n{title}")
+        print(f"  {'model':<14} {'variant':<17} {'published':>10} {'model':>10} {'error':>8}")
+        for p in sec["points"]:
+            print(f"  {p['model']:<14} {p['variant']:<17} {p['published']:>10.3f} "
+                  f"{p['model_value']:>10.3f} {p['error_pct']:>+7.2f}%")
+        print(f"  mean |error| {sec['mean_abs_error_pct']:.2f}%   max |error| {sec['max_abs_error_pct']:.2f}%")
+    return EXIT_OK
+
+
+def cmd_list(args) -> int:
+    kinds = [args.kind] if args.kind else ["models", "systems"]
+    out = {k: preset_names(k) for k in kinds}
+    if args.json:
+        _print_json(out)
+    else:
+        for k, names in out.items():
+            print(f"{k}:\n  " + "\n  ".join(names))
+    return EXIT_OK
+
+
+def _add_system_args(p):
+    p.add_argument("--system", default="h100-80g-nvl8",
+                   help="system preset name or YAML path (default: h100-80g-nvl8; see `optimize list`)")
+    p.add_argument("--hbm-gib", dest="hbm_gib", type=float, help="override HBM capacity per GPU (GiB)")
+    p.add_argument("--offload-gib", dest="offload_gib", type=float,
+                   help="override the offload tier's capacity per GPU (GiB; 0 = none)")
+    p.add_argument("--offload-gbps", dest="offload_gbps", type=lambda x: float("inf") if x == "unlimited" else float(x),
+                   help="override the offload bandwidth per direction (GB/s, or 'unlimited')")
+    p.add_argument("--nvlink-size", dest="nvlink_size", type=int, help="override the NVLink domain size (GPUs)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="optimize",
+        description="Find the fastest parallel training strategy (TP, PP, DP, microbatch, "
+                    "interleaving, recomputation, overlap, offload, ...) for a transformer on a GPU "
+                    "system, proven optimal under the analytical model.",
+        epilog="Examples:\n"
+               "  optimize --model 1T --gpus 16384\n"
+               "  optimize --model 1T --gpus 4096 --pin tp=8 --top 3 --json\n"
+               "  optimize evaluate --model megatron-1T --system a100-80g --set tp=8 --set pp=64 "
+               "--set dp=1 --set batch=512 --set datatype=fp16\n"
+               "  optimize validate\n"
+               "Exit codes: 0 success, 1 infeasible (explained), 2 bad input.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command")
+
+    ev = sub.add_parser("evaluate", help="the analytical model for one strategy",
+                        description="Evaluate one strategy: time per batch, breakdown, MFU, memory.",
+                        epilog=f"Strategy keys: {', '.join(STRATEGY_KEYS)}")
+    ev.add_argument("--model", required=True, help="model preset name or YAML path (see `optimize list`)")
+    _add_system_args(ev)
+    ev.add_argument("--strategy", help="YAML file with strategy keys")
+    ev.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="set one strategy key (repeatable); overrides --strategy")
+    ev.add_argument("--json", action="store_true", help="print one JSON document")
+    ev.set_defaults(func=cmd_evaluate)
+
+    va = sub.add_parser("validate", help="compare the model with published Megatron-LM runs",
+                        description="Iteration time, memory and activation savings of Megatron-LM "
+                                    "on Selene (Korthikanti et al. 2022) against the model.")
+    va.add_argument("--system", default="a100-80g", help="system to model Selene with (default a100-80g)")
+    va.add_argument("--json", action="store_true", help="print one JSON document")
+    va.set_defaults(func=cmd_validate)
+
+    ls = sub.add_parser("list", help="list model and system presets")
+    ls.add_argument("kind", nargs="?", choices=["models", "systems"])
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)
+    return p
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:             # argparse already printed the usage error
+        return EXIT_BAD_INPUT if e.code not in (0, None) else EXIT_OK
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"optimize: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OptimizerError as e:
+        print(f"optimize: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())
