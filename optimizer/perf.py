@@ -153,77 +153,26 @@ def in_flight_chunks(pp, interleave, microbatches):
     return np.where(v > 1, inter, plain)
 
 
-def evaluate_arrays(model: Model, system: System, datatype: str, knobs: dict) -> dict:
-    """The model over arrays of strategies. Returns a dict of arrays: times
-    (seconds per batch, and its breakdown), throughput, MFU/HFU, memory per
-    GPU (bytes, per item and per tier), required offload bandwidth, and one
-    boolean array per rule (`rule_*`, True where the rule is broken)."""
-    k, shape = _as_arrays(knobs)
+def block_terms(model: Model, system: System, datatype: str, tp, microbatch, recompute,
+                tp_comm, tp_overlap, ag_redo, fused_activation, tp_net) -> dict:
+    """One block, one microbatch, on one GPU: compute times of the forward,
+    backward and recomputation, exposed TP communication of each, and the
+    activation bytes kept for the backward. Depends on nothing about the
+    pipeline or data parallelism, so the search tabulates it over
+    (tp, microbatch, recomputation, TP communication) alone."""
     e = BYTES_PER_ELEMENT[datatype]
     h, f, s = float(model.hidden), float(model.feedforward), float(model.seq_len)
     a, d, A = float(model.heads), float(model.head_dim), float(model.attn_width)
-    L = model.blocks
-
-    t = k["tp"].astype(float)
-    pp = k["pp"].astype(float)
-    dp = k["dp"].astype(float)
-    batch = k["batch"].astype(float)
-    b = k["microbatch"].astype(float)
-    v = k["interleave"].astype(float)
-    rec = k["recompute"]
-    sp = k["tp_comm"] > 0                      # sequence parallelism
-    ag_redo = k["ag_redo"].astype(bool) & sp
-    fused = k["fused_activation"].astype(bool)
-    tp_net = normalise_tier(system, k["tp_net"])
-    pp_net = normalise_tier(system, k["pp_net"])
-    dp_net = normalise_tier(system, k["dp_net"])
-    ntiers = len(system.networks)
-    tp_net_c, pp_net_c, dp_net_c = (np.clip(x, 0, ntiers - 1) for x in (tp_net, pp_net, dp_net))
-
-    r = {}
-    # ---- rules that need no numbers (divisibility and placement)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r["rule_tp_divides_heads"] = (model.heads % k["tp"]) != 0
-        r["rule_tp_divides_hidden"] = ((model.hidden % k["tp"]) != 0) | ((model.feedforward % k["tp"]) != 0)
-        r["rule_pp_divides_blocks"] = (L % k["pp"]) != 0
-        blocks_per_stage = L // k["pp"]
-        r["rule_interleave_divides_stage"] = (blocks_per_stage % k["interleave"]) != 0
-        r["rule_dp_divides_batch"] = (k["batch"] % k["dp"]) != 0
-        local_batch = k["batch"] // k["dp"]
-        r["rule_microbatch_divides_local_batch"] = (local_batch % k["microbatch"]) != 0
-        micro = np.maximum(local_batch // k["microbatch"], 1)
-        r["rule_interleave_schedule"] = (k["interleave"] > 1) & ((k["pp"] == 1) | (micro % k["pp"] != 0))
-        r["rule_sequence_split"] = sp & ((model.seq_len % k["tp"]) != 0)
-        r["rule_overlap_needs_tp"] = (k["tp_overlap"] > 0) & (k["tp"] == 1)
-        r["rule_ring_needs_p2p"] = (k["tp_overlap"] == 1) & (k["tp_comm"] != 2)
-    r["rule_network_tier"] = ((tp_net < 0) | (tp_net >= ntiers) | (pp_net < 0) | (pp_net >= ntiers)
-                              | (dp_net < 0) | (dp_net >= ntiers))
-    tier_fit = np.zeros(shape, dtype=bool)
-    for i, net in enumerate(system.networks):
-        used = (np.where((tp_net == i) & (k["tp"] > 1), k["tp"], 1)
-                * np.where((pp_net == i) & (k["pp"] > 1), k["pp"], 1)
-                * np.where((dp_net == i) & (k["dp"] > 1), k["dp"], 1))
-        bad = used > net.size
-        if net.must_fill:
-            bad |= (used > 1) & (net.size % used != 0)
-        tier_fit |= bad
-    r["rule_network_size"] = tier_fit
-    r["rule_datatype"] = np.full(shape, not system.supports(datatype))
-    any_offload = (k["offload_weights"].astype(bool) | k["offload_activations"].astype(bool)
-                   | k["offload_optimizer"].astype(bool))
-    r["rule_offload_tier"] = any_offload & ((system.offload_gib <= 0) | (system.offload_gbps <= 0))
-    if not system.supports(datatype):
-        # No rate to time against: report the rule, leave times infinite.
-        r.update({n: np.full(shape, np.inf) for n in ("time_s",)})
-        r["feasible"] = np.zeros(shape, dtype=bool)
-        return r
-
-    n_s = np.maximum(L / pp, 1.0)                # blocks per stage
-    m = np.maximum(np.floor(batch / np.maximum(dp, 1) / np.maximum(b, 1)), 1.0)
+    t = np.asarray(tp, dtype=float)
+    b = np.asarray(microbatch, dtype=float)
+    rec = np.asarray(recompute)
+    tp_overlap = np.asarray(tp_overlap)
+    sp = np.asarray(tp_comm) > 0                  # sequence parallelism
+    ag_redo = np.asarray(ag_redo).astype(bool) & sp
+    fused = np.asarray(fused_activation).astype(bool)
     tok = b * s                                  # tokens per microbatch
     sp_div = np.where(sp, t, 1.0)                # sharding of the h-wide tensors
-    heads_g = a / t                              # heads per GPU
-    att = b * heads_g * s * s                    # attention score elements per GPU
+    att = b * (a / t) * s * s                    # attention score elements per GPU
 
     def mm(flops, nbytes):
         return _op_time(system, datatype, flops, nbytes, True)
@@ -232,16 +181,14 @@ def evaluate_arrays(model: Model, system: System, datatype: str, knobs: dict) ->
         return _op_time(system, datatype, flops, nbytes, False)
 
     # ---- forward matrix ops: (flops, bytes) per GPU for one microbatch
-    lin = {
-        "qkv": (2 * tok * h * 3 * A / t, (tok * h + h * 3 * A / t + tok * 3 * A / t) * e),
-        "proj": (2 * tok * A * h / t, (tok * A / t + A * h / t + tok * h) * e),
-        "mlp1": (2 * tok * h * f / t, (tok * h + h * f / t + tok * f / t) * e),
-        "mlp2": (2 * tok * f * h / t, (tok * f / t + f * h / t + tok * h) * e),
+    lin_t = {
+        "qkv": mm(2 * tok * h * 3 * A / t, (tok * h + h * 3 * A / t + tok * 3 * A / t) * e),
+        "proj": mm(2 * tok * A * h / t, (tok * A / t + A * h / t + tok * h) * e),
+        "mlp1": mm(2 * tok * h * f / t, (tok * h + h * f / t + tok * f / t) * e),
+        "mlp2": mm(2 * tok * f * h / t, (tok * f / t + f * h / t + tok * h) * e),
     }
-    scores = (2 * att * d, (2 * tok * A / t + att) * e)
-    attn_v = (2 * att * d, (att + 2 * tok * A / t) * e)
-    lin_t = {n: mm(*fb) for n, fb in lin.items()}
-    scores_t, attn_v_t = mm(*scores), mm(*attn_v)
+    scores_t = mm(2 * att * d, (2 * tok * A / t + att) * e)
+    attn_v_t = mm(2 * att * d, (att + 2 * tok * A / t) * e)
     # ---- forward vector ops
     nh = tok * h / sp_div
     ln_t = vec(5 * nh, 2 * nh * e)                        # one layer norm
@@ -265,12 +212,13 @@ def evaluate_arrays(model: Model, system: System, datatype: str, knobs: dict) ->
 
     # ---- TP communication per block per microbatch
     act_bytes = tok * h * e
-    u_tp = _tier_table(system, "processor_share")[tp_net_c]
-    ar = collective_time(system, "all_reduce", act_bytes, t, tp_net_c)
-    rs = collective_time(system, "reduce_scatter", act_bytes, t, tp_net_c)
-    ag = collective_time(system, "all_gather", act_bytes, t, tp_net_c)
-    chunks = np.where(k["tp_overlap"] == 1, t, PIPE_CHUNKS)
-    overlap = k["tp_overlap"] > 0
+    tier = normalise_tier(system, tp_net)
+    u_tp = _tier_table(system, "processor_share")[tier]
+    ar = collective_time(system, "all_reduce", act_bytes, t, tier)
+    rs = collective_time(system, "reduce_scatter", act_bytes, t, tier)
+    ag = collective_time(system, "all_gather", act_bytes, t, tier)
+    chunks = np.where(tp_overlap == 1, t, PIPE_CHUNKS)
+    overlap = tp_overlap > 0
 
     def exposed(comm, compute):
         return np.where(overlap, _overlapped(comm, compute, chunks, u_tp), comm)
@@ -291,24 +239,14 @@ def evaluate_arrays(model: Model, system: System, datatype: str, knobs: dict) ->
                      + np.where(ag_redo, exposed(ag, lin_t["qkv"]) + exposed(ag, lin_t["mlp1"]), 0.0),
                      exposed(ar, lin_t["qkv"]) + exposed(ar, lin_t["mlp1"]))
     re_tp = np.where(rec == 2, fw_tp, 0.0)
-    tp_comm_total = np.where(sp, 4 * ag + 4 * rs + np.where(ag_redo, 2 * ag, 0.0), 4 * ar)
-    tp_comm_total = tp_comm_total + np.where(rec == 2, np.where(sp, 2 * ag + 2 * rs, 2 * ar), 0.0)
-
-    # ---- parameters and memory per GPU (first stage)
-    p_block = block_params(model) / t
-    p_stage = p_block * n_s
-    opt_bpp = OPTIMIZER_BYTES_PER_PARAM[datatype]
-    shard = np.where(k["optimizer_sharding"].astype(bool), dp, 1.0)
-    weights_b = p_stage * e
-    grads_b = p_stage * GRAD_BYTES_PER_PARAM
-    optim_b = p_stage * opt_bpp / shard
+    tp_total = np.where(sp, 4 * ag + 4 * rs + np.where(ag_redo, 2 * ag, 0.0), 4 * ar)
+    tp_total = tp_total + np.where(rec == 2, np.where(sp, 2 * ag + 2 * rs, 2 * ar), 0.0)
 
     # Activations kept for the backward of one block and one microbatch
     # (Korthikanti et al. 2022, sec. 4: 34 + 5as/h bytes per s*b*h in fp16).
     mask = 1.0                                       # dropout masks: one byte per element
     full_in = tok * h * e / sp_div                   # a block's input, as passed between blocks
-    gathered = tok * h * e / np.where(ag_redo, t, 1.0)  # qkv's and mlp1's input
-    gathered = np.where(sp, gathered, tok * h * e)
+    gathered = np.where(sp, tok * h * e / np.where(ag_redo, t, 1.0), tok * h * e)  # qkv/mlp1 input
     attn_s2 = att * (2 * e + mask)                   # softmax output, dropout mask and output
     stored_none = (2 * full_in                       # two layer-norm inputs
                    + 2 * gathered                    # qkv and mlp1 inputs
@@ -319,93 +257,196 @@ def evaluate_arrays(model: Model, system: System, datatype: str, knobs: dict) ->
                    + tok * f / t * e                 # activation-function input
                    + np.where(fused, 0.0, tok * f / t * e))  # its output (fused: recomputed)
     stored = np.select([rec == 2, rec == 1], [full_in, stored_none - attn_s2], stored_none)
-    chunks_live = in_flight_chunks(pp, v, m)
-    blocks_live = chunks_live * n_s / v              # block-microbatches held
+    return dict(fw_compute=fw_compute, bw_compute=bw_compute, re_compute=re_compute,
+                fw_tp=fw_tp, bw_tp=bw_tp, re_tp=re_tp, tp_total=tp_total, ag=ag,
+                stored=stored, working=np.where(rec == 2, stored_none, 0.0))
+
+
+def pipeline_p2p_time(model: Model, system: System, datatype: str, tp, microbatch, sp,
+                      pp, interleave, pp_net, ag):
+    """PP communication on the critical path of one microbatch through one
+    stage. Megatron's scatter/gather optimisation (Narayanan et al. 2021,
+    sec. 4.1): each TP rank sends 1/tp of the activations across the stage
+    boundary; without sequence parallelism the receiver all-gathers them over
+    the TP network (`ag`). Each microbatch crosses the boundary once per model
+    chunk, forward and backward; the sends are not overlapped with compute."""
+    e = BYTES_PER_ELEMENT[datatype]
+    pp = np.asarray(pp, dtype=float)
+    tok = np.asarray(microbatch, dtype=float) * model.seq_len
+    p2p = collective_time(system, "p2p", tok * model.hidden * e / np.asarray(tp, dtype=float),
+                          np.where(pp > 1, 2, 1), normalise_tier(system, pp_net))
+    p2p = p2p + np.where((pp > 1) & ~np.asarray(sp, dtype=bool), ag, 0.0)
+    return 2 * np.asarray(interleave, dtype=float) * p2p
+
+
+def state_bytes(model: Model, datatype: str, tp, pp, dp, optimizer_sharding) -> dict:
+    """Parameters of one block on one GPU, and the weights, weight gradients
+    and optimizer state of a whole stage (bytes per GPU)."""
+    p_block = block_params(model) / np.asarray(tp, dtype=float)
+    p_stage = p_block * np.maximum(model.blocks / np.asarray(pp, dtype=float), 1.0)
+    shard = np.where(np.asarray(optimizer_sharding).astype(bool), np.asarray(dp, dtype=float), 1.0)
+    return dict(p_block=p_block, p_stage=p_stage, shard=shard,
+                weights=p_stage * BYTES_PER_ELEMENT[datatype],
+                gradients=p_stage * GRAD_BYTES_PER_PARAM,
+                optimizer=p_stage * OPTIMIZER_BYTES_PER_PARAM[datatype] / shard)
+
+
+def memory_terms(datatype: str, states: dict, stored, working, blocks_live, recompute,
+                 offload_weights, offload_activations, offload_optimizer) -> dict:
+    """Bytes per GPU in HBM, per item, and in the offload tier. HBM keeps two
+    blocks' worth of what is offloaded: the one computing and the one being
+    prefetched (or written back)."""
+    ow, oa, oo = (np.asarray(x).astype(bool) for x in
+                  (offload_weights, offload_activations, offload_optimizer))
+    n_s = states["p_stage"] / states["p_block"]
+    two = np.minimum(2, n_s)
     act_total = stored * blocks_live
-    working = np.where(rec == 2, stored_none, 0.0)   # the block being recomputed
+    weights = np.where(ow, two * states["p_block"] * BYTES_PER_ELEMENT[datatype], states["weights"])
+    grads = np.where(ow, two * states["p_block"] * GRAD_BYTES_PER_PARAM, states["gradients"])
+    optim = np.where(oo, two * states["optimizer"] / n_s, states["optimizer"])
+    acts_hbm = np.where(oa, np.minimum(2, blocks_live) * stored, act_total)
+    full = np.asarray(recompute) == 2
+    ckpt = np.where(full, acts_hbm, 0.0)
+    acts = np.where(full, working, acts_hbm)
+    return dict(weights=weights, gradients=grads, optimizer=optim, activations=acts,
+                checkpoints=ckpt, stored_total=act_total,
+                hbm=weights + grads + optim + ckpt + acts,
+                offload=(np.where(ow, states["weights"] + states["gradients"], 0.0)
+                         + np.where(oo, states["optimizer"], 0.0) + np.where(oa, act_total, 0.0)))
 
-    # ---- offload: which bytes live in the second tier, and what moves
-    ow = k["offload_weights"].astype(bool)
-    oa = k["offload_activations"].astype(bool)
-    oo = k["offload_optimizer"].astype(bool)
-    w_block = p_block * e
-    g_block = p_block * GRAD_BYTES_PER_PARAM
-    # HBM keeps two blocks' worth of what is offloaded: the one computing and
-    # the one being prefetched (or written back).
-    hbm_weights = np.where(ow, np.minimum(2, n_s) * w_block, weights_b)
-    hbm_grads = np.where(ow, np.minimum(2, n_s) * g_block, grads_b)
-    hbm_optim = np.where(oo, np.minimum(2, n_s) * p_block * opt_bpp / shard, optim_b)
-    hbm_acts = np.where(oa, np.minimum(2, blocks_live) * stored, act_total)
-    ckpt = np.where(rec == 2, hbm_acts, 0.0)
-    acts = np.where(rec == 2, working, hbm_acts)
-    hbm_total = hbm_weights + hbm_grads + hbm_optim + ckpt + acts
-    off_total = (np.where(ow, weights_b + grads_b, 0.0) + np.where(oo, optim_b, 0.0)
-                 + np.where(oa, act_total, 0.0))
 
-    # Bytes over the offload link per block per microbatch, each direction:
-    # forward reads the weights and writes the activations; backward reads
-    # weights, activations and the gradient accumulator, and writes it back.
-    fw_in = np.where(ow, w_block, 0.0)
-    fw_out = np.where(oa, stored, 0.0)
-    bw_in = np.where(ow, w_block + g_block, 0.0) + np.where(oa, stored, 0.0)
-    bw_out = np.where(ow, g_block, 0.0)
-    off_bw = system.offload_gbps * 1e9
-    fw_pass = fw_compute + fw_tp
-    bw_pass = bw_compute + bw_tp + re_compute + re_tp
+def offload_traffic(datatype: str, p_block, stored, offload_weights, offload_activations):
+    """Bytes over the offload link per block per microbatch, (forward in,
+    forward out, backward in, backward out): forward reads the weights and
+    writes the activations; backward reads weights, activations and the
+    gradient accumulator, and writes it back."""
+    ow = np.asarray(offload_weights).astype(bool)
+    oa = np.asarray(offload_activations).astype(bool)
+    w = p_block * BYTES_PER_ELEMENT[datatype]
+    g = p_block * GRAD_BYTES_PER_PARAM
+    return (np.where(ow, w, 0.0), np.where(oa, stored, 0.0),
+            np.where(ow, w + g, 0.0) + np.where(oa, stored, 0.0), np.where(ow, g, 0.0))
+
+
+def offload_overhead(system: System, traffic, fw_pass, bw_pass):
+    """Time the offload transfers add to one block's forward and backward
+    pass (what does not hide behind the pass), and the bandwidth per
+    direction (GB/s) that would hide them completely. Non-increasing in the
+    pass times."""
+    fw_in, fw_out, bw_in, bw_out = traffic
+    fw_bytes, bw_bytes = np.maximum(fw_in, fw_out), np.maximum(bw_in, bw_out)
+    bw_link = system.offload_gbps * 1e9
+    if bw_link > 0:
+        over = (np.maximum(fw_bytes / bw_link - fw_pass, 0.0)
+                + np.maximum(bw_bytes / bw_link - bw_pass, 0.0))
+    else:
+        over = np.where((fw_bytes > 0) | (bw_bytes > 0), np.inf, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        fw_move = np.maximum(fw_in, fw_out) / off_bw if off_bw > 0 else np.zeros(shape)
-        bw_move = np.maximum(bw_in, bw_out) / off_bw if off_bw > 0 else np.zeros(shape)
-        need_gbps = np.maximum(np.maximum(fw_in, fw_out) / fw_pass,
-                               np.maximum(bw_in, bw_out) / bw_pass) / 1e9
-    offload_over = np.maximum(fw_move - fw_pass, 0.0) + np.maximum(bw_move - bw_pass, 0.0)
+        need = np.maximum(np.where(fw_bytes > 0, fw_bytes / fw_pass, 0.0),
+                          np.where(bw_bytes > 0, bw_bytes / bw_pass, 0.0)) / 1e9
+    return over, need
 
-    # ---- pipeline: one microbatch through this stage, and the bubble
-    # Megatron's scatter/gather optimisation (Narayanan et al. 2021, sec.
-    # 4.1): each TP rank sends 1/tp of the activations across the stage
-    # boundary; without sequence parallelism the receiver all-gathers them
-    # over the TP network.
-    p2p = collective_time(system, "p2p", tok * h * e / t, np.where(pp > 1, 2, 1), pp_net_c)
-    p2p = p2p + np.where((pp > 1) & ~sp, ag, 0.0)
-    # Each microbatch crosses the stage boundary once per model chunk, forward
-    # and backward; Megatron's sends are not overlapped with compute.
-    pp_mb = 2 * v * p2p
-    mb_fw = n_s * fw_compute
-    mb_bw = n_s * bw_compute
-    mb_re = n_s * re_compute
-    mb_tp = n_s * (fw_tp + bw_tp + re_tp)
-    mb_off = n_s * offload_over
+
+def optimizer_time(system: System, datatype: str, states: dict, offload_optimizer):
+    """Adam on this GPU's shard; with the state offloaded, streamed over the
+    offload link (per direction) instead of read from HBM."""
+    oo = np.asarray(offload_optimizer).astype(bool)
+    opt_bpp = OPTIMIZER_BYTES_PER_PARAM[datatype]
+    p_opt = states["p_stage"] / states["shard"]
+    hbm_bytes = p_opt * (2 * opt_bpp + GRAD_BYTES_PER_PARAM + BYTES_PER_ELEMENT[datatype])
+    t = _op_time(system, datatype, ADAM_FLOPS_PER_PARAM * p_opt, np.where(oo, 0.0, hbm_bytes), False)
+    link = system.offload_gbps * 1e9
+    move = p_opt * opt_bpp / link if link > 0 else np.full(np.shape(p_opt), np.inf)
+    return np.where(oo, np.maximum(t, move), t)
+
+
+def dp_comm_time(system: System, datatype: str, states: dict, dp, optimizer_sharding, dp_net):
+    """Gradient reduction over DP: an all-reduce, or with ZeRO-1 a
+    reduce-scatter of the gradients and an all-gather of the weights."""
+    tier = normalise_tier(system, dp_net)
+    gcomm = states["p_stage"] * GRAD_COMM_BYTES[datatype]
+    return np.where(np.asarray(optimizer_sharding).astype(bool),
+                    collective_time(system, "reduce_scatter", gcomm, dp, tier)
+                    + collective_time(system, "all_gather", states["weights"], dp, tier),
+                    collective_time(system, "all_reduce", gcomm, dp, tier))
+
+
+def dp_exposed_time(system: System, dp_time, window, dp_overlap, dp_net):
+    """DP time on the critical path. Overlapped, it hides behind the backward
+    of the last microbatch (`window`: the gradients are final only then),
+    which it slows by the network's processor share. Non-increasing in the
+    window."""
+    u = _tier_table(system, "processor_share")[normalise_tier(system, dp_net)]
+    hidden = np.maximum(dp_time - window, 0.0) + u * np.minimum(dp_time, window)
+    return np.where(np.asarray(dp_overlap).astype(bool), hidden, dp_time)
+
+
+def iteration_time(microbatches, pp, interleave, t_mb, optimizer, dp_exposed):
+    """Seconds per batch: the 1F1B schedule runs m microbatches plus a bubble
+    of (pp-1)/v microbatch times, then the optimizer step and the exposed
+    DP communication."""
+    return (microbatches + (pp - 1) / interleave) * t_mb + optimizer + dp_exposed
+
+
+def evaluate_arrays(model: Model, system: System, datatype: str, knobs: dict) -> dict:
+    """The model over arrays of strategies. Returns a dict of arrays: times
+    (seconds per batch, and its breakdown), throughput, MFU/HFU, memory per
+    GPU (bytes, per item and per tier), required offload bandwidth, and one
+    boolean array per rule (`rule_*`, True where the rule is broken)."""
+    k, shape = _as_arrays(knobs)
+    L = model.blocks
+    r = check_rules(model, system, datatype, k, shape)
+    if not system.supports(datatype):
+        # No rate to time against: report the rule, leave times infinite.
+        r["time_s"] = np.full(shape, np.inf)
+        r["feasible"] = np.zeros(shape, dtype=bool)
+        return r
+
+    pp = k["pp"].astype(float)
+    dp = k["dp"].astype(float)
+    batch = k["batch"].astype(float)
+    v = k["interleave"].astype(float)
+    sp = k["tp_comm"] > 0
+    n_s = np.maximum(L / pp, 1.0)                # blocks per stage
+    m = np.maximum(np.floor(batch / np.maximum(dp, 1) / np.maximum(k["microbatch"], 1)), 1.0)
+
+    blk = block_terms(model, system, datatype, k["tp"], k["microbatch"], k["recompute"],
+                      k["tp_comm"], k["tp_overlap"], k["ag_redo"], k["fused_activation"], k["tp_net"])
+    states = state_bytes(model, datatype, k["tp"], pp, dp, k["optimizer_sharding"])
+    blocks_live = in_flight_chunks(pp, v, m) * n_s / v   # block-microbatches held
+    mem = memory_terms(datatype, states, blk["stored"], blk["working"], blocks_live, k["recompute"],
+                       k["offload_weights"], k["offload_activations"], k["offload_optimizer"])
+
+    fw_pass = blk["fw_compute"] + blk["fw_tp"]
+    bw_pass = blk["bw_compute"] + blk["bw_tp"] + blk["re_compute"] + blk["re_tp"]
+    traffic = offload_traffic(datatype, states["p_block"], blk["stored"],
+                              k["offload_weights"], k["offload_activations"])
+    off_over, need_gbps = offload_overhead(system, traffic, fw_pass, bw_pass)
+
+    pp_mb = pipeline_p2p_time(model, system, datatype, k["tp"], k["microbatch"], sp, pp, v,
+                              k["pp_net"], blk["ag"])
+    mb_fw = n_s * blk["fw_compute"]
+    mb_bw = n_s * blk["bw_compute"]
+    mb_re = n_s * blk["re_compute"]
+    mb_tp = n_s * (blk["fw_tp"] + blk["bw_tp"] + blk["re_tp"])
+    mb_off = n_s * off_over
     t_mb = mb_fw + mb_bw + mb_re + mb_tp + mb_off + pp_mb
-    bubble = (pp - 1) / v * t_mb
 
-    # ---- optimizer step (Adam), on this GPU's shard
-    p_opt = p_stage / shard
-    opt_bytes = p_opt * (2 * opt_bpp + GRAD_BYTES_PER_PARAM + e)
-    optimizer_t = vec(ADAM_FLOPS_PER_PARAM * p_opt, np.where(oo, 0.0, opt_bytes))
-    opt_move = np.where(oo, p_opt * opt_bpp / off_bw if off_bw > 0 else np.inf, 0.0)
-    optimizer_t = np.where(oo, np.maximum(optimizer_t, opt_move), optimizer_t)
-
-    # ---- DP: reduce the gradients (and gather the weights when sharded)
-    gcomm = p_stage * GRAD_COMM_BYTES[datatype]
-    dp_time = np.where(k["optimizer_sharding"].astype(bool),
-                       collective_time(system, "reduce_scatter", gcomm, dp, dp_net_c)
-                       + collective_time(system, "all_gather", weights_b, dp, dp_net_c),
-                       collective_time(system, "all_reduce", gcomm, dp, dp_net_c))
-    # Overlapped, it hides behind the backward of the last microbatch (the
-    # gradients are final only then), which it slows by its processor share.
-    u_dp = _tier_table(system, "processor_share")[dp_net_c]
-    window = mb_bw + mb_re
-    dp_ovl = k["dp_overlap"].astype(bool) & (dp > 1)
-    dp_exposed = np.where(dp_ovl, np.maximum(dp_time - window, 0.0) + u_dp * np.minimum(dp_time, window),
-                          dp_time)
-
-    time_s = m * t_mb + bubble + optimizer_t + dp_exposed
+    optimizer_t = optimizer_time(system, datatype, states, k["offload_optimizer"])
+    dp_time = dp_comm_time(system, datatype, states, dp, k["optimizer_sharding"], k["dp_net"])
+    dp_exposed = dp_exposed_time(system, dp_time, mb_bw + mb_re, k["dp_overlap"] & (dp > 1), k["dp_net"])
+    time_s = iteration_time(m, pp, v, t_mb, optimizer_t, dp_exposed)
 
     # ---- throughput and utilisation
-    gpus = t * pp * dp
+    gpus = k["tp"] * pp * dp
+    s, A = model.seq_len, model.attn_width
+    rec = k["recompute"]
     peak = system.matrix_tflops[datatype] * 1e12
     model_flops = 3 * block_matrix_flops(model, batch * s) * L
     recompute_flops = batch * L * np.select(
         [rec == 2, rec == 1], [block_matrix_flops(model, s), 4 * s * s * A], 0.0)
+    any_offload = (k["offload_weights"].astype(bool) | k["offload_activations"].astype(bool)
+                   | k["offload_optimizer"].astype(bool))
     r.update(
         time_s=time_s,
         samples_per_s=batch / time_s,
@@ -413,20 +454,69 @@ def evaluate_arrays(model: Model, system: System, datatype: str, knobs: dict) ->
         mfu=model_flops / (time_s * gpus * peak),
         hfu=(model_flops + recompute_flops) / (time_s * gpus * peak),
         forward_s=m * mb_fw, backward_s=m * mb_bw, recompute_s=m * mb_re,
-        optimizer_s=optimizer_t, bubble_s=bubble,
+        optimizer_s=optimizer_t, bubble_s=(pp - 1) / v * t_mb,
         tp_comm_s=m * mb_tp, pp_comm_s=m * pp_mb, dp_comm_s=dp_exposed,
         offload_s=m * mb_off,
-        tp_comm_total_s=m * n_s * tp_comm_total, dp_comm_total_s=dp_time,
+        tp_comm_total_s=m * n_s * blk["tp_total"], dp_comm_total_s=dp_time,
         microbatches=m, blocks_per_stage=n_s,
-        weights_bytes=hbm_weights, gradients_bytes=hbm_grads, optimizer_bytes=hbm_optim,
-        activations_bytes=acts, checkpoints_bytes=ckpt,
-        stored_activations_bytes=act_total,
-        hbm_bytes=hbm_total, offload_bytes=off_total,
+        weights_bytes=mem["weights"], gradients_bytes=mem["gradients"],
+        optimizer_bytes=mem["optimizer"], activations_bytes=mem["activations"],
+        checkpoints_bytes=mem["checkpoints"], stored_activations_bytes=mem["stored_total"],
+        hbm_bytes=mem["hbm"], offload_bytes=mem["offload"],
         offload_gbps_required=np.where(any_offload, need_gbps, 0.0),
     )
-    r["rule_hbm_capacity"] = hbm_total > system.hbm_gib * GIB
-    r["rule_offload_capacity"] = off_total > system.offload_gib * GIB
+    r["rule_hbm_capacity"] = mem["hbm"] > system.hbm_gib * GIB
+    r["rule_offload_capacity"] = mem["offload"] > system.offload_gib * GIB
     r["feasible"] = ~np.logical_or.reduce([r[n] for n in r if n.startswith("rule_")])
+    return r
+
+
+def placement_violation(system: System, tp, pp, dp, tp_net, pp_net, dp_net):
+    """True where the groups placed on some network tier do not fit it (or,
+    on a tier that must be filled, do not tile it). Groups of one GPU use no
+    network."""
+    tp, pp, dp = (np.asarray(x) for x in (tp, pp, dp))
+    tp_net, pp_net, dp_net = (normalise_tier(system, x) for x in (tp_net, pp_net, dp_net))
+    bad = np.zeros(np.broadcast(tp, pp, dp, tp_net, pp_net, dp_net).shape, dtype=bool)
+    for i, net in enumerate(system.networks):
+        used = (np.where((tp_net == i) & (tp > 1), tp, 1) * np.where((pp_net == i) & (pp > 1), pp, 1)
+                * np.where((dp_net == i) & (dp > 1), dp, 1))
+        bad |= used > net.size
+        if net.must_fill:
+            bad |= (used > 1) & (net.size % used != 0)
+    return bad
+
+
+def check_rules(model: Model, system: System, datatype: str, k: dict, shape) -> dict:
+    """The rules that need no timing: divisibility, schedule, placement,
+    datatype, offload tier. One boolean array per rule, True where broken."""
+    r = {}
+    ntiers = len(system.networks)
+    tp_net, pp_net, dp_net = (normalise_tier(system, k[n]) for n in ("tp_net", "pp_net", "dp_net"))
+    sp = k["tp_comm"] > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r["rule_tp_divides_heads"] = (model.heads % k["tp"]) != 0
+        r["rule_tp_divides_hidden"] = ((model.hidden % k["tp"]) != 0) | ((model.feedforward % k["tp"]) != 0)
+        r["rule_pp_divides_blocks"] = (model.blocks % k["pp"]) != 0
+        r["rule_interleave_divides_stage"] = ((model.blocks // k["pp"]) % k["interleave"]) != 0
+        r["rule_dp_divides_batch"] = (k["batch"] % k["dp"]) != 0
+        local_batch = k["batch"] // k["dp"]
+        r["rule_microbatch_divides_local_batch"] = (local_batch % k["microbatch"]) != 0
+        micro = np.maximum(local_batch // k["microbatch"], 1)
+        r["rule_interleave_schedule"] = (k["interleave"] > 1) & ((k["pp"] == 1) | (micro % k["pp"] != 0))
+        r["rule_sequence_split"] = sp & ((model.seq_len % k["tp"]) != 0)
+    r["rule_overlap_needs_tp"] = (k["tp_overlap"] > 0) & (k["tp"] == 1)
+    r["rule_ring_needs_p2p"] = (k["tp_overlap"] == 1) & (k["tp_comm"] != 2)
+    out_of_range = ((tp_net < 0) | (tp_net >= ntiers) | (pp_net < 0) | (pp_net >= ntiers)
+                    | (dp_net < 0) | (dp_net >= ntiers))
+    r["rule_network_tier"] = out_of_range
+    clip = lambda x: np.clip(x, 0, ntiers - 1)  # noqa: E731
+    r["rule_network_size"] = ~out_of_range & placement_violation(
+        system, k["tp"], k["pp"], k["dp"], clip(tp_net), clip(pp_net), clip(dp_net))
+    r["rule_datatype"] = np.full(shape, not system.supports(datatype))
+    any_offload = (k["offload_weights"].astype(bool) | k["offload_activations"].astype(bool)
+                   | k["offload_optimizer"].astype(bool))
+    r["rule_offload_tier"] = any_offload & ((system.offload_gib <= 0) | (system.offload_gbps <= 0))
     return r
 
 
