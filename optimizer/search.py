@@ -1,0 +1,468 @@
+"""The search: the fastest strategy in the space, with a proof.
+
+Objective: time per sample (seconds per batch / batch), minimised; that is
+samples per second, maximised, since the batch may differ between
+strategies. Ties are broken by the strategy's knobs, in perf.KNOBS order.
+
+How the proof works (see space.py for the levels):
+
+1. Tables. The model's own term functions are evaluated on small tuples:
+   block terms on (tp, microbatch, sigma, tp_comm, tp_overlap, tp_net),
+   the rest on groups (structure x sigma x ZeRO-1 x offload flags). Memory
+   per GPU depends on the group alone, so a group's HBM and offload
+   footprints are exact. Its time bound takes, for each term, the best any
+   member can do (least exposed TP communication, cheapest PP and DP
+   placement, offload against the longest pass); every term of the model is
+   non-decreasing in those, so the bound never exceeds any member's exact
+   time (tests check this over random strategies).
+2. The master problem, in CP-SAT: which structure to open next. Its
+   variables are the structure's knobs (tp, pp, dp, microbatch, interleave,
+   tied to one index), its constraints the rules (tp*pp*dp = gpus, batch
+   limit, memory: at least one group of the structure fits HBM and the
+   offload tier), its objective the structure's bound (the best bound of its
+   fitting groups) scaled to integers and rounded down.
+3. The loop. Open the structure CP-SAT proposes; take its fitting groups in
+   order of bound and evaluate their members with the exact model while the
+   bound can still beat the k-th best time; then exclude the structure and
+   cut the objective at the k-th best time (rounded up), and solve again.
+   When CP-SAT proves the master infeasible, no unopened structure can beat
+   the incumbent: the incumbent is optimal.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from ortools.sat.python import cp_model
+
+from . import perf
+from .errors import ConfigError
+from .evaluate import Report, evaluate
+from .spec import load_model, load_system
+from .space import (Problem, bool_domain, count_space, enumerate_all, knob_rows_to_strategy,
+                    make_problem, members_of, sigmas, structures, tp_members)
+
+RELATIVE_SLACK = 1e-9     # a bound within this of the incumbent is still explored
+MEMBER_BATCH = 4          # members of a group evaluated exactly at a time
+
+
+@dataclass
+class PlanResult:
+    """What `plan` answers. `lower_bound` is the proven lower bound on time
+    per sample over the whole space (seconds); `bound_samples_per_s` the
+    matching ceiling on throughput; `gap` the relative distance of the best
+    found to it (0 when optimal)."""
+
+    status: str
+    best: Report | None
+    top: list
+    lower_bound: float
+    gap: float
+    stats: dict
+    problem: dict
+    explanation: dict | None = None
+    messages: list = field(default_factory=list)
+
+    @property
+    def bound_samples_per_s(self) -> float:
+        return 1.0 / self.lower_bound if self.lower_bound > 0 else math.inf
+
+    def to_dict(self) -> dict:
+        return {"status": self.status, "problem": self.problem,
+                "best": self.best.to_dict() if self.best else None,
+                "top": [r.to_dict() for r in self.top],
+                "lower_bound_s_per_sample": self.lower_bound,
+                "bound_samples_per_s": self.bound_samples_per_s,
+                "gap": self.gap, "stats": self.stats, "explanation": self.explanation}
+
+
+# ------------------------------------------------------------------ tables
+
+class Tables:
+    """Exact memory and bounded time of every group, from the model's term
+    functions evaluated on small tuples."""
+
+    def __init__(self, p: Problem, S: dict):
+        self.p, self.S = p, S
+        m, sys_, dt = p.model, p.system, p.datatype
+        T = len(sys_.networks)
+        nS = len(S["tp"])
+        S_f = {k: v.astype(float) for k, v in S.items()}
+        self.n_s = m.blocks / S_f["pp"]
+        self.micro = S_f["batch"] / S_f["dp"] / S_f["microbatch"]
+
+        # ---- block terms on (tp, microbatch) x sigma x (tp_comm, tp_overlap, tp_net)
+        pairs, inv = np.unique(np.stack([S["tp"], S["microbatch"]], 1), axis=0, return_inverse=True)
+        inv = inv.reshape(-1)
+        sig = sigmas(p, pairs[:, 0])
+        nU, nG = sig["ok"].shape
+        rows = []        # (u, sigma, tp_comm, tp_overlap, tp_net)
+        for u in range(nU):
+            tp = int(pairs[u, 0])
+            nets = [n for n in range(T) if tp == 1 and n == 0 or tp > 1 and tp <= sys_.networks[n].size]
+            nets = [n for n in nets if p.allowed("tp_net", [n])[0] or tp == 1]
+            for j in np.flatnonzero(sig["ok"][u]):
+                for c, o in tp_members(p, tp, int(sig["sp_mode"][j])):
+                    for n in nets:
+                        rows.append((u, j, c, o, n))
+        rows = np.array(rows, dtype=np.int64).reshape(-1, 5)
+        u, j = rows[:, 0], rows[:, 1]
+        blk = perf.block_terms(m, sys_, dt, pairs[u, 0], pairs[u, 1], sig["recompute"][j],
+                               rows[:, 2], rows[:, 3], (sig["sp_mode"][j] == 2), sig["fused"][j], rows[:, 4])
+        flat = u * nG + j
+
+        def reduce(values, how, fill):
+            out = np.full(nU * nG, fill)
+            how.at(out, flat, values)
+            return out.reshape(nU, nG)
+
+        tpx = blk["fw_tp"] + blk["bw_tp"] + blk["re_tp"]
+        # per TP choice, for refining a group's bound member by member
+        by = np.argsort(flat, kind="stable")
+        self.row_flat, self.row_choice = flat[by], rows[by][:, 2:]
+        self.row_tpx = tpx[by]
+        self.row_fw_pass = (blk["fw_compute"] + blk["fw_tp"])[by]
+        self.row_bw_pass = (blk["bw_compute"] + blk["bw_tp"] + blk["re_compute"] + blk["re_tp"])[by]
+        self.row_ag = blk["ag"][by]
+        self.pairs_inv, self.nG = inv, nG
+        self.has = reduce(np.ones(len(rows), bool), np.logical_or, False)
+        self.comp = reduce(blk["fw_compute"] + blk["bw_compute"] + blk["re_compute"], np.maximum, 0.0)
+        self.window_blk = reduce(blk["bw_compute"] + blk["re_compute"], np.maximum, 0.0)
+        self.tpx_min = reduce(tpx, np.minimum, np.inf)
+        self.fw_pass_max = reduce(blk["fw_compute"] + blk["fw_tp"], np.maximum, 0.0)
+        self.bw_pass_max = reduce(blk["bw_compute"] + blk["bw_tp"] + blk["re_compute"] + blk["re_tp"],
+                                  np.maximum, 0.0)
+        self.stored = reduce(blk["stored"], np.maximum, 0.0)
+        self.working = reduce(blk["working"], np.maximum, 0.0)
+        self.ag_min = reduce(blk["ag"], np.minimum, np.inf)
+        self.sig = sig
+
+        # ---- groups: structure x sigma x ZeRO-1 x offload flags
+        valid = self.has[inv]                                   # nS x nG
+        gi, gj = np.nonzero(valid)
+        z_opts = bool_domain(p, "optimizer_sharding", True)
+        offs = [bool_domain(p, k, p.has_offload) for k in
+                ("offload_weights", "offload_activations", "offload_optimizer")]
+        extra = np.array(np.meshgrid(z_opts, *offs, indexing="ij")).reshape(4, -1).T
+        gi = np.repeat(gi, len(extra))
+        gj = np.repeat(gj, len(extra))
+        ex = np.tile(extra, (len(valid.nonzero()[0]), 1))
+        keep = (ex[:, 0] == 0) | (S["dp"][gi] > 1)
+        if "optimizer_sharding" in p.pins and 0 not in p.pins["optimizer_sharding"]:
+            keep &= (ex[:, 0] == 1) & (S["dp"][gi] > 1)
+        gi, gj, ex = gi[keep], gj[keep], ex[keep]
+        self.g_struct, self.g_sigma = gi, gj
+        self.g_zero1, self.g_ow, self.g_oa, self.g_oo = ex[:, 0], ex[:, 1], ex[:, 2], ex[:, 3]
+        ug = inv[gi]
+        tp, pp, dp = S_f["tp"][gi], S_f["pp"][gi], S_f["dp"][gi]
+        v, mb, batch = S_f["interleave"][gi], S_f["microbatch"][gi], S_f["batch"][gi]
+        n_s, micro = self.n_s[gi], self.micro[gi]
+        rec = sig["recompute"][gj]
+        sp = sig["sp_mode"][gj] > 0
+
+        states = perf.state_bytes(m, dt, tp, pp, dp, self.g_zero1)
+        blocks_live = perf.in_flight_chunks(pp, v, micro) * n_s / v
+        stored, working = self.stored[ug, gj], self.working[ug, gj]
+        mem = perf.memory_terms(dt, states, stored, working, blocks_live, rec,
+                                self.g_ow, self.g_oa, self.g_oo)
+        self.g_hbm, self.g_offload = mem["hbm"], mem["offload"]
+        self.g_fits = (mem["hbm"] <= sys_.hbm_gib * perf.GIB) & (mem["offload"] <= sys_.offload_gib * perf.GIB)
+
+        traffic = perf.offload_traffic(dt, states["p_block"], stored, self.g_ow, self.g_oa)
+        off_lb, _ = perf.offload_overhead(sys_, traffic, self.fw_pass_max[ug, gj], self.bw_pass_max[ug, gj])
+        pp_lb = np.min([perf.pipeline_p2p_time(m, sys_, dt, tp, mb, sp, pp, v, n, self.ag_min[ug, gj])
+                        for n in range(T)], axis=0)
+        opt = perf.optimizer_time(sys_, dt, states, self.g_oo)
+        window = n_s * self.window_blk[ug, gj]
+        dp_lb = np.full(len(gi), np.inf)
+        for dov in (0, 1):
+            for n in range(T):
+                dpt = perf.dp_comm_time(sys_, dt, states, dp, self.g_zero1, n)
+                dp_lb = np.minimum(dp_lb, perf.dp_exposed_time(sys_, dpt, window, (dov == 1) & (dp > 1), n))
+        t_mb = n_s * (self.comp[ug, gj] + self.tpx_min[ug, gj] + off_lb) + pp_lb
+        self.g_bound = perf.iteration_time(micro, pp, v, t_mb, opt, dp_lb) / batch
+        self.g_pp_lb, self.g_opt, self.g_dp_lb = pp_lb, opt, dp_lb
+        self.g_traffic = traffic
+
+        # ---- per structure: best bound over its fitting groups
+        self.s_bound = np.full(nS, np.inf)
+        fit = self.g_fits
+        np.minimum.at(self.s_bound, gi[fit], self.g_bound[fit])
+        order = np.lexsort((self.g_bound, gi))
+        self.order = order
+        self.starts = np.searchsorted(gi[order], np.arange(nS + 1))
+        self.n_groups = len(gi)
+
+    def groups_of(self, i: int) -> np.ndarray:
+        """Group indices of structure i, best bound first."""
+        return self.order[self.starts[i]:self.starts[i + 1]]
+
+    def member_bounds(self, g: int, knobs: dict) -> np.ndarray:
+        """The group's bound refined to each TP choice (tp_comm, tp_overlap,
+        tp_net): that choice's exposed TP communication and offload overhead,
+        and the best PP and DP placement (and DP overlap) that the placement
+        rule allows beside its tp_net. One value per member: the bound of
+        the TP choice it belongs to."""
+        p, S = self.p, self.S
+        i, j = self.g_struct[g], self.g_sigma[g]
+        flat = self.pairs_inv[i] * self.nG + j
+        lo, hi = np.searchsorted(self.row_flat, [flat, flat + 1])
+        choice = self.row_choice[lo:hi]
+        ckey = choice[:, 0] * 9 + choice[:, 1] * 3 + choice[:, 2]
+        sorter = np.argsort(ckey)
+        key = knobs["tp_comm"] * 9 + knobs["tp_overlap"] * 3 + knobs["tp_net"]
+        pos = lo + sorter[np.searchsorted(ckey, key, sorter=sorter)]
+        traffic = tuple(np.asarray(x)[g] for x in self.g_traffic)
+        off, _ = perf.offload_overhead(p.system, traffic, self.row_fw_pass[pos], self.row_bw_pass[pos])
+        tp, pp, dp = (float(S[k][i]) for k in ("tp", "pp", "dp"))
+        v, batch, n_s, micro = float(S["interleave"][i]), float(S["batch"][i]), self.n_s[i], self.micro[i]
+        sp = self.sig["sp_mode"][j] > 0
+        pp_m = perf.pipeline_p2p_time(p.model, p.system, p.datatype, tp, float(S["microbatch"][i]), sp,
+                                      pp, v, knobs["pp_net"], self.row_ag[pos])
+        states = perf.state_bytes(p.model, p.datatype, tp, pp, dp, self.g_zero1[g])
+        window = n_s * self.window_blk[self.pairs_inv[i], j]
+        dp_m = perf.dp_exposed_time(p.system, perf.dp_comm_time(p.system, p.datatype, states, dp,
+                                                                self.g_zero1[g], knobs["dp_net"]),
+                                    window, knobs["dp_overlap"].astype(bool) & (dp > 1), knobs["dp_net"])
+        t_mb = n_s * (self.comp[self.pairs_inv[i], j] + self.row_tpx[pos] + off) + pp_m
+        per_member = perf.iteration_time(micro, pp, v, t_mb, self.g_opt[g], dp_m) / batch
+        # the bound of a TP choice: the best over its members' placements
+        _, group = np.unique(key, return_inverse=True)
+        best = np.full(group.max() + 1, np.inf)
+        np.minimum.at(best, group, per_member)
+        return best[group]
+
+    def members(self, g: int) -> dict:
+        """Every member strategy of group g, as knob arrays."""
+        p, S = self.p, self.S
+        i, j = self.g_struct[g], self.g_sigma[g]
+        tp, pp, dp = int(S["tp"][i]), int(S["pp"][i]), int(S["dp"][i])
+        mem = members_of(p, tp, pp, dp, int(self.sig["sp_mode"][j]))
+        n = len(mem)
+        full = lambda x: np.full(n, x)  # noqa: E731
+        return {"tp": full(tp), "pp": full(pp), "dp": full(dp), "batch": full(S["batch"][i]),
+                "microbatch": full(S["microbatch"][i]), "interleave": full(S["interleave"][i]),
+                "recompute": full(self.sig["recompute"][j]), "ag_redo": full(int(self.sig["sp_mode"][j] == 2)),
+                "fused_activation": full(self.sig["fused"][j]), "optimizer_sharding": full(self.g_zero1[g]),
+                "offload_weights": full(self.g_ow[g]), "offload_activations": full(self.g_oa[g]),
+                "offload_optimizer": full(self.g_oo[g]),
+                "tp_comm": mem[:, 0], "tp_overlap": mem[:, 1], "dp_overlap": mem[:, 2],
+                "tp_net": mem[:, 3], "pp_net": mem[:, 4], "dp_net": mem[:, 5]}
+
+
+# ---------------------------------------------------------------- top-k
+
+class TopK:
+    """The k best (time per sample, knobs) seen, ties broken by the knobs."""
+
+    def __init__(self, k: int):
+        self.k, self.items = k, []
+
+    @property
+    def threshold(self) -> float:
+        return self.items[-1][0] if len(self.items) >= self.k else math.inf
+
+    def offer(self, knobs: dict, r: dict):
+        tps = r["time_s"] / knobs["batch"]
+        ok = np.flatnonzero(r["feasible"] & (tps <= self.threshold))
+        if len(ok) == 0:
+            return
+        ok = ok[np.argsort(tps[ok], kind="stable")][: self.k + 64]
+        for i in ok:
+            key = tuple(int(np.asarray(knobs[name])[i]) for name in perf.KNOBS)
+            self.items.append((float(tps[i]), key))
+        self.items = sorted(set(self.items))[: self.k]
+
+
+# ---------------------------------------------------------------- master
+
+class Master:
+    """The CP-SAT master problem over structures (see the module doc)."""
+
+    def __init__(self, p: Problem, S: dict, s_bound: np.ndarray, threads: int | None):
+        self.p = p
+        finite = np.isfinite(s_bound)
+        self.candidates = np.flatnonzero(finite)
+        top = float(s_bound[finite].max()) if finite.any() else 1.0
+        # integer units: the largest finite bound maps near 2**50, floor keeps it a bound
+        self.scale = 2.0 ** 50 / top
+        table = np.where(finite, np.floor(s_bound * self.scale), 2 ** 52).astype(np.int64)
+        self.table = table
+        m = cp_model.CpModel()
+        n = len(s_bound)
+        self.s = m.NewIntVarFromDomain(cp_model.Domain.FromValues(self.candidates.tolist()), "structure") \
+            if len(self.candidates) else m.NewIntVar(0, 0, "structure")
+        knob = {}
+        for name in ("tp", "pp", "dp", "microbatch", "interleave", "batch"):
+            vals = S[name].tolist()
+            knob[name] = m.NewIntVar(min(vals, default=0), max(vals, default=0), name)
+            m.AddElement(self.s, vals, knob[name])
+        tp_pp = m.NewIntVar(1, p.gpus, "tp_times_pp")
+        m.AddMultiplicationEquality(tp_pp, [knob["tp"], knob["pp"]])
+        m.AddMultiplicationEquality(p.gpus, [tp_pp, knob["dp"]])      # tp * pp * dp = gpus
+        m.Add(knob["batch"] <= p.max_batch)                            # batch limit
+        fits = [int(x) for x in finite] if n else [0]
+        fit = m.NewIntVar(0, 1, "some_group_fits_memory")
+        m.AddElement(self.s, fits, fit)
+        m.Add(fit == 1)                                                # HBM and offload capacity
+        self.bound = m.NewIntVar(0, 2 ** 52, "time_per_sample_bound")
+        m.AddElement(self.s, table.tolist() if n else [0], self.bound)
+        m.Minimize(self.bound)
+        self.model = m
+        self.solver = cp_model.CpSolver()
+        self.solver.parameters.num_workers = threads or 1
+        self.solves = 0
+        self.feasible = len(self.candidates) > 0
+
+    def next(self, time_left: float | None):
+        """The structure with the least bound among those left, or None when
+        none is left (the proof), or 'timeout'."""
+        if not self.feasible:
+            return None
+        if time_left is not None:
+            if time_left <= 0:
+                return "timeout"
+            self.solver.parameters.max_time_in_seconds = time_left
+        status = self.solver.Solve(self.model)
+        self.solves += 1
+        if status == cp_model.INFEASIBLE:
+            self.feasible = False
+            return None
+        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            return "timeout"
+        return int(self.solver.Value(self.s))
+
+    def exclude(self, i: int, threshold: float):
+        self.model.Add(self.s != i)
+        if math.isfinite(threshold):
+            # keep every structure whose bound could still reach the incumbent
+            self.model.Add(self.bound <= int(math.ceil(threshold * (1 + RELATIVE_SLACK) * self.scale)) + 1)
+
+
+# ------------------------------------------------------------------ plan
+
+def _problem_dict(p: Problem) -> dict:
+    return {"model": p.model.name, "system": p.system.name, "gpus": p.gpus, "max_batch": p.max_batch,
+            "datatype": p.datatype,
+            "pins": {k: sorted(v) for k, v in p.pins.items()}}
+
+
+def _reports(p: Problem, top: TopK) -> list:
+    out = []
+    for _, key in top.items:
+        knobs = dict(zip(perf.KNOBS, key))
+        out.append(evaluate(p.model, p.system, knob_rows_to_strategy(
+            {k: np.array([v]) for k, v in knobs.items()}, 0, p.datatype)))
+    return out
+
+
+def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype="fp8", pin=None,
+         top_k=1, time_limit_s=None, threads=None, method="cpsat", progress=None) -> PlanResult:
+    """The fastest strategy for `model` on `gpus` GPUs of `system`, proven
+    optimal under the analytical model (status 'optimal'), the best found
+    with its gap when `time_limit_s` runs out ('feasible'), or 'infeasible'.
+    method='enumerate' runs the plain brute force over the same space."""
+    t0 = time.perf_counter()
+    model, system = load_model(model), load_system(system)
+    if gpus is None:
+        raise ConfigError("plan", "gpus", None, "a positive integer")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ConfigError("plan", "top_k", top_k, "a positive integer")
+    if time_limit_s is not None and not (isinstance(time_limit_s, (int, float)) and time_limit_s > 0):
+        raise ConfigError("plan", "time_limit_s", time_limit_s, "a positive number of seconds")
+    if method not in ("cpsat", "enumerate"):
+        raise ConfigError("plan", "method", method, "cpsat or enumerate")
+    p = make_problem(model, system, gpus, max_batch, datatype, pin)
+    S = structures(p)
+    space = count_space(p, S)
+    if method == "enumerate":
+        return _enumerate(p, S, space, top_k, t0)
+
+    tables = Tables(p, S)
+    master = Master(p, S, tables.s_bound, threads)
+    top = TopK(top_k)
+    evaluated = groups_opened = structures_opened = 0
+    status = "optimal"
+    deadline = None if time_limit_s is None else t0 + time_limit_s
+    opened = np.zeros(len(S["tp"]), dtype=bool)
+    while True:
+        left = None if deadline is None else deadline - time.perf_counter()
+        i = master.next(left)
+        if i is None:
+            break
+        if i == "timeout":
+            status = "feasible"
+            break
+        structures_opened += 1
+        opened[i] = True
+        for g in tables.groups_of(i):
+            if not tables.g_fits[g]:
+                continue
+            if tables.g_bound[g] * (1 - RELATIVE_SLACK) > top.threshold:
+                break
+            knobs = tables.members(g)
+            if len(knobs["tp"]) == 0:
+                continue
+            groups_opened += 1
+            mb = tables.member_bounds(g, knobs)
+            order = np.argsort(mb, kind="stable")
+            # exact evaluations in small batches, best refined bound first
+            for start in range(0, len(order), MEMBER_BATCH):
+                idx = order[start:start + MEMBER_BATCH]
+                idx = idx[mb[idx] * (1 - RELATIVE_SLACK) <= top.threshold]
+                if len(idx) == 0:
+                    break
+                sub = {k: v[idx] for k, v in knobs.items()}
+                top.offer(sub, perf.evaluate_arrays(p.model, p.system, p.datatype, sub))
+                evaluated += len(idx)
+        master.exclude(i, top.threshold)
+        if progress:
+            progress(structures_opened, top.threshold)
+
+    # the proven bound: the incumbent, or what is left unexplored if time ran out
+    best_tps = top.items[0][0] if top.items else math.inf
+    if status == "optimal":
+        lower = best_tps
+    else:
+        rest = tables.s_bound[~opened]
+        lower = min(best_tps, float(rest.min()) if len(rest) else math.inf)
+        for i in np.flatnonzero(opened):            # groups cut off inside opened structures
+            gs = tables.groups_of(i)
+            gs = gs[tables.g_fits[gs]]
+            if len(gs):
+                lower = min(lower, float(tables.g_bound[gs].min()))
+    if not top.items:
+        status = "infeasible" if status == "optimal" else "feasible"
+    reports = _reports(p, top)
+    stats = {"space_size": space, "structures": int(len(S["tp"])), "groups": int(tables.n_groups),
+             "structures_opened": structures_opened, "groups_opened": groups_opened,
+             "evaluated": evaluated, "evaluated_fraction": evaluated / space if space else 0.0,
+             "solver_calls": master.solves, "solve_s": time.perf_counter() - t0, "method": "cpsat"}
+    gap = (best_tps - lower) / best_tps if top.items and math.isfinite(lower) else (0.0 if status == "optimal" else math.inf)
+    if status == "infeasible":
+        lower, gap = math.inf, math.inf
+    return PlanResult(status=status if top.items or status == "infeasible" else "feasible",
+                      best=reports[0] if reports else None, top=reports,
+                      lower_bound=lower, gap=max(gap, 0.0), stats=stats, problem=_problem_dict(p))
+
+
+def _enumerate(p: Problem, S: dict, space: int, top_k: int, t0: float) -> PlanResult:
+    """Brute force: every strategy of the space through the exact model."""
+    top = TopK(top_k)
+    evaluated = 0
+    for knobs in enumerate_all(p, S):
+        r = perf.evaluate_arrays(p.model, p.system, p.datatype, knobs)
+        evaluated += len(knobs["tp"])
+        top.offer(knobs, r)
+    reports = _reports(p, top)
+    best = top.items[0][0] if top.items else math.inf
+    stats = {"space_size": space, "structures": int(len(S["tp"])), "evaluated": evaluated,
+             "evaluated_fraction": evaluated / space if space else 0.0,
+             "solve_s": time.perf_counter() - t0, "method": "enumerate"}
+    return PlanResult(status="optimal" if top.items else "infeasible",
+                      best=reports[0] if reports else None, top=reports,
+                      lower_bound=best, gap=0.0 if top.items else math.inf, stats=stats,
+                      problem=_problem_dict(p))
