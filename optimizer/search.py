@@ -377,7 +377,17 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype="fp8
         raise ConfigError("plan", "method", method, "cpsat or enumerate")
     p = make_problem(model, system, gpus, max_batch, datatype, pin)
     S = structures(p)
+    if len(S["tp"]) == 0 and not p.pins:
+        raise ConfigError("plan", "gpus", gpus,
+                          f"a GPU count that splits into tp x pp x dp for {p.model.name} (tp dividing "
+                          f"{p.model.heads} heads, pp dividing {p.model.blocks} blocks, dp at most the "
+                          f"batch limit {p.max_batch})")
     space = count_space(p, S)
+    if len(S["tp"]) == 0:
+        return PlanResult(status="infeasible", best=None, top=[], lower_bound=math.inf, gap=math.inf,
+                          stats={"space_size": 0, "structures": 0, "evaluated": 0, "evaluated_fraction": 0.0,
+                                 "solve_s": time.perf_counter() - t0, "method": method},
+                          problem=_problem_dict(p))
     if method == "enumerate":
         return _enumerate(p, S, space, top_k, t0)
 

@@ -1,0 +1,134 @@
+"""The search: exactness against brute force, valid bounds, statuses."""
+
+import math
+
+import numpy as np
+import pytest
+
+import optimizer as opt
+from optimizer import perf
+from optimizer.search import Tables, plan
+from optimizer.space import make_problem, structures
+
+
+def tiny(hidden, heads, head_dim, blocks, seq=1024, ff=None):
+    return {"name": f"tiny-{hidden}-{blocks}", "hidden": hidden, "feedforward": ff or 4 * hidden,
+            "seq_len": seq, "heads": heads, "head_dim": head_dim, "blocks": blocks}
+
+
+H100 = "h100-80g-nvl8"
+OFF = "h100-80g-nvl8-off256g-50gbps"
+
+# (model, system, system overrides, gpus, max_batch, pins)
+CASES = [
+    (tiny(1024, 16, 64, 8), H100, {"hbm_gib": 4}, 16, 32, {}),
+    (tiny(4096, 32, 128, 16), H100, {"hbm_gib": 8}, 16, 32, {}),
+    (tiny(2048, 16, 128, 12), H100, {"hbm_gib": 8}, 32, 64, {}),
+    (tiny(2048, 32, 80, 16, seq=2048), H100, {"hbm_gib": 6}, 32, 32, {}),
+    (tiny(1536, 12, 128, 12), OFF, {"hbm_gib": 3, "offload_gib": 16}, 24, 48, {}),
+    (tiny(4096, 32, 128, 8), OFF, {"hbm_gib": 2, "offload_gib": 64}, 16, 32, {}),
+    (tiny(4096, 32, 128, 16), OFF, {"hbm_gib": 3, "offload_gbps": "unlimited"}, 16, 16, {}),
+    (tiny(4096, 32, 128, 16), H100, {"hbm_gib": 1}, 8, 16, {}),
+    (tiny(4096, 32, 128, 8), H100, {"hbm_gib": 12, "nvlink_size": 16}, 32, 32, {}),
+    (tiny(2048, 16, 128, 8), "h100-80g-nvl16", {"hbm_gib": 5}, 64, 64, {}),
+    (tiny(2048, 16, 128, 8), "a100-80g", {"hbm_gib": 6}, 16, 64, {}),
+    (tiny(1024, 16, 64, 8), H100, {"hbm_gib": 4}, 16, 32, {"tp": 2}),
+    (tiny(1024, 16, 64, 8), H100, {"hbm_gib": 4}, 16, 32, {"recompute": "full"}),
+    (tiny(2048, 16, 128, 12), H100, {"hbm_gib": 8}, 32, 64, {"tp_comm": "rs_ag", "tp_overlap": "pipe"}),
+    (tiny(2048, 16, 128, 12), OFF, {"hbm_gib": 3}, 32, 64, {"offload_weights": True}),
+    (tiny(1024, 16, 64, 8), H100, {"hbm_gib": 4}, 16, 32, {"pp": [2, 4], "microbatch": 1}),
+    (tiny(1024, 16, 64, 8), H100, {"hbm_gib": 4}, 16, 32, {"dp_overlap": True, "optimizer_sharding": True}),
+    ("megatron-22B", H100, {}, 16, 32, {}),
+    ("megatron-22B", "a100-80g", {}, 32, 64, {"tp": 8}),
+    ("gpt3-175B", H100, {}, 64, 64, {"tp": 8, "pp": [4, 8]}),
+    ("chinchilla-70B", OFF, {}, 32, 64, {"tp": 4}),
+    ("1T", "h100-80g-nvl8-off1t-100gbps", {}, 512, 512, {"tp": 8, "pp": 16, "microbatch": 1}),
+    ("megatron-1T", H100, {"hbm_gib": 120}, 1024, 256, {"tp": 8, "pp": 32}),
+]
+
+
+def _solve(case, **kw):
+    model, system, over, gpus, max_batch, pins = case
+    sysobj = opt.load_system(system, **over)
+    dt = "fp8" if "fp8" in sysobj.matrix_tflops else "bf16"
+    return plan(model, sysobj, gpus, max_batch=max_batch, datatype=dt, pin=pins, **kw)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"case{i}" for i in range(len(CASES))])
+def test_plan_equals_brute_force(case):
+    a = _solve(case)
+    b = _solve(case, method="enumerate")
+    assert a.status == b.status
+    assert a.stats["space_size"] == b.stats["evaluated"]      # counted == enumerated
+    if b.status == "optimal":
+        assert abs(a.best.samples_per_s - b.best.samples_per_s) / b.best.samples_per_s < 1e-9
+        assert a.best.strategy == b.best.strategy                 # same tie-break
+        assert a.gap == 0 and a.lower_bound <= a.best.time_s / a.best.strategy.batch * (1 + 1e-12)
+
+
+def test_cases_exercise_memory_and_infeasibility():
+    assert _solve(CASES[7]).status == "infeasible"
+    tight, roomy = _solve(CASES[1]), _solve(CASES[1][:2] + ({"hbm_gib": 1e4},) + CASES[1][3:])
+    assert roomy.best.samples_per_s > tight.best.samples_per_s * 1.001      # HBM binds
+    offloaded = _solve(CASES[5]).best.strategy
+    assert offloaded.offload_weights or offloaded.offload_optimizer or offloaded.offload_activations
+
+
+def test_top_k_matches_brute_force():
+    case = CASES[3]
+    a, b = _solve(case, top_k=5), _solve(case, method="enumerate", top_k=5)
+    assert [r.strategy for r in a.top] == [r.strategy for r in b.top]
+    times = [r.time_s / r.strategy.batch for r in a.top]
+    assert times == sorted(times) and len(times) == 5
+
+
+@pytest.mark.parametrize("case", [CASES[4], CASES[5], CASES[8], CASES[14], CASES[21]])
+def test_bounds_never_exceed_exact(case):
+    model, system, over, gpus, max_batch, pins = case
+    sysobj = opt.load_system(system, **over)
+    p = make_problem(opt.load_model(model), sysobj, gpus, max_batch, "fp8", pins)
+    t = Tables(p, structures(p))
+    rng = np.random.default_rng(0)
+    for g in rng.choice(t.n_groups, size=min(60, t.n_groups), replace=False):
+        knobs = t.members(g)
+        if len(knobs["tp"]) == 0:
+            continue
+        exact = perf.evaluate_arrays(p.model, p.system, p.datatype, knobs)["time_s"] / knobs["batch"]
+        assert np.all(t.g_bound[g] <= exact * (1 + 1e-12))
+        assert np.all(t.member_bounds(g, knobs) <= exact * (1 + 1e-12))
+        # memory of a group is exact for each member
+        r = perf.evaluate_arrays(p.model, p.system, p.datatype, knobs)
+        assert np.allclose(r["hbm_bytes"], t.g_hbm[g], rtol=1e-12)
+
+
+def test_infeasible_is_an_answer():
+    r = plan(tiny(4096, 32, 128, 8), opt.load_system(H100, hbm_gib=0.5), 8, max_batch=8)
+    assert r.status == "infeasible" and r.best is None
+
+
+def test_time_limit_reports_a_valid_gap():
+    r = plan("megatron-1T", "h100-80g-nvl8-off1t-100gbps", 4096, time_limit_s=0.05)
+    assert r.status in ("optimal", "feasible")
+    if r.best is not None:
+        assert r.lower_bound <= r.best.time_s / r.best.strategy.batch * (1 + 1e-12)
+        assert 0 <= r.gap < 1
+
+
+@pytest.mark.parametrize("kw, key", [
+    ({"gpus": 0}, "gpus"), ({"gpus": -8}, "gpus"), ({"gpus": 16, "pin": {"tp": 0}}, "tp"),
+    ({"gpus": 16, "pin": {"recompute": "maybe"}}, "recompute"), ({"gpus": 16, "pin": {"color": 1}}, "color"),
+    ({"gpus": 16, "top_k": 0}, "top_k"), ({"gpus": 16, "datatype": "fp4"}, "datatype"),
+    ({"gpus": 2 ** 40}, "gpus"),
+])
+def test_bad_input(kw, key):
+    with pytest.raises(opt.ConfigError) as e:
+        plan("megatron-22B", H100, **kw)
+    assert e.value.key == key
+
+
+def test_speed_and_share_evaluated_1t():
+    r = plan("1T", "h100-80g-nvl8", 16384)
+    assert r.status == "optimal" and r.gap == 0
+    assert r.stats["evaluated"] < 1e-3 * r.stats["space_size"]
+    assert r.best.strategy.gpus == 16384 and r.best.strategy.batch <= 3072
+    assert math.isclose(r.lower_bound, r.best.time_s / r.best.strategy.batch, rel_tol=1e-12)
