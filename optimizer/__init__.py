@@ -10,8 +10,9 @@ from .evaluate import Report, evaluate
 from .spec import (Model, Strategy, System, load_model, load_strategy, load_system,
                    preset_names)
 from .validate import validate
+from .search import PlanResult, plan
 
 __all__ = ["ConfigError", "InfeasibleStrategy", "OptimizerError", "Report", "evaluate",
            "Model", "Strategy", "System", "load_model", "load_strategy", "load_system",
-           "preset_names", "validate"]
+           "preset_names", "validate", "plan", "PlanResult"]
 __version__ = "0.1.0"

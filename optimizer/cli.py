@@ -129,6 +129,61 @@ def cmd_evaluate(args) -> int:
     return EXIT_OK
 
 
+def _pins(args) -> dict:
+    pins = {}
+    for k, v in _pairs(args.pin, "pin").items():
+        if isinstance(v, str) and "," in v:
+            v = [parse_value(x) for x in v.split(",")]
+        pins[k] = v
+    return pins
+
+
+def format_plan(res, system) -> str:
+    pr = res.problem
+    head = (f"{pr['model']} on {pr['gpus']:,} x {pr['system']}, {pr['datatype']}, "
+            f"batch <= {pr['max_batch']}: {res.status}")
+    st = res.stats
+    proof = (f"space {st['space_size']:,} strategies ({st['structures']:,} structures), "
+             f"{st['evaluated']:,} evaluated exactly ({100 * st['evaluated_fraction']:.4f}%), "
+             f"{st.get('solver_calls', 0)} CP-SAT solves, {st['solve_s']:.2f} s")
+    if res.best is None:
+        return f"{head}\nno strategy in the space fits\n{proof}"
+    lines = [head, format_report(res.best, system)]
+    if len(res.top) > 1:
+        lines.append(f"top {len(res.top)}")
+        for i, r in enumerate(res.top, 1):
+            s = r.strategy
+            lines.append(f"  {i:>2}. {r.samples_per_s:10.3f} samples/s  MFU {100 * r.mfu:5.1f}%  "
+                         f"tp={s.tp} pp={s.pp} dp={s.dp} mb={s.microbatch} v={s.interleave} "
+                         f"rec={s.recompute} {s.tp_comm}/{s.tp_overlap}"
+                         + "".join(f" {k}" for k in ("offload_weights", "offload_activations",
+                                                      "offload_optimizer") if getattr(s, k)))
+    verdict = "proven optimal" if res.status == "optimal" else f"gap {100 * res.gap:.2f}% (time limit)"
+    lines.append(f"proof  {verdict}: no strategy exceeds {res.bound_samples_per_s:,.3f} samples/s; {proof}")
+    return "\n".join(lines)
+
+
+def cmd_plan(args) -> int:
+    from .search import plan
+    model = load_model(args.model)
+    system = load_system(args.system, **_system_overrides(args))
+    progress = None
+    if sys.stderr.isatty() and not args.json:
+        def progress(n, best):
+            print(f"\r  searching: {n} structures opened, best {1 / best if best < math.inf else 0:,.3f} "
+                  f"samples/s", end="", file=sys.stderr, flush=True)
+    res = plan(model, system, args.gpus, max_batch=args.max_batch, datatype=args.datatype,
+               pin=_pins(args), top_k=args.top, time_limit_s=args.time_limit, threads=args.threads,
+               method=args.method, progress=progress)
+    if progress:
+        print("\r" + " " * 70 + "\r", end="", file=sys.stderr)
+    if args.json:
+        _print_json(res.to_dict())
+    else:
+        print(format_plan(res, system))
+    return EXIT_INFEASIBLE if res.status == "infeasible" else EXIT_OK
+
+
 def cmd_validate(args) -> int:
     from .validate import validate
     v = validate(args.system)
@@ -172,6 +227,30 @@ def _add_system_args(p):
     p.add_argument("--nvlink-size", dest="nvlink_size", type=int, help="override the NVLink domain size (GPUs)")
 
 
+def _add_plan_args(p):
+    p.add_argument("--model", required=True, help="model preset name or YAML path (see `optimize list`)")
+    p.add_argument("--gpus", required=True, type=int, help="number of GPUs (tp * pp * dp)")
+    _add_system_args(p)
+    p.add_argument("--max-batch", dest="max_batch", type=int, default=3072,
+                   help="global batch limit in sequences (default 3072); the batch is the largest "
+                        "multiple of dp not above it")
+    p.add_argument("--datatype", default="fp8", choices=["fp8", "bf16", "fp16", "fp32"],
+                   help="training datatype (default fp8, as in the study)")
+    p.add_argument("--pin", action="append", metavar="KNOB=VALUE",
+                   help="fix a knob (repeatable): tp=8, recompute=full, pp=4,8 for a set")
+    p.add_argument("--top", type=int, default=1, help="also list the K best strategies")
+    p.add_argument("--time-limit", dest="time_limit", type=float,
+                   help="seconds; then the best found and its gap to the proven bound")
+    p.add_argument("--threads", type=int, help="CP-SAT workers (default 1)")
+    p.add_argument("--method", default="cpsat", choices=["cpsat", "enumerate"],
+                   help="cpsat (default) or plain brute force over the same space")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=cmd_plan)
+
+
+SUBCOMMANDS = ("plan", "evaluate", "validate", "list")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="optimize",
@@ -186,7 +265,16 @@ def build_parser() -> argparse.ArgumentParser:
                "  optimize validate\n"
                "Exit codes: 0 success, 1 infeasible (explained), 2 bad input.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command")
+    sub = p.add_subparsers(dest="command", metavar="{plan,evaluate,validate,list}",
+                           help="plan is the default: `optimize --model 1T --gpus 16384` = `optimize plan ...`")
+    pl = sub.add_parser("plan", help="the fastest strategy, proven optimal (default command)",
+                        description="Search the whole strategy space with CP-SAT and prove the optimum "
+                                    "under the analytical model.",
+                        epilog=f"Pinnable knobs: tp, pp, dp, batch, microbatch, interleave, recompute, "
+                               f"tp_comm, tp_overlap, ag_redo, dp_overlap, optimizer_sharding, "
+                               f"fused_activation, offload_weights, offload_activations, "
+                               f"offload_optimizer, tp_net, pp_net, dp_net")
+    _add_plan_args(pl)
 
     ev = sub.add_parser("evaluate", help="the analytical model for one strategy",
                         description="Evaluate one strategy: time per batch, breakdown, MFU, memory.",
@@ -216,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    if argv and argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help"):
+        argv = ["plan", *argv]
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:             # argparse already printed the usage error

@@ -56,3 +56,32 @@ def test_list(capsys):
     assert main(["list", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert "1T" in doc["models"] and "a100-80g" in doc["systems"]
+
+
+def test_plan_is_the_default_command(capsys):
+    assert main(["--model", "megatron-22B", "--gpus", "16", "--max-batch", "32", "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    assert ": optimal" in out and "proof  proven optimal" in out and "top 2" in out
+
+
+def test_plan_json_has_the_proof(capsys):
+    assert main(["plan", "--model", "megatron-22B", "--gpus", "16", "--max-batch", "32", "--pin", "tp=8",
+                 "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["status"] == "optimal" and doc["best"]["strategy"]["tp"] == 8
+    assert doc["gap"] == 0 and doc["stats"]["space_size"] > doc["stats"]["evaluated"] > 0
+    assert doc["bound_samples_per_s"] >= doc["best"]["samples_per_s"] * (1 - 1e-12)
+
+
+def test_plan_infeasible_exit_1(capsys):
+    assert main(["--model", "18T", "--gpus", "4096"]) == 1
+    assert "infeasible" in capsys.readouterr().out
+
+
+def test_plan_bad_input_exit_2():
+    for args in (["--model", "1T", "--gpus", "0"], ["--model", "1T", "--gpus", "64", "--pin", "tp=sixteen"],
+                 ["--model", "1T", "--gpus", "64", "--pin", "colour=3"], ["--model", "nope", "--gpus", "8"],
+                 ["--model", "1T"], ["--model", "1T", "--gpus", "8", "--system", "/no/such.yaml"]):
+        p = run(*args)
+        assert p.returncode == 2, (args, p.stdout, p.stderr)
+        assert "Traceback" not in p.stderr and p.stderr.strip()
