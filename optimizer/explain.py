@@ -1,0 +1,561 @@
+"""Why nothing fits, and the smallest single change that would.
+
+Time never makes a strategy infeasible: the rules and memory do. Memory per
+GPU depends only on a strategy's group (structure, activation signature,
+ZeRO-1, offload flags), and within a structure it is smallest at microbatch
+1 without interleaving: stored activations times the blocks in flight,
+mb * min(pp, local/mb), does not decrease with the microbatch, and the
+interleaved schedule keeps pp + (pp-1)/v stages' worth of blocks against
+pp for the plain one. So feasibility is decided on rows (tp, pp, dp, batch,
+microbatch, interleave) with microbatch and interleave at 1 or at their
+pinned values, each row checked against every group it has. That is exact:
+`feasible(p)` agrees with `plan` (tests check it).
+
+Limit groups, each one assumption literal:
+
+  gpu_count         tp * pp * dp equals the GPU count
+  divisibility      tp divides heads, hidden and feedforward; pp the
+                    blocks; dp the batch; the microbatch the local batch;
+                    the interleaving the stage and the microbatches
+  max_batch         the batch is at most the limit
+  nvlink_domain     the groups can be placed on the network tiers
+  hbm_capacity      some group's HBM footprint fits
+  offload_capacity  ... with its offloaded bytes within the second tier
+  pin:<knob>        each pin
+
+The rows for the core go beyond the GPU count (tp from the divisors of the
+count and of the model's heads, at most the heads; pp likewise, at most the
+blocks; dp from the divisors of the count and any GPU-count fix found), so
+that dropping a group has something to relax into. Rows collapse to their
+distinct signatures; CP-SAT picks one under the assumptions and returns a
+core, which is minimised by deletion (drop each group in turn, keep it
+dropped if still infeasible).
+
+Fixes are computed exactly on the same rows, each with every other limit in
+force: at the value the problem is feasible, one step below it is not (one
+GiB, one node of GPUs, one batch, the previous NVLink size of the list).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+
+import numpy as np
+from ortools.sat.python import cp_model
+
+from . import perf
+from .space import BOOL_KNOBS, ENUM_KNOBS, Problem, bool_domain, divisors, sigmas, tp_members
+from .spec import Strategy, load_system
+
+GIB = perf.GIB
+NVLINK_SIZES = (8, 16, 32, 72)
+STRUCT_PINS = ("tp", "pp", "dp", "batch", "microbatch", "interleave")
+NET_PINS = ("tp_net", "pp_net", "dp_net")
+GROUP_PINS = ("recompute", "tp_comm", "tp_overlap", "ag_redo", "fused_activation", "optimizer_sharding",
+              "dp_overlap", "offload_weights", "offload_activations", "offload_optimizer")
+MAX_SEPARATE_GROUP_PINS = 4      # beyond this, group pins share one literal (2^k columns otherwise)
+STRUCT_LIMITS = ("gpu_count", "divisibility", "max_batch")
+LIMIT_NAMES = {
+    "gpu_count": "the GPU count",
+    "divisibility": "divisibility",
+    "max_batch": "the batch limit",
+    "nvlink_domain": "the network tiers",
+    "hbm_capacity": "HBM capacity",
+    "offload_capacity": "offload capacity",
+}
+SIGMA_COMBOS = list(itertools.product(range(3), range(3), range(2)))   # (recompute, sp_mode, fused)
+
+
+# ------------------------------------------------------------------ rows
+
+def _rows(p: Problem, triples, local=None) -> dict:
+    """Rows for (tp, pp, dp) triples, times the microbatch and interleave
+    candidates (1 and the pinned values). The batch is the largest multiple
+    of dp within the limit (dp itself when dp exceeds it), or dp * local
+    when `local` (one per triple) is given."""
+    t = np.asarray(triples, dtype=np.int64).reshape(-1, 3)
+    mbs = sorted({1} | set(p.pins.get("microbatch", ())))
+    vs = sorted({1} | set(p.pins.get("interleave", ())))
+    k = len(mbs) * len(vs)
+    mv = np.array(list(itertools.product(mbs, vs)), dtype=np.int64)
+    tp, pp, dp = (np.repeat(t[:, i], k) for i in range(3))
+    mb, v = np.tile(mv[:, 0], len(t)), np.tile(mv[:, 1], len(t))
+    if local is None:
+        batch = np.where(dp <= p.max_batch, (p.max_batch // dp) * dp, dp)
+    else:
+        batch = dp * np.repeat(np.asarray(local, dtype=np.int64), k)
+    return {"tp": tp, "pp": pp, "dp": dp, "batch": batch, "microbatch": mb, "interleave": v}
+
+
+def _count_triples(p: Problem, n: int) -> np.ndarray:
+    """(tp, pp, dp) with tp * pp * dp = n."""
+    out = [(tp, pp, n // (tp * pp)) for tp in divisors(n) for pp in divisors(n // tp)]
+    return np.array(out, dtype=np.int64).reshape(-1, 3)
+
+
+def _relaxed_triples(p: Problem, extra_dp=()) -> np.ndarray:
+    m, n = p.model, p.gpus
+    g = math.gcd(m.heads, math.gcd(m.hidden, m.feedforward))
+    tps = set(divisors(n).tolist()) | set(divisors(g).tolist()) | set(p.pins.get("tp", ()))
+    pps = set(divisors(n).tolist()) | set(divisors(m.blocks).tolist()) | set(p.pins.get("pp", ()))
+    dps = set(divisors(n).tolist()) | set(p.pins.get("dp", ())) | set(extra_dp)
+    tps = sorted(x for x in tps if x <= m.heads)
+    pps = sorted(x for x in pps if x <= m.blocks)
+    return np.array(list(itertools.product(tps, pps, sorted(dps))), dtype=np.int64).reshape(-1, 3)
+
+
+def _struct_bits(p: Problem, r: dict) -> dict:
+    """One boolean per row for each structural limit group and pin."""
+    m = p.model
+    tp, pp, dp, batch, mb, v = (r[k] for k in STRUCT_PINS)
+    local = batch // dp
+    micro = local // mb
+    bits = {
+        "gpu_count": tp * pp * dp == p.gpus,
+        "divisibility": ((m.heads % tp == 0) & (m.hidden % tp == 0) & (m.feedforward % tp == 0)
+                         & (m.blocks % pp == 0) & (batch % dp == 0) & (local % mb == 0)
+                         & ((m.blocks // pp) % v == 0) & ((v == 1) | ((pp > 1) & (micro % pp == 0)))),
+        "max_batch": batch <= p.max_batch,
+    }
+    for k in STRUCT_PINS:
+        if k in p.pins:
+            bits[f"pin:{k}"] = np.isin(r[k], sorted(p.pins[k]))
+    return bits
+
+
+def _placeable(q: Problem, r: dict) -> np.ndarray:
+    """Per row: is there a placement of the TP, PP and DP groups on the
+    tiers (with q's net pins) that the placement rule accepts."""
+    T = len(q.system.networks)
+    trip = np.array(list(itertools.product(range(T), repeat=3)), dtype=np.int64)
+    sizes = [r["tp"][:, None], r["pp"][:, None], r["dp"][:, None]]
+    ok = np.ones((len(r["tp"]), len(trip)), dtype=bool)
+    for i, knob in enumerate(NET_PINS):
+        # a group of one GPU sits on tier 0 (it uses no network)
+        ok &= ((sizes[i] > 1) | (trip[:, i] == 0)) & q.allowed(knob, trip[:, i])
+    bad = perf.placement_violation(q.system, *sizes, trip[:, 0], trip[:, 1], trip[:, 2])
+    return (ok & ~bad).any(axis=1)
+
+
+# ---------------------------------------------------------------- memory
+
+def _memory(p: Problem, r: dict):
+    """HBM and offload bytes of every group of every row, shape (rows, 18
+    signatures, 2 ZeRO-1, 2, 2, 2 offload flags); which groups exist is
+    `_allowed`'s business."""
+    m, dt = p.model, p.datatype
+    combos = np.array(SIGMA_COMBOS, dtype=np.int64)
+    rec, spm, fused = combos.T
+    pairs, inv = np.unique(np.stack([r["tp"], r["microbatch"]], 1), axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    blk = perf.block_terms(m, p.system, dt, pairs[:, :1], pairs[:, 1:], rec[None, :], (spm > 0)[None, :].astype(int),
+                           0, (spm == 2)[None, :], fused[None, :], 0)
+    R = len(r["tp"])
+    one = (1, 1, 1, 1)
+    stored = np.broadcast_to(blk["stored"], (len(pairs), 18))[inv].reshape(R, 18, *one)
+    working = np.broadcast_to(blk["working"], (len(pairs), 18))[inv].reshape(R, 18, *one)
+    col = lambda x: np.asarray(x, dtype=float).reshape(R, 1, 1, 1, 1, 1)  # noqa: E731
+    tp, pp, dp, v = col(r["tp"]), col(r["pp"]), col(r["dp"]), col(r["interleave"])
+    z, ow, oa, oo = _flag_axes()
+    micro = np.maximum(np.floor(col(r["batch"]) / dp / col(r["microbatch"])), 1)
+    states = perf.state_bytes(m, dt, tp, pp, dp, z)
+    live = perf.in_flight_chunks(pp, v, micro) * np.maximum(m.blocks / pp, 1.0) / v
+    mem = perf.memory_terms(dt, states, stored, working, live, rec.reshape(1, 18, *one), ow, oa, oo)
+    shape = (R, 18, 2, 2, 2, 2)
+    return np.broadcast_to(mem["hbm"], shape), np.broadcast_to(mem["offload"], shape)
+
+
+def _flag_axes():
+    return tuple(np.arange(2).reshape([1, 1] + [2 if i == j else 1 for i in range(4)]) for j in range(4))
+
+
+def _allowed(q: Problem, r: dict, tier: bool) -> np.ndarray:
+    """Which groups of each row exist under q's pins: the signature valid
+    for tp with some (tp_comm, tp_overlap) choice, ZeRO-1 only with dp > 1,
+    some dp_overlap value, offload only with a tier (`tier`)."""
+    R = len(r["tp"])
+    tps, inv = np.unique(r["tp"], return_inverse=True)
+    sig = sigmas(q, tps)
+    ok = sig["ok"].copy()
+    for i, t in enumerate(tps):
+        for j in np.flatnonzero(ok[i]):
+            ok[i, j] = len(tp_members(q, int(t), int(sig["sp_mode"][j]))) > 0
+    z, ow, oa, oo = _flag_axes()
+    dp = r["dp"].reshape(R, 1, 1, 1, 1, 1)
+    a = ok[inv.reshape(-1)].reshape(R, 18, 1, 1, 1, 1)
+    a = a & ((z == 0) | (dp > 1)) & q.allowed("optimizer_sharding", z)
+    has_overlap = np.array([len(bool_domain(q, "dp_overlap", bool(d > 1))) > 0 for d in (1, 2)])
+    a = a & has_overlap[(dp > 1).astype(int)]
+    for knob, arr in (("offload_weights", ow), ("offload_activations", oa), ("offload_optimizer", oo)):
+        a = a & q.allowed(knob, arr) & ((arr == 0) | tier)
+    return np.broadcast_to(a, (R, 18, 2, 2, 2, 2))
+
+
+def _fits(hbm, off, allowed, hbm_cap, off_cap) -> np.ndarray:
+    """Per row: does some existing group fit both capacities."""
+    return (allowed & (hbm <= hbm_cap) & (off <= off_cap)).reshape(len(hbm), -1).any(axis=1)
+
+
+def _caps(p: Problem):
+    return p.system.hbm_gib * GIB, p.system.offload_gib * GIB
+
+
+def _tier(p: Problem) -> bool:
+    return p.system.offload_gbps > 0
+
+
+# ---------------------------------------------------------- feasibility
+
+def _good(p: Problem, r: dict, skip=(), hbm_cap=None, off_cap=None, tier=None) -> np.ndarray:
+    """Per row: every limit not in `skip` holds (capacities overridable)."""
+    cap_h, cap_o = _caps(p)
+    cap_h = cap_h if hbm_cap is None else hbm_cap
+    cap_o = cap_o if off_cap is None else off_cap
+    tier = _tier(p) if tier is None else tier
+    ok = np.ones(len(r["tp"]), dtype=bool)
+    for name, bit in _struct_bits(p, r).items():
+        if name not in skip:
+            ok &= bit
+    if "nvlink_domain" not in skip and ok.any():
+        ok[ok] = _placeable(p, _sub(r, ok))
+    if ok.any():
+        sub = _sub(r, ok)
+        hbm, off = _memory(p, sub)
+        ok[ok] = _fits(hbm, off, _allowed(p, sub, tier), cap_h, cap_o)
+    return ok
+
+
+def _sub(r: dict, mask) -> dict:
+    return {k: v[mask] for k, v in r.items()}
+
+
+def feasible(p: Problem) -> bool:
+    """Does any strategy of the space fit (the search's own question)."""
+    return bool(_good(p, _rows(p, _count_triples(p, p.gpus))).any())
+
+
+def _smallest(p: Problem, which: str):
+    """The smallest HBM (which='hbm') or offload footprint (bytes) of any
+    strategy that meets every other limit, and that strategy. For offload
+    the tier is assumed present (its bandwidth does not bear on fitting)."""
+    r = _rows(p, _count_triples(p, p.gpus))
+    ok = _good(p, r, skip=("hbm_capacity",), hbm_cap=math.inf, off_cap=math.inf, tier=True)
+    if not ok.any():
+        return math.inf, None
+    r = _sub(r, ok)
+    hbm, off = _memory(p, r)
+    cap_h, cap_o = _caps(p)
+    if which == "hbm":
+        allowed = _allowed(p, r, _tier(p))
+        value = np.where(allowed & (off <= cap_o), hbm, np.inf)
+    else:
+        allowed = _allowed(p, r, True)
+        value = np.where(allowed & (hbm <= cap_h), off, np.inf)
+    flat = int(np.argmin(value))
+    best = float(value.reshape(-1)[flat])
+    if not math.isfinite(best):
+        return math.inf, None
+    i, j, z, ow, oa, oo = np.unravel_index(flat, value.shape)
+    rec, spm, fused = SIGMA_COMBOS[j]
+    st = Strategy(tp=int(r["tp"][i]), pp=int(r["pp"][i]), dp=int(r["dp"][i]), batch=int(r["batch"][i]),
+                  microbatch=int(r["microbatch"][i]), interleave=int(r["interleave"][i]),
+                  recompute=ENUM_KNOBS["recompute"][rec], tp_comm="ar" if spm == 0 else "rs_ag",
+                  ag_redo=bool(spm == 2), fused_activation=bool(fused), optimizer_sharding=bool(z),
+                  offload_weights=bool(ow), offload_activations=bool(oa), offload_optimizer=bool(oo),
+                  datatype=p.datatype)
+    return best, st
+
+
+# ----------------------------------------------------------------- fixes
+
+def fix_hbm(p: Problem):
+    """Smallest whole GiB of HBM per GPU at which the problem is feasible."""
+    need, _ = _smallest(p, "hbm")
+    return None if not math.isfinite(need) else max(1, math.ceil(need / GIB))
+
+
+def fix_offload(p: Problem):
+    """Smallest whole GiB of offload memory per GPU (with a tier, if the
+    system has none) at which the problem is feasible."""
+    need, _ = _smallest(p, "offload")
+    return None if not math.isfinite(need) else max(1, math.ceil(need / GIB))
+
+
+def fix_max_batch(p: Problem):
+    """Smallest batch limit at which the problem is feasible. Within a
+    structure, memory does not decrease with the local batch, so the
+    smallest local batch a (microbatch, interleave) row admits decides:
+    the microbatch itself (times pp when interleaved), or a pinned batch."""
+    t = _count_triples(p, p.gpus)
+    mbs = sorted({1} | set(p.pins.get("microbatch", ())))
+    vs = sorted({1} | set(p.pins.get("interleave", ())))
+    cands = [(tuple(x), mb * (x[1] if v > 1 else 1)) for x in t for mb in mbs for v in vs]
+    for b in p.pins.get("batch", ()):
+        cands += [(tuple(x), b // x[2]) for x in t if b % x[2] == 0]
+    cands = sorted(set(cands))
+    trip = np.array([c[0] for c in cands], dtype=np.int64).reshape(-1, 3)
+    local = np.array([c[1] for c in cands], dtype=np.int64)
+    r = _rows(dataclasses.replace(p, max_batch=10 ** 12), trip, local)
+    ok = _good(p, r, skip=("max_batch",))
+    return int(r["batch"][ok].min()) if ok.any() else None
+
+
+def fix_gpus(p: Problem):
+    """Smallest GPU count above the current one, in whole NVLink domains
+    up to the outermost tier, at which the problem is feasible; with its
+    (tp, pp, dp). For a fixed (tp, pp) memory does not grow with dp
+    (local batch and microbatches in flight shrink, ZeRO-1 shards finer),
+    so a bisection on dp at the least-memory row gives a first candidate
+    and the exact check goes up from there."""
+    step = p.system.nvlink_size
+    limit = p.system.networks[-1].size
+    m = p.model
+    g = math.gcd(m.heads, math.gcd(m.hidden, m.feedforward))
+    tps = [t for t in divisors(g).tolist() if p.allowed("tp", [t])[0]]
+    pps = [x for x in divisors(m.blocks).tolist() if p.allowed("pp", [x])[0]]
+    pairs = np.array([(t, x) for t in tps for x in pps], dtype=np.int64).reshape(-1, 2)
+    if len(pairs) == 0:
+        return None, None
+    unit = step // np.gcd(step, pairs[:, 0] * pairs[:, 1])        # dp multiple making whole domains
+    hi = np.minimum(p.max_batch, limit // (pairs[:, 0] * pairs[:, 1])) // unit
+    lo = p.gpus // (pairs[:, 0] * pairs[:, 1] * unit) + 1              # counts above the current one
+    live = hi >= lo
+    pairs, unit, hi, lo = pairs[live], unit[live], hi[live], lo[live]
+    if len(pairs) == 0:
+        return None, None
+    # memory-only bisection at the least-memory row (smallest pinned microbatch and interleave)
+    mb0 = min(p.pins.get("microbatch", {1}))
+    v0 = min(p.pins.get("interleave", {1}))
+    q = dataclasses.replace(p, pins={k: v for k, v in p.pins.items() if k not in STRUCT_PINS})
+    cap_h, cap_o = _caps(p)
+
+    def mem_fits(k):
+        dp = k * unit
+        r = {"tp": pairs[:, 0], "pp": pairs[:, 1], "dp": dp,
+             "batch": np.where(dp <= p.max_batch, (p.max_batch // dp) * dp, dp),
+             "microbatch": np.full(len(dp), mb0), "interleave": np.full(len(dp), v0)}
+        hbm, off = _memory(q, r)
+        return _fits(hbm, off, _allowed(q, r, _tier(p)), cap_h, cap_o)
+
+    if not mem_fits(hi).any():
+        return None, None
+    top = np.where(mem_fits(hi), hi, hi + 1)
+    a, b = lo.copy(), top.copy()
+    while (a < b).any():
+        mid = (a + b) // 2
+        f = mem_fits(np.minimum(mid, hi)) & (a < b)
+        b = np.where(f, mid, b)
+        a = np.where(~f & (a < b), mid + 1, a)
+    # exact check upwards from the first candidate, nearest counts first
+    k0 = a
+    best, witness = None, None
+    order = np.argsort(pairs[:, 0] * pairs[:, 1] * unit * k0)
+    for i in order:
+        if k0[i] > hi[i]:
+            continue
+        tp, pp = int(pairs[i, 0]), int(pairs[i, 1])
+        per = tp * pp * int(unit[i])
+        if best is not None and per * int(k0[i]) >= best:
+            continue
+        last = int(hi[i]) if best is None else min(int(hi[i]), (best - 1) // per)
+        ks = np.arange(int(k0[i]), last + 1)
+        for start in range(0, len(ks), 64):
+            chunk = ks[start:start + 64]
+            dps = chunk * int(unit[i])
+            trip = np.stack([np.full(len(dps), tp), np.full(len(dps), pp), dps], 1)
+            counts = tp * pp * dps
+            qn = p
+            r = _rows(qn, trip)
+            ok = np.zeros(len(r["tp"]), dtype=bool)
+            for n in np.unique(counts):
+                sel = r["tp"] * r["pp"] * r["dp"] == n
+                ok[sel] = _good(dataclasses.replace(p, gpus=int(n)), _sub(r, sel))
+            if ok.any():
+                j = int(np.flatnonzero(ok)[0])
+                n = int(r["tp"][j] * r["pp"][j] * r["dp"][j])
+                if best is None or n < best:
+                    best, witness = n, (tp, pp, int(r["dp"][j]))
+                break
+    return best, witness
+
+
+def fix_nvlink(p: Problem, sizes=NVLINK_SIZES):
+    """Smallest NVLink domain size of `sizes` (other than the current one)
+    at which the problem is feasible."""
+    nets = p.system.networks
+    for n in sorted(sizes):
+        if n == p.system.nvlink_size or (len(nets) > 1 and n > nets[1].size):
+            continue
+        if feasible(dataclasses.replace(p, system=load_system(p.system, nvlink_size=n))):
+            return n
+    return None
+
+
+# ------------------------------------------------------------------ core
+
+class _Core:
+    """Rows collapsed to signatures; a CP-SAT model with one assumption
+    literal per limit group; a deletion-minimised core."""
+
+    def __init__(self, p: Problem, extra_dp=()):
+        self.p = p
+        r = _rows(p, _relaxed_triples(p, extra_dp))
+        bits = _struct_bits(p, r)
+        net_pins = [k for k in NET_PINS if k in p.pins]
+        group_pins = [k for k in GROUP_PINS if k in p.pins]
+        # group pins beyond a few share one literal
+        units = [[k] for k in group_pins] if len(group_pins) <= MAX_SEPARATE_GROUP_PINS else [group_pins]
+        unit_names = ["pin:" + "+".join(u) for u in units]
+        self.limits = (list(STRUCT_LIMITS) + ["nvlink_domain", "hbm_capacity", "offload_capacity"]
+                       + [k for k in bits if k.startswith("pin:")] + [f"pin:{k}" for k in net_pins] + unit_names)
+        columns = []      # (conditions {limit: value}, bit per row)
+        for name, bit in bits.items():
+            columns.append(({name: True}, bit))
+        for active in itertools.product((False, True), repeat=len(net_pins)):
+            q = dataclasses.replace(p, pins={k: v for k, v in p.pins.items()
+                                             if k not in NET_PINS or dict(zip(net_pins, active)).get(k)})
+            cond = {"nvlink_domain": True} | {f"pin:{k}": a for k, a in zip(net_pins, active)}
+            columns.append((cond, _placeable(q, r)))
+        hbm, off = _memory(p, r)
+        cap_h, cap_o = _caps(p)
+        for active in itertools.product((False, True), repeat=len(units)):
+            on = {k for u, a in zip(units, active) if a for k in u}
+            q = dataclasses.replace(p, pins={k: v for k, v in p.pins.items() if k not in GROUP_PINS or k in on})
+            for off_on in (False, True):
+                allowed = _allowed(q, r, _tier(p) or not off_on)
+                for hbm_on in (False, True):
+                    cond = {"hbm_capacity": hbm_on, "offload_capacity": off_on} | dict(zip(unit_names, active))
+                    columns.append((cond, _fits(hbm, off, allowed, cap_h if hbm_on else math.inf,
+                                                cap_o if off_on else math.inf)))
+        table = np.stack([c[1] for c in columns], axis=1).astype(np.int64)
+        self.sig = np.unique(table, axis=0)
+        self.conditions = [c[0] for c in columns]
+        self.solves = 0
+
+    def _solve(self, active: set):
+        """(feasible, core) with the groups in `active` enforced."""
+        self.solves += 1
+        model = cp_model.CpModel()
+        row = model.NewIntVar(0, len(self.sig) - 1, "signature")
+        lit = {n: model.NewBoolVar(n) for n in self.limits}
+        for c, cond in enumerate(self.conditions):
+            b = model.NewBoolVar(f"col{c}")
+            model.AddElement(row, self.sig[:, c].tolist(), b)
+            model.Add(b == 1).OnlyEnforceIf([lit[n] if v else lit[n].Not() for n, v in cond.items()])
+        model.AddAssumptions([lit[n] if n in active else lit[n].Not() for n in self.limits])
+        solver = cp_model.CpSolver()
+        solver.parameters.num_workers = 1
+        status = solver.Solve(model)
+        if status == cp_model.INFEASIBLE:
+            idx = set(solver.SufficientAssumptionsForInfeasibility())
+            return False, {n for n in self.limits if lit[n].Index() in idx}
+        return True, set()
+
+    def minimal(self) -> list:
+        ok, core = self._solve(set(self.limits))
+        if ok:
+            return []
+        core = core or set(self.limits)
+        for name in [n for n in self.limits if n in core]:
+            if not self._solve(core - {name})[0]:
+                core = core - {name}
+        return [n for n in self.limits if n in core]
+
+
+# ----------------------------------------------------------- explanation
+
+def _pin_values(p: Problem, k: str) -> list:
+    vals = sorted(p.pins[k])
+    if k in ENUM_KNOBS:
+        return [ENUM_KNOBS[k][v] for v in vals]
+    if k in BOOL_KNOBS:
+        return [bool(v) for v in vals]
+    return vals
+
+
+def _describe(st: Strategy) -> str:
+    extras = [f"recompute={st.recompute}"]
+    if st.tp_comm != "ar":
+        extras.append("sequence parallel")
+    if st.optimizer_sharding:
+        extras.append("ZeRO-1")
+    off = [n for n, on in (("weights", st.offload_weights), ("activations", st.offload_activations),
+                           ("optimizer", st.offload_optimizer)) if on]
+    if off:
+        extras.append("offloading " + "+".join(off))
+    return f"tp={st.tp} pp={st.pp} dp={st.dp}, " + ", ".join(extras)
+
+
+def explain(p: Problem) -> dict:
+    """For an infeasible problem: a minimal set of conflicting limit groups
+    (`conflicts`), the numbers behind each (`details`, in words and fields),
+    and the smallest single change of each kind that restores feasibility
+    (`fixes`: limit -> value, None when that change alone cannot)."""
+    gpus, witness = fix_gpus(p)
+    fixes = {"hbm_gib": fix_hbm(p), "offload_gib": fix_offload(p), "gpus": gpus,
+             "max_batch": fix_max_batch(p), "nvlink_size": fix_nvlink(p)}
+    core = _Core(p, extra_dp=[witness[2]] if witness else ())
+    conflicts = core.minimal()
+    details = {}
+    for name in conflicts:
+        details[name] = _detail(p, name, fixes, witness)
+    words = [LIMIT_NAMES.get(n, "the pin " + n[4:]) for n in conflicts]
+    if len(words) > 1:
+        head = f"No strategy fits: {', '.join(words[:-1])} and {words[-1]} cannot all hold."
+    elif words:
+        head = f"No strategy fits: {words[0]} cannot hold."
+    else:
+        head = "No strategy fits."
+    body = " ".join(d["text"][0].upper() + d["text"][1:] + "." for d in details.values())
+    if not any(v is not None for v in fixes.values()):
+        body += " No single change suffices."
+    return {"conflicts": conflicts, "details": details, "fixes": fixes,
+            "summary": (head + " " + body).strip(), "core_solves": core.solves}
+
+
+def _detail(p: Problem, name: str, fixes: dict, witness) -> dict:
+    m, s = p.model, p.system
+    if name == "hbm_capacity":
+        need, st = _smallest(p, "hbm")
+        if st is None:
+            return {"capacity_gib": s.hbm_gib, "smallest_footprint_gib": None, "strategy": None,
+                    "text": "no strategy meeting the other limits fits any HBM"}
+        return {"capacity_gib": s.hbm_gib, "smallest_footprint_gib": need / GIB, "strategy": st.to_dict(),
+                "text": f"the smallest HBM footprint any strategy reaches is {need / GIB:.1f} GiB per GPU "
+                        f"({_describe(st)}), against {s.hbm_gib:g} GiB"}
+    if name == "offload_capacity":
+        need, st = _smallest(p, "offload")
+        if st is None:
+            return {"capacity_gib": s.offload_gib, "smallest_offload_gib": None, "strategy": None,
+                    "text": "no amount of offload memory makes HBM fit"}
+        tier = (f"the offload tier holds {s.offload_gib:g} GiB" if _tier(p) and s.offload_gib > 0
+                else "the system has no offload tier")
+        return {"capacity_gib": s.offload_gib, "smallest_offload_gib": need / GIB, "strategy": st.to_dict(),
+                "text": f"fitting HBM needs at least {need / GIB:.1f} GiB per GPU offloaded "
+                        f"({_describe(st)}); {tier}"}
+    if name == "max_batch":
+        b = fixes["max_batch"]
+        return {"max_batch": p.max_batch, "smallest_batch": b,
+                "text": (f"the smallest batch any fitting split takes is {b}, the limit is {p.max_batch}"
+                         if b is not None else f"no batch makes a split of {p.gpus} GPUs fit")}
+    if name == "nvlink_domain":
+        r = _rows(p, _relaxed_triples(p))
+        ok = _good(p, r, skip=("nvlink_domain",))
+        tp = int(r["tp"][ok].min()) if ok.any() else None
+        return {"nvlink_size": s.nvlink_size, "smallest_tp": tp,
+                "text": (f"the smallest TP group of any fitting strategy is {tp} GPUs, the NVLink domain "
+                         f"holds {s.nvlink_size}" if tp else
+                         f"the groups cannot be placed on {', '.join(f'{n.name} ({n.size})' for n in s.networks)}")}
+    if name == "gpu_count":
+        more = (f"; {fixes['gpus']} GPUs would (tp={witness[0]} pp={witness[1]} dp={witness[2]})"
+                if fixes["gpus"] else "")
+        return {"gpus": p.gpus, "text": f"no split of {p.gpus} GPUs into tp x pp x dp meets the other limits{more}"}
+    if name == "divisibility":
+        g = math.gcd(m.heads, math.gcd(m.hidden, m.feedforward))
+        return {"tp_divides": g, "pp_divides": m.blocks,
+                "text": f"tp must divide {g} (heads, hidden and feedforward) and pp the {m.blocks} blocks"}
+    knobs = name[4:].split("+")
+    vals = {k: _pin_values(p, k) for k in knobs}
+    return {"pins": vals, "text": "the pin " + ", ".join(f"{k}={','.join(map(str, v))}" for k, v in vals.items())}
