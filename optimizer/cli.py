@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import sys
+import textwrap
 
 from .errors import ConfigError, InfeasibleStrategy, OptimizerError
 from .evaluate import BREAKDOWN, MEMORY, Report, evaluate
@@ -145,9 +146,11 @@ def format_plan(res, system) -> str:
     st = res.stats
     proof = (f"space {st['space_size']:,} strategies ({st['structures']:,} structures), "
              f"{st['evaluated']:,} evaluated exactly ({100 * st['evaluated_fraction']:.4f}%), "
-             f"{st.get('solver_calls', 0)} CP-SAT solves, {st['solve_s']:.2f} s")
+             f"{st.get('solver_calls', 0)} CP-SAT solves, {st['solve_s']:.2f} s"
+             + (f" (explained in {st['explain_s']:.2f} s)" if "explain_s" in st else ""))
     if res.best is None:
-        return f"{head}\nno strategy in the space fits\n{proof}"
+        return "\n".join([head, format_explanation(res.explanation) if res.explanation
+                          else "no strategy in the space fits", proof])
     lines = [head, format_report(res.best, system)]
     if len(res.top) > 1:
         lines.append(f"top {len(res.top)}")
@@ -160,6 +163,21 @@ def format_plan(res, system) -> str:
                                                       "offload_optimizer") if getattr(s, k)))
     verdict = "proven optimal" if res.status == "optimal" else f"gap {100 * res.gap:.2f}% (time limit)"
     lines.append(f"proof  {verdict}: no strategy exceeds {res.bound_samples_per_s:,.3f} samples/s; {proof}")
+    return "\n".join(lines)
+
+
+FIX_LABELS = (("hbm_gib", "HBM per GPU", "GiB"), ("offload_gib", "offload memory per GPU", "GiB"),
+              ("gpus", "GPU count", "GPUs"), ("max_batch", "max batch", "sequences"),
+              ("nvlink_size", "NVLink domain", "GPUs"))
+
+
+def format_explanation(ex: dict) -> str:
+    """The explanation as a wrapped paragraph and a table of single fixes."""
+    lines = textwrap.wrap(ex["summary"], width=88)
+    lines.append("smallest single change that fits (each alone, all else as asked):")
+    for key, label, unit in FIX_LABELS:
+        value = ex["fixes"].get(key)
+        lines.append(f"  {label:<24} {f'{value:,} {unit}' if value is not None else 'does not help':>18}")
     return "\n".join(lines)
 
 

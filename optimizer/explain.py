@@ -264,7 +264,7 @@ def _smallest(p: Problem, which: str):
                   recompute=ENUM_KNOBS["recompute"][rec], tp_comm="ar" if spm == 0 else "rs_ag",
                   ag_redo=bool(spm == 2), fused_activation=bool(fused), optimizer_sharding=bool(z),
                   offload_weights=bool(ow), offload_activations=bool(oa), offload_optimizer=bool(oo),
-                  datatype=p.datatype)
+                  tp_net=0 if int(r["tp"][i]) <= p.system.nvlink_size else -1, datatype=p.datatype)
     return best, st
 
 
@@ -555,7 +555,8 @@ def _detail(p: Problem, name: str, fixes: dict, witness) -> dict:
     if name == "divisibility":
         g = math.gcd(m.heads, math.gcd(m.hidden, m.feedforward))
         return {"tp_divides": g, "pp_divides": m.blocks,
-                "text": f"tp must divide {g} (heads, hidden and feedforward) and pp the {m.blocks} blocks"}
+                "text": f"the TP degree must divide {g} (heads, hidden and feedforward) and the PP degree "
+                        f"the {m.blocks} blocks"}
     knobs = name[4:].split("+")
     vals = {k: _pin_values(p, k) for k in knobs}
     return {"pins": vals, "text": "the pin " + ", ".join(f"{k}={','.join(map(str, v))}" for k, v in vals.items())}

@@ -384,12 +384,13 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype="fp8
                           f"batch limit {p.max_batch})")
     space = count_space(p, S)
     if len(S["tp"]) == 0:
-        return PlanResult(status="infeasible", best=None, top=[], lower_bound=math.inf, gap=math.inf,
-                          stats={"space_size": 0, "structures": 0, "evaluated": 0, "evaluated_fraction": 0.0,
-                                 "solve_s": time.perf_counter() - t0, "method": method},
-                          problem=_problem_dict(p))
+        res = PlanResult(status="infeasible", best=None, top=[], lower_bound=math.inf, gap=math.inf,
+                         stats={"space_size": 0, "structures": 0, "evaluated": 0, "evaluated_fraction": 0.0,
+                                "solve_s": time.perf_counter() - t0, "method": method},
+                         problem=_problem_dict(p))
+        return _explained(p, res)
     if method == "enumerate":
-        return _enumerate(p, S, space, top_k, t0)
+        return _explained(p, _enumerate(p, S, space, top_k, t0))
 
     tables = Tables(p, S)
     master = Master(p, S, tables.s_bound, threads)
@@ -454,9 +455,19 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype="fp8
     gap = (best_tps - lower) / best_tps if top.items and math.isfinite(lower) else (0.0 if status == "optimal" else math.inf)
     if status == "infeasible":
         lower, gap = math.inf, math.inf
-    return PlanResult(status=status if top.items or status == "infeasible" else "feasible",
-                      best=reports[0] if reports else None, top=reports,
-                      lower_bound=lower, gap=max(gap, 0.0), stats=stats, problem=_problem_dict(p))
+    return _explained(p, PlanResult(status=status if top.items or status == "infeasible" else "feasible",
+                                    best=reports[0] if reports else None, top=reports,
+                                    lower_bound=lower, gap=max(gap, 0.0), stats=stats, problem=_problem_dict(p)))
+
+
+def _explained(p: Problem, res: PlanResult) -> PlanResult:
+    """An infeasible result gets its explanation (conflicts and fixes), timed."""
+    if res.status == "infeasible":
+        from .explain import explain
+        t = time.perf_counter()
+        res.explanation = explain(p)
+        res.stats["explain_s"] = time.perf_counter() - t
+    return res
 
 
 def _enumerate(p: Problem, S: dict, space: int, top_k: int, t0: float) -> PlanResult:

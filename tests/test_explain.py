@@ -1,0 +1,148 @@
+"""Infeasibility explained: the core is minimal and names the right limits,
+each fix is exact (feasible at the value, infeasible one step below), and
+the explanation's feasibility test agrees with the search."""
+
+import json
+
+import pytest
+
+import optimizer as opt
+from optimizer import explain as ex
+from optimizer.cli import main
+from optimizer.space import make_problem
+from optimizer.spec import load_model, load_system
+
+GIB_STEP = 1
+
+
+def problem(model, system="h100-80g-nvl8", gpus=4096, pin=None, max_batch=3072, **over):
+    return make_problem(load_model(model), load_system(system, **over), gpus, max_batch, "fp8", pin)
+
+
+def status(model, system="h100-80g-nvl8", gpus=4096, pin=None, max_batch=3072, **over):
+    return opt.plan(model, load_system(system, **over), gpus, max_batch=max_batch, pin=pin).status
+
+
+@pytest.fixture(scope="module")
+def big():
+    """18T on 4,096 80 GiB H100s, no offload: the issue's case."""
+    p = problem("18T")
+    return p, ex.explain(p)
+
+
+def test_18t_conflict_names_hbm_with_its_smallest_footprint(big):
+    p, e = big
+    assert "hbm_capacity" in e["conflicts"]
+    d = e["details"]["hbm_capacity"]
+    assert d["capacity_gib"] == 80
+    assert d["smallest_footprint_gib"] > 80
+    assert f"{d['smallest_footprint_gib']:.1f} GiB" in e["summary"]
+    # the named strategy really has that footprint under the exact model
+    r = opt.evaluate("18T", load_system("h100-80g-nvl8", hbm_gib=1000), d["strategy"])
+    assert r.memory["hbm_total"] / 2 ** 30 == pytest.approx(d["smallest_footprint_gib"], rel=1e-9)
+
+
+def test_18t_hbm_fix_is_exact(big):
+    p, e = big
+    h = e["fixes"]["hbm_gib"]
+    assert h is not None and h > 80
+    assert status("18T", hbm_gib=h) == "optimal"
+    assert not ex.feasible(problem("18T", hbm_gib=h - GIB_STEP))
+
+
+def test_18t_offload_fix_is_exact(big):
+    p, e = big
+    o = e["fixes"]["offload_gib"]
+    assert o is not None
+    assert ex.feasible(problem("18T", offload_gib=o, offload_gbps=100))
+    assert not ex.feasible(problem("18T", offload_gib=o - GIB_STEP, offload_gbps=100))
+
+
+def test_18t_gpu_fix_is_exact(big):
+    p, e = big
+    n = e["fixes"]["gpus"]
+    assert n is not None and n > 4096 and n % 8 == 0
+    assert ex.feasible(problem("18T", gpus=n))
+    for below in range(4096 + 8, n, 8):          # every whole-node count between is infeasible
+        assert not ex.feasible(problem("18T", gpus=below))
+
+
+def test_18t_with_1tib_offload_is_feasible():
+    assert status("18T", "h100-80g-nvl8-off1t-100gbps") == "optimal"
+
+
+def test_128t_needs_more_hbm_than_80_but_at_most_120():
+    p = problem("128T", "h100-80g-nvl8-off2t-100gbps")
+    res = opt.plan("128T", "h100-80g-nvl8-off2t-100gbps", 4096)
+    assert res.status == "infeasible"
+    e = res.explanation
+    assert "hbm_capacity" in e["conflicts"]
+    h = e["fixes"]["hbm_gib"]
+    assert 80 < h <= 120
+    assert ex.feasible(problem("128T", "h100-80g-nvl8-off2t-100gbps", hbm_gib=h))
+    assert not ex.feasible(problem("128T", "h100-80g-nvl8-off2t-100gbps", hbm_gib=h - GIB_STEP))
+
+
+def test_pinned_request_names_the_pin_and_batch_fix_is_exact():
+    pin = {"tp": 1}
+    e = ex.explain(problem("1T", pin=pin))
+    assert "pin:tp" in e["conflicts"]
+    assert "tp=1" in e["summary"]
+    b = e["fixes"]["max_batch"]
+    assert b is not None
+    assert ex.feasible(problem("1T", pin=pin, max_batch=b))
+    assert not ex.feasible(problem("1T", pin=pin, max_batch=b - 1))
+
+
+def test_nvlink_fix_is_exact():
+    pin = {"tp": 16, "tp_net": 0}           # TP of 16 on the first tier, which holds 8
+    e = ex.explain(problem("1T", pin=pin))
+    assert "nvlink_domain" in e["conflicts"]
+    assert e["details"]["nvlink_domain"]["smallest_tp"] == 16
+    assert e["fixes"]["nvlink_size"] == 16
+    assert status("1T", gpus=4096, pin=pin, nvlink_size=16) == "optimal"
+
+
+def test_two_problems_no_single_fix():
+    e = ex.explain(problem("1T", pin={"tp": 1, "pp": 1}))   # dp 4096 > batch 3072, and 1T on one GPU
+    assert set(e["conflicts"]) >= {"max_batch", "pin:tp", "pin:pp"}
+    assert all(v is None for v in e["fixes"].values())
+    assert "No single change suffices" in e["summary"]
+
+
+def test_core_is_minimal(big):
+    p, e = big
+    core = ex._Core(p)
+    assert not core._solve(set(e["conflicts"]))[0]
+    for name in e["conflicts"]:
+        assert core._solve(set(e["conflicts"]) - {name})[0]
+
+
+@pytest.mark.parametrize("model,gpus,pin,system", [
+    ("megatron-1T", 512, None, "h100-80g-nvl8"),
+    ("1T", 64, None, "h100-80g-nvl8"),
+    ("1T", 64, None, "h100-80g-nvl8-off2t-100gbps"),
+    ("1T", 4096, {"tp": 1}, "h100-80g-nvl8"),
+    ("1T", 4096, {"tp": 2, "recompute": "none"}, "h100-80g-nvl8"),
+    ("1T", 1024, {"pp": 4, "optimizer_sharding": False}, "h100-80g-nvl8"),
+    ("megatron-22B", 8, {"tp_overlap": "ring", "tp": 1}, "h100-80g-nvl8"),
+    ("megatron-22B", 16, {"dp_overlap": True, "dp": 1}, "h100-80g-nvl8"),
+])
+def test_feasibility_agrees_with_the_search(model, gpus, pin, system):
+    res = opt.plan(model, system, gpus, pin=pin, time_limit_s=60)
+    assert ex.feasible(problem(model, system, gpus, pin)) == (res.status != "infeasible")
+    assert (res.explanation is not None) == (res.status == "infeasible")
+
+
+def test_cli_prints_paragraph_and_fixes_and_exits_1(capsys):
+    rc = main(["--model", "18T", "--gpus", "4096"])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert "HBM capacity" in out and "smallest single change" in out
+    e = ex.explain(problem("18T"))
+    assert f"{e['fixes']['hbm_gib']:,} GiB" in out
+    rc = main(["--model", "18T", "--gpus", "4096", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 1 and doc["status"] == "infeasible"
+    assert doc["explanation"]["fixes"] == e["fixes"]
+    assert doc["explanation"]["conflicts"] == e["conflicts"]
