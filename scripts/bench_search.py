@@ -7,6 +7,8 @@ of h100-80g-nvl8, fp8, batch <= 3072, with and without 1 TiB / 100 GB/s
 offload: status, median seconds over the repeats, space size, strategies
 evaluated exactly and their share. Then brute force on one case it can
 finish, against plan on the same case in the same run, as a speed-up.
+Last, infeasible cases: solve time (proving nothing fits) against the time
+to explain it (minimal conflict and every fix), medians, as a ratio.
 Bars: every case optimal in under 10 s on 2 cores, under 0.1% evaluated.
 """
 
@@ -69,6 +71,24 @@ def main():
     print(f"\nbrute force, {model} on {gpus} GPUs: {slow.stats['evaluated']:,} strategies in {t_brute:.2f} s "
           f"({slow.stats['evaluated'] / t_brute:,.0f}/s); plan {t_plan:.3f} s; speed-up {t_brute / t_plan:.1f}x; "
           f"same optimum: {same}")
+
+    # explanations: solve (the infeasibility proof) against explain, same run
+    big = load_system("h100-80g-nvl8-off2t-100gbps")
+    hard = [("18T", 4096, plain, None), ("128T", 4096, big, None), ("1T", 4096, plain, {"tp": 1}),
+            ("1T", 4096, plain, {"tp": 16, "tp_net": 0})]
+    if args.quick:
+        hard = hard[:1]
+    print(f"\n{'infeasible case':<34} {'solve s':>8} {'explain s':>10} {'ratio':>6}  conflicts")
+    ratios = []
+    for model, gpus, system, pin in hard:
+        runs = [plan(model, system, gpus, pin=pin) for _ in range(args.repeats)]
+        t_exp = statistics.median(r.stats["explain_s"] for r in runs)
+        t_solve = statistics.median(r.stats["solve_s"] for r in runs)
+        ratios.append(t_exp / t_solve)
+        name = f"{model}/{gpus} {system.name}" + (f" {pin}" if pin else "")
+        print(f"{name:<34} {t_solve:>8.3f} {t_exp:>10.3f} {t_exp / t_solve:>6.1f}  "
+              f"{', '.join(runs[0].explanation['conflicts'])}", flush=True)
+    print(f"explain / solve: median {statistics.median(ratios):.1f}x, worst {max(ratios):.1f}x")
     return 0 if all_optimal and same else 1
 
 
