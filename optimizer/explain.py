@@ -241,7 +241,7 @@ def _smallest(p: Problem, which: str):
     strategy that meets every other limit, and that strategy. For offload
     the tier is assumed present (its bandwidth does not bear on fitting)."""
     r = _rows(p, _count_triples(p, p.gpus))
-    ok = _good(p, r, skip=("hbm_capacity",), hbm_cap=math.inf, off_cap=math.inf, tier=True)
+    ok = _good(p, r, hbm_cap=math.inf, off_cap=math.inf, tier=True)
     if not ok.any():
         return math.inf, None
     r = _sub(r, ok)
@@ -366,8 +366,7 @@ def fix_gpus(p: Problem):
             dps = chunk * int(unit[i])
             trip = np.stack([np.full(len(dps), tp), np.full(len(dps), pp), dps], 1)
             counts = tp * pp * dps
-            qn = p
-            r = _rows(qn, trip)
+            r = _rows(p, trip)
             ok = np.zeros(len(r["tp"]), dtype=bool)
             for n in np.unique(counts):
                 sel = r["tp"] * r["pp"] * r["dp"] == n
