@@ -160,8 +160,11 @@ def _memory(p: Problem, r: dict):
     tp, pp, dp, v = col(r["tp"]), col(r["pp"]), col(r["dp"]), col(r["interleave"])
     z, ow, oa, oo = _flag_axes()
     micro = np.maximum(np.floor(col(r["batch"]) / dp / col(r["microbatch"])), 1)
-    states = perf.state_bytes(m, dt, tp, pp, dp, z)
-    live = perf.in_flight_chunks(pp, v, micro) * np.maximum(m.blocks / pp, 1.0) / v
+    # a stage holds ceil(blocks / pp) blocks at most (exactly blocks / pp when
+    # pp divides them; the bound for the uneven splits the core may relax to)
+    per_stage = np.ceil(m.blocks / pp)
+    states = perf.state_bytes(m, dt, tp, m.blocks / per_stage, dp, z)
+    live = perf.in_flight_chunks(pp, v, micro) * per_stage / v
     mem = perf.memory_terms(dt, states, stored, working, live, rec.reshape(1, 18, *one), ow, oa, oo)
     shape = (R, 18, 2, 2, 2, 2)
     return np.broadcast_to(mem["hbm"], shape), np.broadcast_to(mem["offload"], shape)
@@ -210,6 +213,8 @@ def _tier(p: Problem) -> bool:
 
 def _good(p: Problem, r: dict, skip=(), hbm_cap=None, off_cap=None, tier=None) -> np.ndarray:
     """Per row: every limit not in `skip` holds (capacities overridable)."""
+    dropped = {k for n in skip if n.startswith("pin:") for k in n[4:].split("+")}
+    p = dataclasses.replace(p, pins={k: v for k, v in p.pins.items() if k not in dropped})
     cap_h, cap_o = _caps(p)
     cap_h = cap_h if hbm_cap is None else hbm_cap
     cap_o = cap_o if off_cap is None else off_cap
@@ -551,11 +556,26 @@ def _detail(p: Problem, name: str, fixes: dict, witness) -> dict:
         more = (f"; {fixes['gpus']} GPUs would (tp={witness[0]} pp={witness[1]} dp={witness[2]})"
                 if fixes["gpus"] else "")
         return {"gpus": p.gpus, "text": f"no split of {p.gpus} GPUs into tp x pp x dp meets the other limits{more}"}
+    w = _witness(p, name)
+    but = f"; without it tp={w[0]} pp={w[1]} dp={w[2]} would fit" if w else ""
     if name == "divisibility":
         g = math.gcd(m.heads, math.gcd(m.hidden, m.feedforward))
-        return {"tp_divides": g, "pp_divides": m.blocks,
+        return {"tp_divides": g, "pp_divides": m.blocks, "witness": w,
                 "text": f"the TP degree must divide {g} (heads, hidden and feedforward) and the PP degree "
-                        f"the {m.blocks} blocks"}
+                        f"the {m.blocks} blocks{but}"}
     knobs = name[4:].split("+")
     vals = {k: _pin_values(p, k) for k in knobs}
-    return {"pins": vals, "text": "the pin " + ", ".join(f"{k}={','.join(map(str, v))}" for k, v in vals.items())}
+    return {"pins": vals, "witness": w,
+            "text": "the pin " + ", ".join(f"{k}={','.join(map(str, v))}" for k, v in vals.items()) + but}
+
+
+def _witness(p: Problem, name: str):
+    """(tp, pp, dp) of a strategy meeting every limit but `name`, with the
+    fewest GPUs and then the smallest tp, or None."""
+    r = _rows(p, _relaxed_triples(p))
+    ok = _good(p, r, skip=(name,))
+    if not ok.any():
+        return None
+    n = r["tp"] * r["pp"] * r["dp"]
+    i = min(np.flatnonzero(ok), key=lambda j: (n[j], r["tp"][j]))
+    return int(r["tp"][i]), int(r["pp"][i]), int(r["dp"][i])
