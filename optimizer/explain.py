@@ -46,7 +46,8 @@ import numpy as np
 from ortools.sat.python import cp_model
 
 from . import perf
-from .space import BOOL_KNOBS, ENUM_KNOBS, Problem, bool_domain, divisors, sigmas, tp_members
+from .space import (BOOL_KNOBS, ENUM_KNOBS, Problem, bool_domain, divisors, knob_rows_to_strategy, sigmas,
+                    tp_members)
 from .spec import Strategy, load_system
 
 GIB = perf.GIB
@@ -66,6 +67,23 @@ LIMIT_NAMES = {
     "offload_capacity": "offload capacity",
 }
 SIGMA_COMBOS = list(itertools.product(range(3), range(3), range(2)))   # (recompute, sp_mode, fused)
+DIVISIBILITY_RULES = ("rule_tp_divides_heads", "rule_tp_divides_hidden", "rule_pp_divides_blocks",
+                      "rule_interleave_divides_stage", "rule_dp_divides_batch",
+                      "rule_microbatch_divides_local_batch", "rule_interleave_schedule")
+
+
+def _tp_unit(m) -> int:
+    """What tp must divide: heads, hidden and feedforward."""
+    return math.gcd(m.heads, math.gcd(m.hidden, m.feedforward))
+
+
+def _mb_v(p: Problem):
+    """Microbatch and interleave candidates: 1 and the pinned values."""
+    return (sorted({1} | set(p.pins.get("microbatch", ()))), sorted({1} | set(p.pins.get("interleave", ()))))
+
+
+def _without_pins(p: Problem, knobs) -> Problem:
+    return dataclasses.replace(p, pins={k: v for k, v in p.pins.items() if k not in knobs})
 
 
 # ------------------------------------------------------------------ rows
@@ -76,8 +94,7 @@ def _rows(p: Problem, triples, local=None) -> dict:
     of dp within the limit (dp itself when dp exceeds it), or dp * local
     when `local` (one per triple) is given."""
     t = np.asarray(triples, dtype=np.int64).reshape(-1, 3)
-    mbs = sorted({1} | set(p.pins.get("microbatch", ())))
-    vs = sorted({1} | set(p.pins.get("interleave", ())))
+    mbs, vs = _mb_v(p)
     k = len(mbs) * len(vs)
     mv = np.array(list(itertools.product(mbs, vs)), dtype=np.int64)
     tp, pp, dp = (np.repeat(t[:, i], k) for i in range(3))
@@ -97,8 +114,7 @@ def _count_triples(p: Problem, n: int) -> np.ndarray:
 
 def _relaxed_triples(p: Problem, extra_dp=()) -> np.ndarray:
     m, n = p.model, p.gpus
-    g = math.gcd(m.heads, math.gcd(m.hidden, m.feedforward))
-    tps = set(divisors(n).tolist()) | set(divisors(g).tolist()) | set(p.pins.get("tp", ()))
+    tps = set(divisors(n).tolist()) | set(divisors(_tp_unit(m)).tolist()) | set(p.pins.get("tp", ()))
     pps = set(divisors(n).tolist()) | set(divisors(m.blocks).tolist()) | set(p.pins.get("pp", ()))
     dps = set(divisors(n).tolist()) | set(p.pins.get("dp", ())) | set(extra_dp)
     tps = sorted(x for x in tps if x <= m.heads)
@@ -108,16 +124,13 @@ def _relaxed_triples(p: Problem, extra_dp=()) -> np.ndarray:
 
 def _struct_bits(p: Problem, r: dict) -> dict:
     """One boolean per row for each structural limit group and pin."""
-    m = p.model
-    tp, pp, dp, batch, mb, v = (r[k] for k in STRUCT_PINS)
-    local = batch // dp
-    micro = local // mb
+    zero = np.zeros(len(r["tp"]), dtype=np.int64)       # the knobs divisibility does not read
+    knobs = {k: r.get(k, zero) for k in perf.KNOBS}
+    broken = perf.check_rules(p.model, p.system, p.datatype, knobs, zero.shape)
     bits = {
-        "gpu_count": tp * pp * dp == p.gpus,
-        "divisibility": ((m.heads % tp == 0) & (m.hidden % tp == 0) & (m.feedforward % tp == 0)
-                         & (m.blocks % pp == 0) & (batch % dp == 0) & (local % mb == 0)
-                         & ((m.blocks // pp) % v == 0) & ((v == 1) | ((pp > 1) & (micro % pp == 0)))),
-        "max_batch": batch <= p.max_batch,
+        "gpu_count": r["tp"] * r["pp"] * r["dp"] == p.gpus,
+        "divisibility": ~np.logical_or.reduce([broken[k] for k in DIVISIBILITY_RULES]),
+        "max_batch": r["batch"] <= p.max_batch,
     }
     for k in STRUCT_PINS:
         if k in p.pins:
@@ -211,24 +224,25 @@ def _tier(p: Problem) -> bool:
 
 # ---------------------------------------------------------- feasibility
 
-def _good(p: Problem, r: dict, skip=(), hbm_cap=None, off_cap=None, tier=None) -> np.ndarray:
-    """Per row: every limit not in `skip` holds (capacities overridable)."""
-    dropped = {k for n in skip if n.startswith("pin:") for k in n[4:].split("+")}
-    p = dataclasses.replace(p, pins={k: v for k, v in p.pins.items() if k not in dropped})
-    cap_h, cap_o = _caps(p)
-    cap_h = cap_h if hbm_cap is None else hbm_cap
-    cap_o = cap_o if off_cap is None else off_cap
-    tier = _tier(p) if tier is None else tier
+def _rules_ok(p: Problem, r: dict, skip=()) -> np.ndarray:
+    """Per row: the structural limits and the placement not in `skip` hold."""
     ok = np.ones(len(r["tp"]), dtype=bool)
     for name, bit in _struct_bits(p, r).items():
         if name not in skip:
             ok &= bit
     if "nvlink_domain" not in skip and ok.any():
         ok[ok] = _placeable(p, _sub(r, ok))
+    return ok
+
+
+def _good(p: Problem, r: dict, skip=()) -> np.ndarray:
+    """Per row: every limit not in `skip` holds (a skipped pin is dropped)."""
+    p = _without_pins(p, {k for n in skip if n.startswith("pin:") for k in n[4:].split("+")})
+    ok = _rules_ok(p, r, skip)
     if ok.any():
         sub = _sub(r, ok)
         hbm, off = _memory(p, sub)
-        ok[ok] = _fits(hbm, off, _allowed(p, sub, tier), cap_h, cap_o)
+        ok[ok] = _fits(hbm, off, _allowed(p, sub, _tier(p)), *_caps(p))
     return ok
 
 
@@ -246,7 +260,7 @@ def _smallest(p: Problem, which: str):
     strategy that meets every other limit, and that strategy. For offload
     the tier is assumed present (its bandwidth does not bear on fitting)."""
     r = _rows(p, _count_triples(p, p.gpus))
-    ok = _good(p, r, hbm_cap=math.inf, off_cap=math.inf, tier=True)
+    ok = _rules_ok(p, r)
     if not ok.any():
         return math.inf, None
     r = _sub(r, ok)
@@ -264,27 +278,21 @@ def _smallest(p: Problem, which: str):
         return math.inf, None
     i, j, z, ow, oa, oo = np.unravel_index(flat, value.shape)
     rec, spm, fused = SIGMA_COMBOS[j]
-    st = Strategy(tp=int(r["tp"][i]), pp=int(r["pp"][i]), dp=int(r["dp"][i]), batch=int(r["batch"][i]),
-                  microbatch=int(r["microbatch"][i]), interleave=int(r["interleave"][i]),
-                  recompute=ENUM_KNOBS["recompute"][rec], tp_comm="ar" if spm == 0 else "rs_ag",
-                  ag_redo=bool(spm == 2), fused_activation=bool(fused), optimizer_sharding=bool(z),
-                  offload_weights=bool(ow), offload_activations=bool(oa), offload_optimizer=bool(oo),
-                  tp_net=0 if int(r["tp"][i]) <= p.system.nvlink_size else -1, datatype=p.datatype)
-    return best, st
+    tp = int(r["tp"][i])
+    knobs = {k: int(r[k][i]) for k in STRUCT_PINS} | {
+        "recompute": rec, "tp_comm": int(spm > 0), "tp_overlap": 0, "ag_redo": int(spm == 2),
+        "fused_activation": fused, "optimizer_sharding": z, "dp_overlap": 0, "offload_weights": ow,
+        "offload_activations": oa, "offload_optimizer": oo,
+        "tp_net": 0 if tp <= p.system.nvlink_size else -1, "pp_net": -1, "dp_net": -1}
+    return best, knob_rows_to_strategy({k: [v] for k, v in knobs.items()}, 0, p.datatype)
 
 
 # ----------------------------------------------------------------- fixes
 
-def fix_hbm(p: Problem):
-    """Smallest whole GiB of HBM per GPU at which the problem is feasible."""
-    need, _ = _smallest(p, "hbm")
-    return None if not math.isfinite(need) else max(1, math.ceil(need / GIB))
-
-
-def fix_offload(p: Problem):
-    """Smallest whole GiB of offload memory per GPU (with a tier, if the
-    system has none) at which the problem is feasible."""
-    need, _ = _smallest(p, "offload")
+def _whole_gib(need: float):
+    """The smallest whole GiB holding `need` bytes: the HBM fix from the
+    smallest HBM footprint, the offload fix (with a tier, if the system has
+    none) from the smallest offloaded bytes."""
     return None if not math.isfinite(need) else max(1, math.ceil(need / GIB))
 
 
@@ -294,8 +302,7 @@ def fix_max_batch(p: Problem):
     smallest local batch a (microbatch, interleave) row admits decides:
     the microbatch itself (times pp when interleaved), or a pinned batch."""
     t = _count_triples(p, p.gpus)
-    mbs = sorted({1} | set(p.pins.get("microbatch", ())))
-    vs = sorted({1} | set(p.pins.get("interleave", ())))
+    mbs, vs = _mb_v(p)
     cands = [(tuple(x), mb * (x[1] if v > 1 else 1)) for x in t for mb in mbs for v in vs]
     for b in p.pins.get("batch", ()):
         cands += [(tuple(x), b // x[2]) for x in t if b % x[2] == 0]
@@ -317,8 +324,7 @@ def fix_gpus(p: Problem):
     step = p.system.nvlink_size
     limit = p.system.networks[-1].size
     m = p.model
-    g = math.gcd(m.heads, math.gcd(m.hidden, m.feedforward))
-    tps = [t for t in divisors(g).tolist() if p.allowed("tp", [t])[0]]
+    tps = [t for t in divisors(_tp_unit(m)).tolist() if p.allowed("tp", [t])[0]]
     pps = [x for x in divisors(m.blocks).tolist() if p.allowed("pp", [x])[0]]
     pairs = np.array([(t, x) for t in tps for x in pps], dtype=np.int64).reshape(-1, 2)
     if len(pairs) == 0:
@@ -333,7 +339,7 @@ def fix_gpus(p: Problem):
     # memory-only bisection at the least-memory row (smallest pinned microbatch and interleave)
     mb0 = min(p.pins.get("microbatch", {1}))
     v0 = min(p.pins.get("interleave", {1}))
-    q = dataclasses.replace(p, pins={k: v for k, v in p.pins.items() if k not in STRUCT_PINS})
+    q = _without_pins(p, STRUCT_PINS)
     cap_h, cap_o = _caps(p)
 
     def mem_fits(k):
@@ -370,12 +376,8 @@ def fix_gpus(p: Problem):
             chunk = ks[start:start + 64]
             dps = chunk * int(unit[i])
             trip = np.stack([np.full(len(dps), tp), np.full(len(dps), pp), dps], 1)
-            counts = tp * pp * dps
             r = _rows(p, trip)
-            ok = np.zeros(len(r["tp"]), dtype=bool)
-            for n in np.unique(counts):
-                sel = r["tp"] * r["pp"] * r["dp"] == n
-                ok[sel] = _good(dataclasses.replace(p, gpus=int(n)), _sub(r, sel))
+            ok = _good(p, r, skip=("gpu_count",))        # each row is a split of its own count
             if ok.any():
                 j = int(np.flatnonzero(ok)[0])
                 n = int(r["tp"][j] * r["pp"][j] * r["dp"][j])
@@ -403,9 +405,8 @@ class _Core:
     """Rows collapsed to signatures; a CP-SAT model with one assumption
     literal per limit group; a deletion-minimised core."""
 
-    def __init__(self, p: Problem, extra_dp=()):
+    def __init__(self, p: Problem, r: dict):
         self.p = p
-        r = _rows(p, _relaxed_triples(p, extra_dp))
         bits = _struct_bits(p, r)
         net_pins = [k for k in NET_PINS if k in p.pins]
         group_pins = [k for k in GROUP_PINS if k in p.pins]
@@ -418,15 +419,14 @@ class _Core:
         for name, bit in bits.items():
             columns.append(({name: True}, bit))
         for active in itertools.product((False, True), repeat=len(net_pins)):
-            q = dataclasses.replace(p, pins={k: v for k, v in p.pins.items()
-                                             if k not in NET_PINS or dict(zip(net_pins, active)).get(k)})
+            q = _without_pins(p, [k for k, a in zip(net_pins, active) if not a])
             cond = {"nvlink_domain": True} | {f"pin:{k}": a for k, a in zip(net_pins, active)}
             columns.append((cond, _placeable(q, r)))
         hbm, off = _memory(p, r)
         cap_h, cap_o = _caps(p)
         for active in itertools.product((False, True), repeat=len(units)):
             on = {k for u, a in zip(units, active) if a for k in u}
-            q = dataclasses.replace(p, pins={k: v for k, v in p.pins.items() if k not in GROUP_PINS or k in on})
+            q = _without_pins(p, set(group_pins) - on)
             for off_on in (False, True):
                 allowed = _allowed(q, r, _tier(p) or not off_on)
                 for hbm_on in (False, True):
@@ -498,13 +498,13 @@ def explain(p: Problem) -> dict:
     and the smallest single change of each kind that restores feasibility
     (`fixes`: limit -> value, None when that change alone cannot)."""
     gpus, witness = fix_gpus(p)
-    fixes = {"hbm_gib": fix_hbm(p), "offload_gib": fix_offload(p), "gpus": gpus,
-             "max_batch": fix_max_batch(p), "nvlink_size": fix_nvlink(p)}
-    core = _Core(p, extra_dp=[witness[2]] if witness else ())
+    smallest = {which: _smallest(p, which) for which in ("hbm", "offload")}
+    fixes = {"hbm_gib": _whole_gib(smallest["hbm"][0]), "offload_gib": _whole_gib(smallest["offload"][0]),
+             "gpus": gpus, "max_batch": fix_max_batch(p), "nvlink_size": fix_nvlink(p)}
+    rows = _rows(p, _relaxed_triples(p, [witness[2]] if witness else ()))
+    core = _Core(p, rows)
     conflicts = core.minimal()
-    details = {}
-    for name in conflicts:
-        details[name] = _detail(p, name, fixes, witness)
+    details = {name: _detail(p, name, fixes, witness, smallest, rows) for name in conflicts}
     words = [LIMIT_NAMES.get(n, "the pin " + n[4:]) for n in conflicts]
     if len(words) > 1:
         head = f"No strategy fits: {', '.join(words[:-1])} and {words[-1]} cannot all hold."
@@ -519,10 +519,10 @@ def explain(p: Problem) -> dict:
             "summary": (head + " " + body).strip(), "core_solves": core.solves}
 
 
-def _detail(p: Problem, name: str, fixes: dict, witness) -> dict:
+def _detail(p: Problem, name: str, fixes: dict, witness, smallest: dict, rows: dict) -> dict:
     m, s = p.model, p.system
     if name == "hbm_capacity":
-        need, st = _smallest(p, "hbm")
+        need, st = smallest["hbm"]
         if st is None:
             return {"capacity_gib": s.hbm_gib, "smallest_footprint_gib": None, "strategy": None,
                     "text": "no strategy meeting the other limits fits any HBM"}
@@ -530,7 +530,7 @@ def _detail(p: Problem, name: str, fixes: dict, witness) -> dict:
                 "text": f"the smallest HBM footprint any strategy reaches is {need / GIB:.1f} GiB per GPU "
                         f"({_describe(st)}), against {s.hbm_gib:g} GiB"}
     if name == "offload_capacity":
-        need, st = _smallest(p, "offload")
+        need, st = smallest["offload"]
         if st is None:
             return {"capacity_gib": s.offload_gib, "smallest_offload_gib": None, "strategy": None,
                     "text": "no amount of offload memory makes HBM fit"}
@@ -545,9 +545,8 @@ def _detail(p: Problem, name: str, fixes: dict, witness) -> dict:
                 "text": (f"the smallest batch any fitting split takes is {b}, the limit is {p.max_batch}"
                          if b is not None else f"no batch makes a split of {p.gpus} GPUs fit")}
     if name == "nvlink_domain":
-        r = _rows(p, _relaxed_triples(p))
-        ok = _good(p, r, skip=("nvlink_domain",))
-        tp = int(r["tp"][ok].min()) if ok.any() else None
+        ok = _good(p, rows, skip=("nvlink_domain",))
+        tp = int(rows["tp"][ok].min()) if ok.any() else None
         return {"nvlink_size": s.nvlink_size, "smallest_tp": tp,
                 "text": (f"the smallest TP group of any fitting strategy is {tp} GPUs, the NVLink domain "
                          f"holds {s.nvlink_size}" if tp else
@@ -556,10 +555,10 @@ def _detail(p: Problem, name: str, fixes: dict, witness) -> dict:
         more = (f"; {fixes['gpus']} GPUs would (tp={witness[0]} pp={witness[1]} dp={witness[2]})"
                 if fixes["gpus"] else "")
         return {"gpus": p.gpus, "text": f"no split of {p.gpus} GPUs into tp x pp x dp meets the other limits{more}"}
-    w = _witness(p, name)
+    w = _witness(p, name, rows)
     but = f"; without it tp={w[0]} pp={w[1]} dp={w[2]} would fit" if w else ""
     if name == "divisibility":
-        g = math.gcd(m.heads, math.gcd(m.hidden, m.feedforward))
+        g = _tp_unit(m)
         return {"tp_divides": g, "pp_divides": m.blocks, "witness": w,
                 "text": f"the TP degree must divide {g} (heads, hidden and feedforward) and the PP degree "
                         f"the {m.blocks} blocks{but}"}
@@ -569,10 +568,9 @@ def _detail(p: Problem, name: str, fixes: dict, witness) -> dict:
             "text": "the pin " + ", ".join(f"{k}={','.join(map(str, v))}" for k, v in vals.items()) + but}
 
 
-def _witness(p: Problem, name: str):
-    """(tp, pp, dp) of a strategy meeting every limit but `name`, with the
+def _witness(p: Problem, name: str, r: dict):
+    """(tp, pp, dp) of a row meeting every limit but `name`, with the
     fewest GPUs and then the smallest tp, or None."""
-    r = _rows(p, _relaxed_triples(p))
     ok = _good(p, r, skip=(name,))
     if not ok.any():
         return None
