@@ -16,13 +16,14 @@ import json
 import math
 import sys
 import textwrap
+from pathlib import Path
 
 from .errors import ConfigError, InfeasibleStrategy, OptimizerError
 from .evaluate import BREAKDOWN, MEMORY, Report, evaluate
 from .spec import (STRATEGY_KEYS, SYSTEM_OVERRIDES, load_model, load_strategy, load_system,
                    parse_value, preset_names, strategy_from_dict)
 
-EXIT_OK, EXIT_INFEASIBLE, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_INFEASIBLE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 GIB = 1024 ** 3
 
 
@@ -202,6 +203,32 @@ def cmd_plan(args) -> int:
     return EXIT_INFEASIBLE if res.status == "infeasible" else EXIT_OK
 
 
+def cmd_sweep(args) -> int:
+    from .sweep import format_rows, progress_printer, sweep
+    out = args.out or str(Path(args.grid).with_suffix(".results.jsonl"))
+    progress = None if args.quiet else progress_printer()
+    try:
+        res = sweep(args.grid, executor=args.executor, workers=args.workers, address=args.address,
+                    results=out, fresh=args.fresh, progress=progress)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished points are in {out}; run the same command to resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if args.csv:
+        res.to_csv(args.csv)
+    if args.json:
+        _print_json({"name": res.name, "results": res.results_path, "solved": res.solved,
+                     "reused": res.reused, "seconds": res.seconds, "rows": res.rows})
+    else:
+        print(format_rows(res.rows))
+        n_inf = sum(r["status"] == "infeasible" for r in res.rows)
+        n_err = sum(r["status"] == "error" for r in res.rows)
+        print(f"\n{res.name}: {len(res.rows)} points ({res.solved} solved now, {res.reused} from "
+              f"{res.results_path}), {n_inf} infeasible, {n_err} errors, {res.seconds:.1f} s"
+              + (f"; table in {args.csv}" if args.csv else ""))
+    return EXIT_OK
+
+
 def cmd_validate(args) -> int:
     from .validate import validate
     v = validate(args.system)
@@ -266,7 +293,7 @@ def _add_plan_args(p):
     p.set_defaults(func=cmd_plan)
 
 
-SUBCOMMANDS = ("plan", "evaluate", "validate", "list")
+SUBCOMMANDS = ("plan", "evaluate", "sweep", "validate", "list")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -280,10 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
                "  optimize --model 1T --gpus 4096 --pin tp=8 --top 3 --json\n"
                "  optimize evaluate --model megatron-1T --system a100-80g --set tp=8 --set pp=64 "
                "--set dp=1 --set batch=512 --set datatype=fp16\n"
+               "  optimize sweep grid.yaml --csv grid.csv\n"
                "  optimize validate\n"
                "Exit codes: 0 success, 1 infeasible (explained), 2 bad input.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", metavar="{plan,evaluate,validate,list}",
+    sub = p.add_subparsers(dest="command", metavar="{plan,evaluate,sweep,validate,list}",
                            help="plan is the default: `optimize --model 1T --gpus 16384` = `optimize plan ...`")
     pl = sub.add_parser("plan", help="the fastest strategy, proven optimal (default command)",
                         description="Search the whole strategy space with CP-SAT and prove the optimum "
@@ -304,6 +332,42 @@ def build_parser() -> argparse.ArgumentParser:
                     help="set one strategy key (repeatable); overrides --strategy")
     ev.add_argument("--json", action="store_true", help="print one JSON document")
     ev.set_defaults(func=cmd_evaluate)
+
+    sw = sub.add_parser(
+        "sweep", help="plan every point of a grid (models x systems x GPUs x overrides)",
+        description="Plan every point of a grid YAML: the cross product of models, systems, GPU "
+                    "counts, system overrides and options. Finished points are appended to the "
+                    "results file as they finish; an interrupted sweep resumes where it stopped.",
+        epilog="Grid YAML:\n"
+               "  name: offload-bandwidth\n"
+               "  models: [1T, 4T, 11T]          # preset names, YAML paths (relative to the grid) or dicts\n"
+               "  systems: [h100-80g-nvl8]\n"
+               "  gpus: [4096, 8192]\n"
+               "  overrides:                     # hbm_gib, offload_gib, offload_gbps, nvlink_size\n"
+               "    offload_gib: [0, 1024]\n"
+               "    offload_gbps: [50, 100, unlimited]\n"
+               "  options:                       # max_batch, datatype, pin, time_limit_s\n"
+               "    max_batch: 3072\n"
+               "Examples:\n"
+               "  optimize sweep grid.yaml --csv grid.csv\n"
+               "  optimize sweep grid.yaml --executor dask --address tcp://scheduler:8786\n"
+               "Exit codes: 0 done (infeasible points are rows, not failures), 2 bad input, "
+               "130 interrupted.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sw.add_argument("grid", help="grid YAML file")
+    sw.add_argument("--out", help="results file, JSON lines (default: GRID.results.jsonl beside the grid)")
+    sw.add_argument("--csv", help="also write the rows as a CSV table")
+    sw.add_argument("--executor", default="local", choices=["local", "serial", "dask"],
+                    help="local processes (default), serial (this process), or a Dask cluster "
+                         "(needs the dask extra)")
+    sw.add_argument("--workers", type=int, help="processes (local) or workers of a local Dask "
+                                                 "cluster (default: all cores)")
+    sw.add_argument("--address", help="Dask scheduler address, e.g. tcp://host:8786 (default: "
+                                      "start a local cluster)")
+    sw.add_argument("--fresh", action="store_true", help="discard the results file and solve every point")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    sw.add_argument("--json", action="store_true", help="print one JSON document with every row")
+    sw.set_defaults(func=cmd_sweep)
 
     va = sub.add_parser("validate", help="compare the model with published Megatron-LM runs",
                         description="Iteration time, memory and activation savings of Megatron-LM "

@@ -1,0 +1,457 @@
+"""Sweeps: one `plan` per point of a grid, resumable, on local processes or
+on a Dask cluster.
+
+A grid is the cross product of models, systems, GPU counts, system
+overrides and plan options (YAML file or dict):
+
+    name: offload-bandwidth
+    models: [1T, 4T, 11T]            # preset names, YAML paths or inline dicts
+    systems: [h100-80g-nvl8]
+    gpus: [4096, 8192]
+    overrides:                       # each a value or a list of values to sweep
+      offload_gib: [0, 1024]
+      offload_gbps: [50, 100, unlimited]
+    options:                         # max_batch and datatype may be lists too
+      max_batch: 3072
+      datatype: fp8
+
+Every finished point is appended to the results file (JSON lines) at once,
+so an interrupted sweep resumes where it stopped and no finished point is
+solved again. A point is identified by its inputs as written in the grid.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import csv
+import itertools
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+import yaml
+
+from .errors import ConfigError
+from .spec import DATATYPES, SYSTEM_OVERRIDES, load_model, load_system
+
+OPTION_KEYS = ("max_batch", "datatype", "pin", "time_limit_s")
+SWEPT_OPTIONS = ("max_batch", "datatype")
+DEFAULT_OPTIONS = {"max_batch": 3072, "datatype": "fp8"}
+EXECUTORS = ("local", "serial", "dask")
+STRATEGY_COLUMNS = ("tp", "pp", "dp", "batch", "microbatch", "interleave", "recompute", "tp_comm",
+                    "tp_overlap", "ag_redo", "dp_overlap", "optimizer_sharding", "fused_activation",
+                    "offload_weights", "offload_activations", "offload_optimizer",
+                    "tp_net", "pp_net", "dp_net")
+CSV_COLUMNS = ("model", "system", "gpus", *SYSTEM_OVERRIDES, "max_batch", "datatype", "status",
+               "samples_per_s", "mfu", "hfu", "time_per_batch_s", "tokens_per_s", *STRATEGY_COLUMNS,
+               "hbm_used_gib", "offload_used_gib", "offload_gbps_required", "space_size", "evaluated",
+               "solver_calls", "gap", "solve_s", "explanation")
+
+
+# ------------------------------------------------------------------ grid
+
+@dataclass
+class Grid:
+    """A sweep's points, each {model, system, gpus, overrides, options} with
+    paths made absolute, and where they came from."""
+
+    name: str
+    points: list
+    source: str
+
+
+def _as_list(r_source, key, value) -> list:
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ConfigError(r_source, key, value, "a value or a non-empty list of values")
+    return values
+
+
+def _resolve(spec, base: Path):
+    """A model or system entry: a path relative to the grid file is made
+    absolute; names and dicts pass as they are."""
+    if isinstance(spec, str) and (spec.endswith((".yaml", ".yml")) or "/" in spec):
+        path = Path(spec)
+        return str(path if path.is_absolute() else (base / path).resolve())
+    return spec
+
+
+def load_grid(x) -> Grid:
+    """A Grid from a YAML path or a dict. Every point is checked before any
+    is solved: models and systems load, overrides and options are known and
+    in range."""
+    if isinstance(x, Grid):
+        return x
+    if isinstance(x, Mapping):
+        data, source, base = dict(x), "<grid dict>", Path.cwd()
+    elif isinstance(x, (str, Path)):
+        path = Path(x)
+        if not path.exists():
+            raise ConfigError(str(path), "<file>", str(x), "an existing grid YAML file")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(str(path), "<file>", "unparsable YAML", f"valid YAML ({e})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(str(path), "<file>", type(data).__name__, "a mapping of keys")
+        source, base = str(path), path.resolve().parent
+    else:
+        raise ConfigError(None, "grid", x, "a grid YAML path or a dict")
+
+    known = ("name", "models", "systems", "gpus", "overrides", "options")
+    for k in data:
+        if k not in known:
+            raise ConfigError(source, k, data[k], f"no such key (known: {', '.join(known)})")
+    for k in ("models", "gpus"):
+        if k not in data:
+            raise ConfigError(source, k, "<missing>", "a value or a list of values")
+    models = [_resolve(m, base) for m in _as_list(source, "models", data["models"])]
+    systems = [_resolve(s, base) for s in _as_list(source, "systems", data.get("systems", "h100-80g-nvl8"))]
+    gpus = _as_list(source, "gpus", data["gpus"])
+    for g in gpus:
+        if isinstance(g, bool) or not isinstance(g, int) or g < 1:
+            raise ConfigError(source, "gpus", g, "a positive integer or a list of them")
+
+    overrides = data.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise ConfigError(source, "overrides", overrides, f"a mapping of {', '.join(SYSTEM_OVERRIDES)}")
+    for k in overrides:
+        if k not in SYSTEM_OVERRIDES:
+            raise ConfigError(source, f"overrides.{k}", overrides[k], f"one of {', '.join(SYSTEM_OVERRIDES)}")
+    over_axes = [[(k, v) for v in _as_list(source, f"overrides.{k}", overrides[k])] for k in overrides]
+
+    options = data.get("options") or {}
+    if not isinstance(options, dict):
+        raise ConfigError(source, "options", options, f"a mapping of {', '.join(OPTION_KEYS)}")
+    for k in options:
+        if k not in OPTION_KEYS:
+            raise ConfigError(source, f"options.{k}", options[k], f"one of {', '.join(OPTION_KEYS)}")
+    opts = {**DEFAULT_OPTIONS, **options}
+    opt_axes = [[(k, v) for v in _as_list(source, f"options.{k}", opts[k])] for k in SWEPT_OPTIONS]
+    for k, v in itertools.chain(*opt_axes):
+        if k == "max_batch" and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ConfigError(source, "options.max_batch", v, "a positive integer or a list of them")
+        if k == "datatype" and v not in DATATYPES:
+            raise ConfigError(source, "options.datatype", v, f"one of {', '.join(DATATYPES)}")
+    fixed = {k: opts[k] for k in ("pin", "time_limit_s") if k in opts}
+    if "pin" in fixed and not isinstance(fixed["pin"], dict):
+        raise ConfigError(source, "options.pin", fixed["pin"], "a mapping knob: value")
+    tl = fixed.get("time_limit_s")
+    if tl is not None and (isinstance(tl, bool) or not isinstance(tl, (int, float)) or tl <= 0):
+        raise ConfigError(source, "options.time_limit_s", tl, "a positive number of seconds")
+
+    # load every model and system (with each override set) once, so that a
+    # bad entry fails here, named, and not in a worker
+    for m in models:
+        _reraise_in(source, "models", lambda: load_model(m))
+    for s in systems:
+        for combo in itertools.product(*over_axes):
+            _reraise_in(source, "systems", lambda: load_system(s, **dict(combo)))
+
+    points = []
+    for m, s, g, over, opt in itertools.product(models, systems, gpus, itertools.product(*over_axes),
+                                                 itertools.product(*opt_axes)):
+        points.append({"model": m, "system": s, "gpus": g, "overrides": dict(over),
+                       "options": {**dict(opt), **fixed}})
+    name = data.get("name", Path(source).stem if source != "<grid dict>" else "sweep")
+    return Grid(name=str(name), points=points, source=source)
+
+
+def _reraise_in(source, key, load):
+    """Run a loader; a ConfigError from it is reported as part of the grid."""
+    try:
+        return load()
+    except ConfigError as e:
+        raise ConfigError(source, key, e.value, f"{e.expected} (from {e.source or 'the entry'}, key '{e.key}')") from None
+
+
+def point_key(point: dict) -> str:
+    """The identity of a point: its inputs as canonical JSON."""
+    return json.dumps(point, sort_keys=True, default=_json_value)
+
+
+def _json_value(x):
+    if isinstance(x, float) and math.isinf(x):
+        return "unlimited"
+    return str(x)
+
+
+# ------------------------------------------------------------------ one point
+
+def solve_point(point: dict) -> dict:
+    """Plan one point and return its row (a plain JSON-able dict). Runs in a
+    worker process; a ConfigError becomes a row with status 'error'."""
+    from .search import plan
+    t0 = time.perf_counter()
+    opts = point["options"]
+    row = {"key": point_key(point), "point": point}
+    try:
+        model = load_model(point["model"])
+        system = load_system(point["system"], **point["overrides"])
+        row.update({"model": model.name, "system": system.name, "gpus": point["gpus"],
+                    **{k: point["overrides"].get(k) for k in SYSTEM_OVERRIDES},
+                    "max_batch": opts["max_batch"], "datatype": opts["datatype"]})
+        res = plan(model, system, point["gpus"], max_batch=opts["max_batch"], datatype=opts["datatype"],
+                   pin=opts.get("pin"), time_limit_s=opts.get("time_limit_s"))
+    except ConfigError as e:
+        row.update({"status": "error", "message": str(e), "seconds": time.perf_counter() - t0})
+        return row
+    best = res.best
+    row["status"] = res.status
+    row["result"] = None if best is None else {
+        "samples_per_s": best.samples_per_s, "mfu": best.mfu, "hfu": best.hfu,
+        "time_per_batch_s": best.time_s, "tokens_per_s": best.tokens_per_s,
+        "strategy": best.strategy.to_dict(),
+        "hbm_used_gib": best.memory["hbm_total"] / 2 ** 30,
+        "offload_used_gib": best.memory["offload_total"] / 2 ** 30,
+        "offload_gbps_required": best.offload_gbps_required}
+    st = res.stats
+    row["proof"] = {"space_size": st["space_size"], "structures": st["structures"],
+                    "evaluated": st["evaluated"], "solver_calls": st.get("solver_calls", 0),
+                    "gap": res.gap if math.isfinite(res.gap) else None,
+                    "bound_samples_per_s": res.bound_samples_per_s if math.isfinite(res.lower_bound) else None}
+    row["explanation"] = None if res.explanation is None else {
+        k: res.explanation[k] for k in ("summary", "conflicts", "fixes")}
+    row["seconds"] = {"solve": st["solve_s"], "explain": st.get("explain_s", 0.0),
+                      "total": time.perf_counter() - t0}
+    return row
+
+
+# ------------------------------------------------------------------ results file
+
+def read_results(path: Path) -> dict:
+    """Rows already in a results file, by key. A last line cut short (the
+    sweep was killed while writing it) is dropped from the file; a bad line
+    elsewhere is an error naming the file and line."""
+    rows = {}
+    if not path.exists():
+        return rows
+    lines = path.read_text().splitlines(keepends=True)
+    for n, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or "key" not in row:
+                raise ValueError
+        except ValueError:
+            if n == len(lines) and not line.endswith("\n"):
+                path.write_text("".join(lines[:-1]))
+                break
+            raise ConfigError(f"{path}:{n}", "<line>", line[:60], "one JSON row with a 'key' per line") from None
+        rows[row["key"]] = row
+    return rows
+
+
+# ------------------------------------------------------------------ executors
+
+def _executor(executor, workers, address):
+    """(a concurrent.futures executor, a function closing what was opened)."""
+    if executor == "serial":
+        return None, lambda: None
+    if executor == "local":
+        ex = cf.ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1)
+        return ex, lambda: ex.shutdown(wait=True, cancel_futures=True)
+    if executor == "dask":
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise ConfigError("sweep", "executor", "dask",
+                              "the Dask extra installed: pip install 'optimizer[dask]'") from None
+        if address:
+            client, cluster = Client(address), None
+        else:
+            cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
+                                   processes=True, dashboard_address=None)
+            client = Client(cluster)
+
+        def close():
+            client.close()
+            if cluster is not None:
+                cluster.close()
+        return client.get_executor(pure=False), close
+    if hasattr(executor, "get_executor"):           # a distributed.Client
+        return executor.get_executor(pure=False), lambda: None
+    if isinstance(executor, cf.Executor):
+        return executor, lambda: None
+    raise ConfigError("sweep", "executor", executor,
+                      f"one of {', '.join(EXECUTORS)}, a concurrent.futures executor or a distributed.Client")
+
+
+# ------------------------------------------------------------------ the sweep
+
+@dataclass
+class SweepResult:
+    """Rows in grid order; how many were solved now and how many came from
+    the results file."""
+
+    name: str
+    rows: list
+    solved: int
+    reused: int
+    results_path: str | None
+    seconds: float
+    points: list = field(default_factory=list, repr=False)
+
+    def to_csv(self, path):
+        write_csv(self.rows, path)
+
+
+def sweep(grid, executor="local", workers=None, address=None, results=None, fresh=False,
+          progress: Callable | None = None) -> SweepResult:
+    """Plan every point of `grid` (a YAML path, a dict or a Grid).
+
+    executor: 'local' (processes on this machine, the default), 'serial' (in
+    this process), 'dask' (a Dask cluster at `address`, or a local one when
+    no address is given), a distributed.Client, or any concurrent.futures
+    executor. results: a JSON-lines file; points already in it are not
+    solved again, new rows are appended as they finish. progress(done,
+    total, infeasible, errors, eta_s) is called after each point."""
+    t0 = time.perf_counter()
+    g = load_grid(grid)
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ConfigError("sweep", "workers", workers, "a positive integer")
+    path = Path(results) if results is not None else None
+    if path is not None and fresh and path.exists():
+        path.unlink()
+    done = read_results(path) if path is not None else {}
+    keys = [point_key(p) for p in g.points]
+    todo = [(k, p) for k, p in dict(zip(keys, g.points)).items() if k not in done]
+    reused = len(set(keys)) - len(todo)
+    total = len(set(keys))
+    counts = {"done": reused, "infeasible": 0, "error": 0}
+    for k in set(keys) & set(done):
+        if done[k]["status"] in counts:
+            counts[done[k]["status"]] += 1
+
+    out = path.open("a") if path is not None else None
+    started = time.perf_counter()
+
+    def finish(row):
+        done[row["key"]] = row
+        if out is not None:
+            out.write(json.dumps(row, default=_json_value) + "\n")
+            out.flush()
+        counts["done"] += 1
+        if row["status"] in counts:
+            counts[row["status"]] += 1
+        if progress:
+            solved = counts["done"] - reused
+            eta = (time.perf_counter() - started) / solved * (total - counts["done"])
+            progress(counts["done"], total, counts["infeasible"], counts["error"], eta)
+
+    ex, close = _executor(executor, workers, address) if todo else (None, lambda: None)
+    try:
+        if ex is None:
+            for _, p in todo:
+                finish(solve_point(p))
+        else:
+            futures = [ex.submit(solve_point, p) for _, p in todo]
+            for f in cf.as_completed(futures):
+                finish(f.result())
+    finally:
+        close()
+        if out is not None:
+            out.close()
+    rows = [done[k] for k in dict.fromkeys(keys)]
+    return SweepResult(name=g.name, rows=rows, solved=len(todo), reused=reused,
+                       results_path=str(path) if path else None,
+                       seconds=time.perf_counter() - t0, points=g.points)
+
+
+# ------------------------------------------------------------------ tables
+
+def flat_row(row: dict) -> dict:
+    """One row as flat columns (CSV_COLUMNS)."""
+    res = row.get("result") or {}
+    strat = res.get("strategy") or {}
+    proof = row.get("proof") or {}
+    out = {c: row.get(c) for c in ("model", "system", "gpus", *SYSTEM_OVERRIDES, "max_batch",
+                                   "datatype", "status")}
+    out.update({c: res.get(c) for c in ("samples_per_s", "mfu", "hfu", "time_per_batch_s",
+                                        "tokens_per_s", "hbm_used_gib", "offload_used_gib",
+                                        "offload_gbps_required")})
+    out.update({c: strat.get(c) for c in STRATEGY_COLUMNS})
+    out.update({c: proof.get(c) for c in ("space_size", "evaluated", "solver_calls", "gap")})
+    out["solve_s"] = (row.get("seconds") or {}).get("solve") if isinstance(row.get("seconds"), dict) else None
+    ex = row.get("explanation")
+    out["explanation"] = ex["summary"] if ex else row.get("message")
+    return out
+
+
+def write_csv(rows, path):
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: ("unlimited" if isinstance(v, float) and math.isinf(v) else v)
+                        for k, v in flat_row(row).items()})
+
+
+def comparable(row: dict) -> dict:
+    """A row without its timings: what two runs of the same point share."""
+    out = {k: v for k, v in row.items() if k != "seconds"}
+    return json.loads(json.dumps(out, default=_json_value))
+
+
+def format_rows(rows) -> str:
+    """A terminal table, one line per point."""
+    over = [k for k in SYSTEM_OVERRIDES if any(r.get(k) is not None for r in rows)]
+    head = (f"{'model':<10} {'system':<18} {'gpus':>6} "
+            + "".join(f"{k:>13}" for k in over)
+            + f" {'status':<10} {'samples/s':>10} {'MFU':>6}  strategy")
+    lines = [head]
+    for r in rows:
+        res = r.get("result") or {}
+        s = res.get("strategy")
+        if s:
+            offl = "".join(c for c, k in (("w", "offload_weights"), ("a", "offload_activations"),
+                                          ("o", "offload_optimizer")) if s[k])
+            strat = (f"tp={s['tp']} pp={s['pp']} dp={s['dp']} mb={s['microbatch']} v={s['interleave']} "
+                     f"rec={s['recompute']}" + (f" off={offl}" if offl else ""))
+            perf = f"{res['samples_per_s']:>10.2f} {100 * res['mfu']:>5.1f}%"
+        else:
+            ex = r.get("explanation")
+            strat = ", ".join(ex["conflicts"]) if ex else r.get("message", "")
+            perf = f"{'-':>10} {'-':>6}"
+        vals = "".join(f"{_fmt_override(r.get(k)):>13}" for k in over)
+        lines.append(f"{r.get('model', '?'):<10} {r.get('system', '?'):<18} {r.get('gpus', 0):>6} {vals} "
+                     f"{r['status']:<10} {perf}  {strat}")
+    return "\n".join(lines)
+
+
+def _fmt_override(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and math.isinf(v) or v == "unlimited":
+        return "unlimited"
+    return f"{v:g}" if isinstance(v, (int, float)) else str(v)
+
+
+def progress_printer(stream=None) -> Callable:
+    """A progress callback: a bar redrawn in place on a terminal, a line
+    every 10% otherwise."""
+    stream = stream or sys.stderr
+    tty = stream.isatty()
+    last = [-1]
+
+    def show(done, total, infeasible, errors, eta):
+        frac = done / total if total else 1.0
+        text = (f"{done}/{total} points, {infeasible} infeasible"
+                + (f", {errors} errors" if errors else "") + f", ETA {_fmt_eta(eta)}")
+        if tty:
+            bar = "#" * int(24 * frac)
+            print(f"\r  sweep [{bar:<24}] {text}   ", end="" if done < total else "\n",
+                  file=stream, flush=True)
+        elif int(10 * frac) > last[0] or done == total:
+            last[0] = int(10 * frac)
+            print(f"  sweep: {text}", file=stream, flush=True)
+    return show
+
+
+def _fmt_eta(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"

@@ -1,0 +1,193 @@
+"""Sweeps: grids, rows that agree with plan, executors (local processes and
+a real local Dask cluster), resuming after a kill, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+import optimizer as opt
+from optimizer.cli import main
+from optimizer.errors import ConfigError
+from optimizer.sweep import CSV_COLUMNS, comparable, load_grid, point_key, read_results
+
+SMALL = {"name": "small", "models": ["1T", "18T"], "gpus": [4096],
+         "overrides": {"offload_gib": [0, 1024], "offload_gbps": 100}}
+
+
+def test_grid_is_the_cross_product_with_defaults():
+    g = load_grid({"models": ["1T", "2T"], "gpus": [4096, 8192, 16384],
+                   "overrides": {"hbm_gib": [80, 120], "offload_gbps": [50, "unlimited"]},
+                   "options": {"max_batch": [1536, 3072]}})
+    assert len(g.points) == 2 * 3 * 2 * 2 * 2
+    assert len({point_key(p) for p in g.points}) == len(g.points)
+    p = g.points[0]
+    assert p["system"] == "h100-80g-nvl8" and p["options"]["datatype"] == "fp8"
+    assert {q["options"]["max_batch"] for q in g.points} == {1536, 3072}
+
+
+@pytest.fixture(scope="module")
+def serial_small():
+    return opt.sweep(SMALL, executor="serial")
+
+
+def test_rows_agree_with_plan_and_explain_infeasible_points(serial_small):
+    res = serial_small
+    assert [r["model"] for r in res.rows] == ["1T", "1T", "18T", "18T"]
+    assert res.solved == 4 and res.reused == 0
+    for row in res.rows:
+        system = opt.load_system("h100-80g-nvl8", offload_gib=row["offload_gib"], offload_gbps=100)
+        direct = opt.plan(row["model"], system, row["gpus"])
+        assert row["status"] == direct.status
+        if direct.best is None:
+            assert row["result"] is None
+            assert row["explanation"]["conflicts"] == direct.explanation["conflicts"]
+            assert row["explanation"]["fixes"] == direct.explanation["fixes"]
+        else:
+            assert row["result"]["samples_per_s"] == direct.best.samples_per_s
+            assert row["result"]["strategy"] == direct.best.strategy.to_dict()
+            assert row["proof"]["space_size"] == direct.stats["space_size"]
+    # 18T without offload does not fit on 4,096 x 80 GiB; with 1 TiB it does
+    assert [r["status"] for r in res.rows[2:]] == ["infeasible", "optimal"]
+
+
+def test_local_processes_give_the_serial_rows(serial_small):
+    local = opt.sweep(SMALL, executor="local", workers=2)
+    assert [comparable(r) for r in local.rows] == [comparable(r) for r in serial_small.rows]
+
+
+def test_real_local_dask_cluster_gives_the_local_rows(tmp_path):
+    from distributed import Client, LocalCluster    # the dask extra is part of the test set-up
+    grid = {**SMALL, "models": ["1T", "2T", "18T"]}
+    local = opt.sweep(grid, executor="local", workers=2)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        # by address, as a user points the sweep at a running cluster
+        on_dask = opt.sweep(grid, executor="dask", address=cluster.scheduler_address,
+                            results=tmp_path / "dask.jsonl")
+        with Client(cluster) as client:
+            workers = {w["id"] for w in client.scheduler_info()["workers"].values()}
+    assert len(workers) == 2
+    assert [comparable(r) for r in on_dask.rows] == [comparable(r) for r in local.rows]
+    assert len(read_results(tmp_path / "dask.jsonl")) == len(local.rows)
+
+
+def test_results_file_reuses_finished_points(tmp_path):
+    out = tmp_path / "r.jsonl"
+    calls = []
+    first = opt.sweep({**SMALL, "models": ["1T"]}, executor="serial", results=out,
+                      progress=lambda *a: calls.append(a))
+    assert first.solved == 2 and [c[0] for c in calls] == [1, 2] and calls[-1][1] == 2
+    again = opt.sweep(SMALL, executor="serial", results=out)
+    assert again.solved == 2 and again.reused == 2
+    before = {r["key"]: r for r in first.rows}
+    for r in again.rows:
+        if r["key"] in before:
+            assert r == before[r["key"]]          # the stored row, timings and all
+    lines = out.read_text().splitlines()
+    assert len(lines) == 4 and len({json.loads(x)["key"] for x in lines}) == 4
+    fresh = opt.sweep(SMALL, executor="serial", results=out, fresh=True)
+    assert fresh.solved == 4 and len(out.read_text().splitlines()) == 4
+
+
+def test_a_cut_short_last_line_is_solved_again(tmp_path, serial_small):
+    out = tmp_path / "r.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in serial_small.rows))
+    full = serial_small
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:2]) + lines[2][:40])       # killed while writing row 3
+    res = opt.sweep(SMALL, executor="serial", results=out)
+    assert res.solved == 2 and res.reused == 2
+    assert [comparable(r) for r in res.rows] == [comparable(r) for r in full.rows]
+
+
+def test_a_bad_line_in_the_middle_names_file_and_line(tmp_path):
+    out = tmp_path / "r.jsonl"
+    opt.sweep({**SMALL, "models": ["1T"]}, executor="serial", results=out)
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("not json\n" + "".join(lines))
+    with pytest.raises(ConfigError, match=r"r\.jsonl:1"):
+        opt.sweep(SMALL, executor="serial", results=out)
+
+
+def test_killed_sweep_resumes_without_solving_a_finished_point(tmp_path):
+    grid = {"name": "kill", "models": ["1T", "2T", "4T"], "gpus": [4096, 8192],
+            "overrides": {"offload_gib": [0, 512], "offload_gbps": 100}}
+    gpath = tmp_path / "kill.yaml"
+    gpath.write_text(yaml.safe_dump(grid))
+    out = tmp_path / "kill.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "optimizer.cli", "sweep", str(gpath), "--out", str(out),
+                             "--executor", "serial", "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if out.exists() and len(out.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the sweep finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kept = read_results(out)
+    assert 3 <= len(kept) < 12
+
+    resumed = opt.sweep(gpath, executor="serial", results=out)
+    assert resumed.solved == 12 - len(kept) and resumed.reused == len(kept)
+    for r in resumed.rows:                        # rows from before the kill come back untouched
+        if r["key"] in kept:
+            assert r == kept[r["key"]]
+    keys = [json.loads(x)["key"] for x in out.read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == 12
+
+    uninterrupted = opt.sweep(gpath, executor="serial")
+    assert [comparable(r) for r in resumed.rows] == [comparable(r) for r in uninterrupted.rows]
+
+
+def test_a_point_that_cannot_split_is_an_error_row_not_a_failed_sweep():
+    res = opt.sweep({"models": ["1T"], "gpus": [4096, 4099]}, executor="serial")
+    assert [r["status"] for r in res.rows] == ["optimal", "error"]
+    assert "gpus" in res.rows[1]["message"]
+
+
+def _grid_file(tmp_path, data):
+    p = tmp_path / "g.yaml"
+    p.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return p
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"models": ["1T"]}, "gpus"),
+    ({"models": ["1T"], "gpus": [0]}, "gpus"),
+    ({"models": ["1T"], "gpus": 4096, "colour": "red"}, "colour"),
+    ({"models": ["no-such-model"], "gpus": 4096}, "models"),
+    ({"models": ["1T"], "gpus": 4096, "systems": ["no-such-system"]}, "systems"),
+    ({"models": ["1T"], "gpus": 4096, "overrides": {"hbm": 120}}, "overrides.hbm"),
+    ({"models": ["1T"], "gpus": 4096, "overrides": {"hbm_gib": [-1]}}, "systems"),
+    ({"models": ["1T"], "gpus": 4096, "options": {"datatype": "fp4"}}, "options.datatype"),
+    ({"models": ["1T"], "gpus": 4096, "options": {"max_batch": [0]}}, "options.max_batch"),
+    ({"models": [], "gpus": 4096}, "models"),
+    ("models: [1T\n", "<file>"),
+])
+def test_bad_grids_name_file_and_key(tmp_path, capsys, data, key):
+    path = _grid_file(tmp_path, data)
+    assert main(["sweep", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and f"'{key}'" in err and "Traceback" not in err
+
+
+def test_cli_sweep_writes_table_csv_and_json(tmp_path, capsys):
+    path = _grid_file(tmp_path, {"name": "cli", "models": ["1T", "18T"], "gpus": 4096})
+    assert main(["sweep", str(path), "--executor", "serial", "--quiet", "--csv", str(tmp_path / "t.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "1T" in out and "infeasible" in out and "2 points (2 solved now, 0 from" in out
+    header = (tmp_path / "t.csv").read_text().splitlines()[0].split(",")
+    assert tuple(header) == CSV_COLUMNS
+    assert (tmp_path / "g.results.jsonl").exists()
+    assert main(["sweep", str(path), "--executor", "serial", "--quiet", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["solved"] == 0 and doc["reused"] == 2
+    assert [r["status"] for r in doc["rows"]] == ["optimal", "infeasible"]
