@@ -206,7 +206,7 @@ def solve_point(point: dict) -> dict:
     row["result"] = None if best is None else {
         "samples_per_s": best.samples_per_s, "mfu": best.mfu, "hfu": best.hfu,
         "time_per_batch_s": best.time_s, "tokens_per_s": best.tokens_per_s,
-        "strategy": best.strategy.to_dict(),
+        "strategy": best.strategy.to_dict(), "breakdown_s": dict(best.breakdown),
         "hbm_used_gib": best.memory["hbm_total"] / 2 ** 30,
         "offload_used_gib": best.memory["offload_total"] / 2 ** 30,
         "offload_gbps_required": best.offload_gbps_required}
