@@ -101,6 +101,11 @@ def sps(row) -> float | None:
     return row["result"]["samples_per_s"] if row.get("result") else None
 
 
+def num(x) -> str:
+    """A count with thousands separators; 'no amount' for a fix that does not exist."""
+    return "no amount" if x is None else f"{x:,}"
+
+
 def pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
@@ -162,5 +167,5 @@ def mfu_by_model(ax, rows, label, **style):
     names = sorted({r["model"] for r in rows}, key=model_index)
     ax.set_xticks([model_index(n) for n in names], names, rotation=45)
     ax.set_ylabel("MFU (%)")
-    ax.set_ylim(bottom=-3)
+    ax.set_ylim(-3, 85)
     return line
