@@ -44,7 +44,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
     return ap
 
 
-def run_grid(finding, args) -> list:
+def run_grid(finding, args):
     """Sweep the finding's grid (resumable through the cache) and write its
     grid YAML and CSV into args.out."""
     out, cache = Path(args.out), Path(args.cache)
@@ -58,18 +58,19 @@ def run_grid(finding, args) -> list:
                     results=cache / f"{finding.NAME}{'-quick' if args.quick else ''}.jsonl",
                     fresh=args.fresh, progress=None if args.quiet else progress_printer())
     res.to_csv(out / f"{finding.NAME}.csv")
-    return res.rows
+    return res
 
 
 def run(finding, args) -> dict:
     """Sweep, plot and analyse one finding."""
     t0 = time.perf_counter()
-    rows = run_grid(finding, args)
+    res = run_grid(finding, args)
+    rows = res.rows
     plot_path = Path(args.out) / f"{finding.NAME}.png"
     finding.plot(rows, plot_path)
     table, verdict, reason = finding.analyse(rows)
     return {"name": finding.NAME, "title": finding.TITLE, "claim": finding.CLAIM, "rows": rows,
-            "table": table, "verdict": verdict, "reason": reason, "plot": plot_path,
+            "table": table, "verdict": verdict, "reason": reason, "plot": plot_path, "solved": res.solved,
             "seconds": time.perf_counter() - t0}
 
 

@@ -32,8 +32,10 @@ def grid(quick):
 def plot(rows, path):
     plt = c.pyplot()
     gpus = sorted({r["gpus"] for r in rows})
-    fig, axes = plt.subplots(1, len(gpus), figsize=(4.2 * len(gpus), 3.6), sharey=True, squeeze=False)
-    for ax, n in zip(axes[0], gpus):
+    cols = min(2, len(gpus))
+    rows_ = (len(gpus) + cols - 1) // cols
+    fig, axes = plt.subplots(rows_, cols, figsize=(5.5 * cols, 3.4 * rows_), sharey=True, squeeze=False)
+    for ax, n in zip(axes.flat, gpus):
         for cap in sorted({r["offload_gib"] for r in rows}):
             c.mfu_by_model(ax, c.pick(rows, gpus=n, offload_gib=cap), f"{cap} GiB")
         ax.set_title(f"{n:,} GPUs, 80 GiB HBM, 100 GB/s")
