@@ -58,7 +58,7 @@ def analyse(rows):
             line += [c.pct(c.mfu(c.one(rows, model=m, hbm_gib=hbm, offload_gbps=bw))) for bw in BANDWIDTHS]
         body.append(line)
     table = c.md_table(["model"] + [f"{hbm} GiB, {bw}" for hbm in hbms for bw in BANDWIDTHS], body)
-    parts, ok = [], True
+    parts, checks = [], {}
     for hbm in hbms:
         unl = c.pick(rows, hbm_gib=hbm, offload_gbps="unlimited")
         largest = max((r for r in unl if c.sps(r)), key=lambda r: c.model_index(r["model"]), default=None)
@@ -74,7 +74,9 @@ def analyse(rows):
             + f"; at 100 GB/s {near100} of {len(r100)} models keep at least 90% of it "
               f"(median {100 * sorted(r100.values())[len(r100) // 2]:.0f}%).")
         if hbm == 80:
-            ok &= largest is not None and largest["model"] == "128T"
+            checks["128T trains with 1 TiB at unlimited bandwidth"] = bool(largest) and largest["model"] == "128T"
+            checks["50 GB/s loses over 20% on some model of 11T or more"] = bool(worst50) and r50[worst50] < 0.8
+            checks["100 GB/s keeps 90% of unlimited for most models"] = near100 > len(r100) / 2
     for hbm in hbms:
         for r in c.pick(rows, hbm_gib=hbm, offload_gbps="unlimited"):
             if not c.sps(r):
@@ -82,7 +84,9 @@ def analyse(rows):
                 parts.append(f"{r['model']} with {hbm} GiB HBM does not fit even at unlimited bandwidth "
                              f"({', '.join(r['explanation']['conflicts'])}); alone, {c.num(fx.get('hbm_gib'))} "
                              f"GiB of HBM or {c.num(fx.get('offload_gib'))} GiB of offload memory would make it fit.")
-    verdict = "reproduced" if ok else "differs"
+    parts.append("Claims (80 GiB, the study's node): " + "; ".join(
+        f"{k}: {'holds' if v else 'does not hold'}" for k, v in checks.items()) + ".")
+    verdict = "reproduced" if checks and all(checks.values()) else "differs"
     return table, verdict, " ".join(parts)
 
 
