@@ -43,6 +43,7 @@ OPTION_KEYS = ("max_batch", "datatype", "pin", "time_limit_s")
 SWEPT_OPTIONS = ("max_batch", "datatype")
 DEFAULT_OPTIONS = {"max_batch": 3072, "datatype": "fp8"}
 EXECUTORS = ("local", "serial", "dask")
+DASK_CONNECT_S = 10           # seconds to reach a scheduler given by address
 STRATEGY_COLUMNS = ("tp", "pp", "dp", "batch", "microbatch", "interleave", "recompute", "tp_comm",
                     "tp_overlap", "ag_redo", "dp_overlap", "optimizer_sharding", "fused_activation",
                     "offload_weights", "offload_activations", "offload_optimizer",
@@ -262,7 +263,11 @@ def _executor(executor, workers, address):
             raise ConfigError("sweep", "executor", "dask",
                               "the Dask extra installed: pip install 'optimizer[dask]'") from None
         if address:
-            client, cluster = Client(address), None
+            try:
+                client, cluster = Client(address, timeout=DASK_CONNECT_S), None
+            except (OSError, TimeoutError) as e:
+                raise ConfigError("sweep", "address", address,
+                                  f"a reachable Dask scheduler, e.g. tcp://host:8786 ({e})") from None
         else:
             cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
                                    processes=True, dashboard_address=None)
@@ -315,9 +320,7 @@ def sweep(grid, executor="local", workers=None, address=None, results=None, fres
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise ConfigError("sweep", "workers", workers, "a positive integer")
     path = Path(results) if results is not None else None
-    if path is not None and fresh and path.exists():
-        path.unlink()
-    done = read_results(path) if path is not None else {}
+    done = read_results(path) if path is not None and not fresh else {}
     keys = [point_key(p) for p in g.points]
     todo = [(k, p) for k, p in dict(zip(keys, g.points)).items() if k not in done]
     reused = len(set(keys)) - len(todo)
@@ -327,7 +330,6 @@ def sweep(grid, executor="local", workers=None, address=None, results=None, fres
         if done[k]["status"] in counts:
             counts[done[k]["status"]] += 1
 
-    out = path.open("a") if path is not None else None
     started = time.perf_counter()
 
     def finish(row):
@@ -344,6 +346,8 @@ def sweep(grid, executor="local", workers=None, address=None, results=None, fres
             progress(counts["done"], total, counts["infeasible"], counts["error"], eta)
 
     ex, close = _executor(executor, workers, address) if todo else (None, lambda: None)
+    # the file is opened (and, when fresh, emptied) only once the executor is up
+    out = path.open("w" if fresh else "a") if path is not None else None
     try:
         if ex is None:
             for _, p in todo:

@@ -191,3 +191,12 @@ def test_cli_sweep_writes_table_csv_and_json(tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert doc["solved"] == 0 and doc["reused"] == 2
     assert [r["status"] for r in doc["rows"]] == ["optimal", "infeasible"]
+
+
+def test_unknown_executor_is_bad_input_and_keeps_the_results_file(tmp_path):
+    out = tmp_path / "r.jsonl"
+    opt.sweep({**SMALL, "models": ["1T"]}, executor="serial", results=out)
+    before = out.read_text()
+    with pytest.raises(ConfigError, match="executor"):
+        opt.sweep(SMALL, executor="spark", results=out, fresh=True)
+    assert out.read_text() == before
