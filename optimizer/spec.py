@@ -60,15 +60,25 @@ def _read_source(x, kind: str) -> tuple[dict, str]:
             raise ConfigError(None, kind[:-1], str(x),
                               f"a preset name (one of: {', '.join(preset_names(kind))}) "
                               "or a path to a YAML file")
+    return read_yaml_mapping(path, kind[:-1]), str(path)
+
+
+def read_yaml_mapping(path: Path, key: str, empty_ok=False) -> dict:
+    """The mapping in a YAML file; a missing file, bad YAML or anything but
+    a mapping is a ConfigError naming the file (`key` names what it was
+    meant to be). An empty file is {} when `empty_ok`."""
+    path = Path(path)
     if not path.exists():
-        raise ConfigError(str(path), kind[:-1], str(x), "an existing YAML file")
+        raise ConfigError(str(path), key, str(path), "an existing YAML file")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(str(path), "<file>", "unparsable YAML", f"valid YAML ({e})") from None
+    if data is None and empty_ok:
+        return {}
     if not isinstance(data, dict):
         raise ConfigError(str(path), "<file>", type(data).__name__, "a mapping of keys")
-    return data, str(path)
+    return data
 
 
 class _Reader:
@@ -381,14 +391,7 @@ def load_strategy(x) -> Strategy:
         return x
     if isinstance(x, Mapping):
         return strategy_from_dict(x)
-    path = Path(x)
-    if not path.exists():
-        raise ConfigError(str(path), "strategy", str(x), "an existing YAML file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(str(path), "<file>", "unparsable YAML", f"valid YAML ({e})") from None
-    return strategy_from_dict(data if data is not None else {}, str(path))
+    return strategy_from_dict(read_yaml_mapping(x, "strategy", empty_ok=True), str(x))
 
 
 def parse_value(text: str):

@@ -37,7 +37,8 @@ from typing import Callable, Mapping
 import yaml
 
 from .errors import ConfigError
-from .spec import DATATYPES, SYSTEM_OVERRIDES, load_model, load_system
+from .space import normalise_pins
+from .spec import DATATYPES, SYSTEM_OVERRIDES, load_model, load_system, read_yaml_mapping
 
 OPTION_KEYS = ("max_batch", "datatype", "pin", "time_limit_s")
 SWEPT_OPTIONS = ("max_batch", "datatype")
@@ -92,15 +93,7 @@ def load_grid(x) -> Grid:
         data, source, base = dict(x), "<grid dict>", Path.cwd()
     elif isinstance(x, (str, Path)):
         path = Path(x)
-        if not path.exists():
-            raise ConfigError(str(path), "<file>", str(x), "an existing grid YAML file")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(str(path), "<file>", "unparsable YAML", f"valid YAML ({e})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(str(path), "<file>", type(data).__name__, "a mapping of keys")
-        source, base = str(path), path.resolve().parent
+        data, source, base = read_yaml_mapping(path, "grid"), str(path), path.resolve().parent
     else:
         raise ConfigError(None, "grid", x, "a grid YAML path or a dict")
 
@@ -118,20 +111,10 @@ def load_grid(x) -> Grid:
         if isinstance(g, bool) or not isinstance(g, int) or g < 1:
             raise ConfigError(source, "gpus", g, "a positive integer or a list of them")
 
-    overrides = data.get("overrides") or {}
-    if not isinstance(overrides, dict):
-        raise ConfigError(source, "overrides", overrides, f"a mapping of {', '.join(SYSTEM_OVERRIDES)}")
-    for k in overrides:
-        if k not in SYSTEM_OVERRIDES:
-            raise ConfigError(source, f"overrides.{k}", overrides[k], f"one of {', '.join(SYSTEM_OVERRIDES)}")
+    overrides = _section(data, source, "overrides", SYSTEM_OVERRIDES)
     over_axes = [[(k, v) for v in _as_list(source, f"overrides.{k}", overrides[k])] for k in overrides]
 
-    options = data.get("options") or {}
-    if not isinstance(options, dict):
-        raise ConfigError(source, "options", options, f"a mapping of {', '.join(OPTION_KEYS)}")
-    for k in options:
-        if k not in OPTION_KEYS:
-            raise ConfigError(source, f"options.{k}", options[k], f"one of {', '.join(OPTION_KEYS)}")
+    options = _section(data, source, "options", OPTION_KEYS)
     opts = {**DEFAULT_OPTIONS, **options}
     opt_axes = [[(k, v) for v in _as_list(source, f"options.{k}", opts[k])] for k in SWEPT_OPTIONS]
     for k, v in itertools.chain(*opt_axes):
@@ -140,8 +123,10 @@ def load_grid(x) -> Grid:
         if k == "datatype" and v not in DATATYPES:
             raise ConfigError(source, "options.datatype", v, f"one of {', '.join(DATATYPES)}")
     fixed = {k: opts[k] for k in ("pin", "time_limit_s") if k in opts}
-    if "pin" in fixed and not isinstance(fixed["pin"], dict):
-        raise ConfigError(source, "options.pin", fixed["pin"], "a mapping knob: value")
+    if "pin" in fixed:
+        if not isinstance(fixed["pin"], dict):
+            raise ConfigError(source, "options.pin", fixed["pin"], "a mapping knob: value")
+        normalise_pins(fixed["pin"], f"{source}: options.pin")
     tl = fixed.get("time_limit_s")
     if tl is not None and (isinstance(tl, bool) or not isinstance(tl, (int, float)) or tl <= 0):
         raise ConfigError(source, "options.time_limit_s", tl, "a positive number of seconds")
@@ -161,6 +146,17 @@ def load_grid(x) -> Grid:
                        "options": {**dict(opt), **fixed}})
     name = data.get("name", Path(source).stem if source != "<grid dict>" else "sweep")
     return Grid(name=str(name), points=points, source=source)
+
+
+def _section(data, source, name, known) -> dict:
+    """A sub-mapping of the grid whose keys must be among `known`."""
+    section = data.get(name) or {}
+    if not isinstance(section, dict):
+        raise ConfigError(source, name, section, f"a mapping of {', '.join(known)}")
+    for k in section:
+        if k not in known:
+            raise ConfigError(source, f"{name}.{k}", section[k], f"one of {', '.join(known)}")
+    return section
 
 
 def _reraise_in(source, key, load):

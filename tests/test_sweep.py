@@ -170,6 +170,8 @@ def _grid_file(tmp_path, data):
     ({"models": ["1T"], "gpus": 4096, "options": {"datatype": "fp4"}}, "options.datatype"),
     ({"models": ["1T"], "gpus": 4096, "options": {"max_batch": [0]}}, "options.max_batch"),
     ({"models": [], "gpus": 4096}, "models"),
+    ({"models": ["1T"], "gpus": 4096, "options": {"pin": {"tp": 0}}}, "tp"),
+    ({"models": ["1T"], "gpus": 4096, "options": {"pin": {"colour": 1}}}, "colour"),
     ("models: [1T\n", "<file>"),
 ])
 def test_bad_grids_name_file_and_key(tmp_path, capsys, data, key):

@@ -45,14 +45,8 @@ def _largest(rows, **where):
 
 def analyse(rows):
     caps = sorted({r["offload_gib"] for r in rows})
-    models = sorted({r["model"] for r in rows}, key=c.model_index)
-    body = []
-    for m in models:
-        line = [m]
-        for hbm in (80, 120):
-            line += [c.pct(c.mfu(c.one(rows, model=m, hbm_gib=hbm, offload_gib=cap))) for cap in caps]
-        body.append(line)
-    table = c.md_table(["model"] + [f"{hbm} GiB + {cap} GiB" for hbm in (80, 120) for cap in caps], body)
+    table = c.mfu_table(rows, [(f"{hbm} GiB + {cap} GiB", {"hbm_gib": hbm, "offload_gib": cap})
+                               for hbm in (80, 120) for cap in caps])
     big = caps[-1]
     l80, l120 = _largest(rows, hbm_gib=80), _largest(rows, hbm_gib=120, offload_gib=big)
     parts = [f"With 80 GiB of HBM the largest model that trains (any offload capacity) is "

@@ -141,6 +141,13 @@ def md_table(headers, body) -> str:
     return "\n".join(lines)
 
 
+def mfu_table(rows, columns) -> str:
+    """MFU by model (one line each) under columns of (header, row filter)."""
+    models = sorted({r["model"] for r in rows}, key=model_index)
+    body = [[m] + [pct(mfu(one(rows, model=m, **where))) for _, where in columns] for m in models]
+    return md_table(["model"] + [h for h, _ in columns], body)
+
+
 def model_index(name) -> int:
     return MODELS.index(name) if name in MODELS else len(MODELS)
 

@@ -50,14 +50,8 @@ def _ratio(rows, bw, hbm):
 
 def analyse(rows):
     hbms = sorted({r["hbm_gib"] for r in rows})
-    models = sorted({r["model"] for r in rows}, key=c.model_index)
-    body = []
-    for m in models:
-        line = [m]
-        for hbm in hbms:
-            line += [c.pct(c.mfu(c.one(rows, model=m, hbm_gib=hbm, offload_gbps=bw))) for bw in BANDWIDTHS]
-        body.append(line)
-    table = c.md_table(["model"] + [f"{hbm} GiB, {bw}" for hbm in hbms for bw in BANDWIDTHS], body)
+    table = c.mfu_table(rows, [(f"{hbm} GiB, {bw}", {"hbm_gib": hbm, "offload_gbps": bw})
+                               for hbm in hbms for bw in BANDWIDTHS])
     parts, checks = [], {}
     for hbm in hbms:
         unl = c.pick(rows, hbm_gib=hbm, offload_gbps="unlimited")
