@@ -196,7 +196,7 @@ def solve_point(point: dict) -> dict:
         res = plan(model, system, point["gpus"], max_batch=opts["max_batch"], datatype=opts["datatype"],
                    pin=opts.get("pin"), time_limit_s=opts.get("time_limit_s"))
     except ConfigError as e:
-        row.update({"status": "error", "message": str(e), "seconds": time.perf_counter() - t0})
+        row.update({"status": "error", "message": str(e), "seconds": {"total": time.perf_counter() - t0}})
         return row
     best = res.best
     row["status"] = res.status
@@ -376,7 +376,7 @@ def flat_row(row: dict) -> dict:
                                         "offload_gbps_required")})
     out.update({c: strat.get(c) for c in STRATEGY_COLUMNS})
     out.update({c: proof.get(c) for c in ("space_size", "evaluated", "solver_calls", "gap")})
-    out["solve_s"] = (row.get("seconds") or {}).get("solve") if isinstance(row.get("seconds"), dict) else None
+    out["solve_s"] = row["seconds"].get("solve")
     ex = row.get("explanation")
     out["explanation"] = ex["summary"] if ex else row.get("message")
     return out

@@ -72,7 +72,10 @@ def test_real_local_dask_cluster_gives_the_local_rows(tmp_path):
                             results=tmp_path / "dask.jsonl")
         with Client(cluster) as client:
             workers = {w["id"] for w in client.scheduler_info()["workers"].values()}
+            computed = client.run_on_scheduler(
+                lambda dask_scheduler: dask_scheduler.task_prefixes["solve_point"].state_counts["memory"])
     assert len(workers) == 2
+    assert computed == len(local.rows)          # every point was solved on the cluster
     assert [comparable(r) for r in on_dask.rows] == [comparable(r) for r in local.rows]
     assert len(read_results(tmp_path / "dask.jsonl")) == len(local.rows)
 

@@ -70,8 +70,16 @@ def run(finding, args) -> dict:
     finding.plot(rows, plot_path)
     table, verdict, reason = finding.analyse(rows)
     return {"name": finding.NAME, "title": finding.TITLE, "claim": finding.CLAIM, "rows": rows,
+            "method": method_text(finding.__doc__),
             "table": table, "verdict": verdict, "reason": reason, "plot": plot_path, "solved": res.solved,
             "seconds": time.perf_counter() - t0}
+
+
+def method_text(doc: str) -> str:
+    """A finding's docstring without its usage line, as paragraphs."""
+    keep = [line for line in doc.strip().splitlines() if not line.strip().startswith("python scripts/")]
+    paragraphs = " ".join(line.strip() or "\n\n" for line in keep).split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs if p.strip())
 
 
 def main(finding):

@@ -10,7 +10,11 @@ blocks; the other knobs' domains), never enumerated. The study does not say
 the models' hidden size or heads; we take hidden 19,456 (the multiple of
 1,024 that gives about 1.1T at 256 blocks) and report two head rules: 128
 heads for both (only the block count differs), and heads = blocks (the
-family's rule, which also gives the 254-block model 254 heads).
+family's rule, which also gives the 254-block model 254 heads), each with
+80 GiB of HBM alone and with 1 TiB of offload at 100 GB/s, as the study's
+text does not say which memory the figure assumes. "Reproduced" needs the
+mapping ratio (128 heads) within a factor of 2 of 18.5x and the speed-up
+within a factor of 2 of 36% in one of the two memory settings.
 """
 
 import sys
@@ -100,8 +104,8 @@ def analyse(rows):
               f"{c.strategy_text(a)}) {100 * (speed - 1):.0f}% faster; with 1 TiB of offload at 100 GB/s short pipelines fit and the gap "
               f"shrinks to {100 * (speed_off - 1):.0f}% ({c.pct(c.mfu(ao))} against {c.pct(c.mfu(bo))}). "
               f"The study's 36% lies between. Uneven pipeline stages (any pp) are outside both spaces.")
-    close = 0.5 < ratio / STUDY_RATIO < 2 and (speed - 1) / (STUDY_SPEEDUP - 1) < 2 and \
-        (speed_off - 1) / (STUDY_SPEEDUP - 1) > 0.5
+    close = 0.5 < ratio / STUDY_RATIO < 2 and \
+        any(0.5 < (x - 1) / (STUDY_SPEEDUP - 1) < 2 for x in (speed, speed_off))
     return table, "reproduced" if close else "differs", reason
 
 

@@ -1,5 +1,7 @@
 """Finding 2 (Fig. 4a): model size on a fixed 4,096 H100s of 80 GiB, no
 offload. The family 1T..128T; where does efficiency go, where does it stop?
+"Reproduced" needs 18T to be the first model that does not fit and 1T
+within 5 points of the study's 60% MFU.
 
     python scripts/study/model_size.py [--quick]
 """

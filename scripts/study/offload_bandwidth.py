@@ -1,6 +1,8 @@
 """Finding 3 (Fig. 4b, 5): offload bandwidth. The family on 4,096 H100s with
 1 TiB of offload memory per GPU at 50 GB/s, 100 GB/s and unlimited
 bandwidth per direction, with 80 GiB of HBM (the study's node) and 120 GiB.
+"Reproduced" needs each of the three claims checked at the end of the
+verdict (on 80 GiB) to hold.
 
     python scripts/study/offload_bandwidth.py [--quick]
 """

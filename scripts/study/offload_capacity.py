@@ -6,6 +6,8 @@ offload memory per GPU at 100 GB/s per direction.
 
 "Enough" capacity below means: at least 90% of the throughput the same
 model reaches on the same system with the most capacity in the grid.
+"Reproduced" needs each of the four claims checked at the end of the verdict
+to hold.
 """
 
 import statistics

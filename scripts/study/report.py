@@ -65,13 +65,14 @@ def main():
     point_s = sum(row["seconds"]["total"] for r in results for row in r["rows"])
     text = [INTRO.format(quick=" --quick" if args.quick else "", points=points, seconds=seconds,
                          cores=os.cpu_count(), solved=solved, out=out_rel, point_s=point_s)]
-    text.append("| finding | verdict | points | seconds |\n|---|---|---|---|")
+    text.append("| finding | verdict | points | solving, summed (s) |\n|---|---|---|---|")
     for i, r in enumerate(results, 1):
         text.append(f"| {i}. [{r['title']}](#{_anchor(i, r['title'])}) | **{r['verdict']}** | "
-                    f"{len(r['rows'])} | {r['seconds']:.1f} |")
+                    f"{len(r['rows'])} | {sum(row['seconds']['total'] for row in r['rows']):.1f} |")
     for i, r in enumerate(results, 1):
         plot = os.path.relpath(r["plot"].resolve(), doc.parent.resolve())
-        text.append(f"\n## {i}. {r['title']}\n\n**The study:** {r['claim']}\n\n**Ours:**\n\n{r['table']}\n\n"
+        text.append(f"\n## {i}. {r['title']}\n\n**The study:** {r['claim']}\n\n**How:** {r['method']}\n\n"
+                    f"**Ours:**\n\n{r['table']}\n\n"
                     f"![{r['title']}]({plot})\n\n**Verdict: {r['verdict']}.** {r['reason']}\n\n"
                     f"Grid: `{out_rel}/{r['name']}.grid.yaml`, rows: `{out_rel}/{r['name']}.csv`.")
     text.append(f"\n---\nPython {platform.python_version()}, {platform.machine()}.")
