@@ -204,8 +204,10 @@ def cmd_plan(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .sweep import format_rows, progress_printer, sweep
+    from .sweep import check_output, format_rows, progress_printer, sweep
     out = args.out or str(Path(args.grid).with_suffix(".results.jsonl"))
+    if args.csv:
+        check_output(args.csv, "--csv")
     progress = None if args.quiet else progress_printer()
     try:
         res = sweep(args.grid, executor=args.executor, workers=args.workers, address=args.address,
@@ -218,13 +220,15 @@ def cmd_sweep(args) -> int:
         res.to_csv(args.csv)
     if args.json:
         _print_json({"name": res.name, "results": res.results_path, "solved": res.solved,
-                     "reused": res.reused, "seconds": res.seconds, "rows": res.rows})
+                     "reused": res.reused, "stale": res.stale, "seconds": res.seconds, "rows": res.rows})
     else:
         print(format_rows(res.rows))
         n_inf = sum(r["status"] == "infeasible" for r in res.rows)
         n_err = sum(r["status"] == "error" for r in res.rows)
         print(f"\n{res.name}: {len(res.rows)} points ({res.solved} solved now, {res.reused} from "
               f"{res.results_path}), {n_inf} infeasible, {n_err} errors, {res.seconds:.1f} s"
+              + (f"; {res.stale} stored rows were stale (model, system or optimizer code changed) and "
+                 f"were solved again" if res.stale else "")
               + (f"; table in {args.csv}" if args.csv else ""))
     return EXIT_OK
 
@@ -316,10 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="the fastest strategy, proven optimal (default command)",
                         description="Search the whole strategy space with CP-SAT and prove the optimum "
                                     "under the analytical model.",
-                        epilog=f"Pinnable knobs: tp, pp, dp, batch, microbatch, interleave, recompute, "
-                               f"tp_comm, tp_overlap, ag_redo, dp_overlap, optimizer_sharding, "
-                               f"fused_activation, offload_weights, offload_activations, "
-                               f"offload_optimizer, tp_net, pp_net, dp_net")
+                        epilog="Pinnable knobs: tp, pp, dp, batch, microbatch, interleave, recompute, "
+                               "tp_comm, tp_overlap, ag_redo, dp_overlap, optimizer_sharding, "
+                               "fused_activation, offload_weights, offload_activations, "
+                               "offload_optimizer, tp_net, pp_net, dp_net")
     _add_plan_args(pl)
 
     ev = sub.add_parser("evaluate", help="the analytical model for one strategy",

@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import csv
+import dataclasses
+import functools
+import hashlib
 import itertools
 import json
 import math
@@ -34,7 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
-import yaml
 
 from .errors import ConfigError
 from .space import normalise_pins
@@ -112,7 +114,8 @@ def load_grid(x) -> Grid:
             raise ConfigError(source, "gpus", g, "a positive integer or a list of them")
 
     overrides = _section(data, source, "overrides", SYSTEM_OVERRIDES)
-    over_axes = [[(k, v) for v in _as_list(source, f"overrides.{k}", overrides[k])] for k in overrides]
+    over_axes = [[(k, _unlimited(v)) for v in _as_list(source, f"overrides.{k}", overrides[k])]
+                 for k in overrides]
 
     options = _section(data, source, "options", OPTION_KEYS)
     opts = {**DEFAULT_OPTIONS, **options}
@@ -160,22 +163,63 @@ def _section(data, source, name, known) -> dict:
 
 
 def _reraise_in(source, key, load):
-    """Run a loader; a ConfigError from it is reported as part of the grid."""
+    """Run a loader; a ConfigError from it is reported as part of the grid
+    (a bad override under its own key)."""
     try:
         return load()
     except ConfigError as e:
+        if e.source == "override":
+            raise ConfigError(source, f"overrides.{e.key}", e.value, e.expected) from None
         raise ConfigError(source, key, e.value, f"{e.expected} (from {e.source or 'the entry'}, key '{e.key}')") from None
 
 
-def point_key(point: dict) -> str:
-    """The identity of a point: its inputs as canonical JSON."""
-    return json.dumps(point, sort_keys=True, default=_json_value)
-
-
-def _json_value(x):
-    if isinstance(x, float) and math.isinf(x):
+def _unlimited(v):
+    """'unlimited', 'inf' and an infinite float are one value: 'unlimited'."""
+    if isinstance(v, float) and math.isinf(v) and v > 0:
         return "unlimited"
-    return str(x)
+    if isinstance(v, str) and v.strip().lower() in ("inf", "unlimited"):
+        return "unlimited"
+    return v
+
+
+def point_key(point: dict) -> str:
+    """The identity of a point: its inputs as written, as canonical JSON."""
+    return json.dumps(point, sort_keys=True, default=str)
+
+
+# modules whose code decides a row; a change to any of them makes stored rows stale
+RESULT_MODULES = ("spec", "perf", "evaluate", "space", "search", "explain")
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    h = hashlib.sha1()
+    for name in RESULT_MODULES:
+        h.update((Path(__file__).parent / f"{name}.py").read_bytes())
+    return h.hexdigest()
+
+
+def fingerprint(model, system) -> str:
+    """What a row depends on besides its key: the loaded model and system
+    (file contents, not names) and the code of the model and search."""
+    data = json.dumps([dataclasses.asdict(model), dataclasses.asdict(system), code_fingerprint()],
+                      sort_keys=True, default=str)
+    return hashlib.sha1(data.encode()).hexdigest()
+
+
+def _fingerprints(points) -> list:
+    """One fingerprint per point, loading each model and system once."""
+    models, systems = {}, {}
+    out = []
+    for p in points:
+        mk = json.dumps(p["model"], sort_keys=True, default=str)
+        sk = json.dumps([p["system"], p["overrides"]], sort_keys=True, default=str)
+        if mk not in models:
+            models[mk] = load_model(p["model"])
+        if sk not in systems:
+            systems[sk] = load_system(p["system"], **p["overrides"])
+        out.append(fingerprint(models[mk], systems[sk]))
+    return out
 
 
 # ------------------------------------------------------------------ one point
@@ -192,11 +236,16 @@ def solve_point(point: dict) -> dict:
         system = load_system(point["system"], **point["overrides"])
         row.update({"model": model.name, "system": system.name, "gpus": point["gpus"],
                     **{k: point["overrides"].get(k) for k in SYSTEM_OVERRIDES},
-                    "max_batch": opts["max_batch"], "datatype": opts["datatype"]})
+                    "max_batch": opts["max_batch"], "datatype": opts["datatype"],
+                    "fingerprint": fingerprint(model, system)})
         res = plan(model, system, point["gpus"], max_batch=opts["max_batch"], datatype=opts["datatype"],
                    pin=opts.get("pin"), time_limit_s=opts.get("time_limit_s"))
     except ConfigError as e:
         row.update({"status": "error", "message": str(e), "seconds": {"total": time.perf_counter() - t0}})
+        return row
+    except Exception as e:          # a bug must not end a long sweep; the row says what happened
+        row.update({"status": "error", "message": f"internal error ({type(e).__name__}: {e})",
+                    "seconds": {"total": time.perf_counter() - t0}})
         return row
     best = res.best
     row["status"] = res.status
@@ -222,28 +271,53 @@ def solve_point(point: dict) -> dict:
 # ------------------------------------------------------------------ results file
 
 def read_results(path: Path) -> dict:
-    """Rows already in a results file, by key. A last line cut short (the
-    sweep was killed while writing it) is dropped from the file; a bad line
-    elsewhere is an error naming the file and line."""
+    """Rows already in a results file, by key (a later row of a key wins).
+    A last line cut short (the sweep was killed while writing it) is dropped
+    from the file, a complete last line missing its newline gets one; a bad
+    line elsewhere is an error naming the file and line."""
     rows = {}
     if not path.exists():
         return rows
-    lines = path.read_text().splitlines(keepends=True)
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
     for n, line in enumerate(lines, 1):
         try:
             row = json.loads(line)
-            if not isinstance(row, dict) or "key" not in row:
+            if not isinstance(row, dict) or "key" not in row or "status" not in row:
                 raise ValueError
         except ValueError:
             if n == len(lines) and not line.endswith("\n"):
                 path.write_text("".join(lines[:-1]))
                 break
-            raise ConfigError(f"{path}:{n}", "<line>", line[:60], "one JSON row with a 'key' per line") from None
+            raise ConfigError(f"{path}:{n}", "<line>", line[:60],
+                              "one JSON row with 'key' and 'status' per line") from None
         rows[row["key"]] = row
+    else:
+        if lines and not text.endswith("\n"):
+            with path.open("a") as f:
+                f.write("\n")
     return rows
 
 
+def check_output(path, key) -> Path:
+    """A file the sweep will write: not a directory, in a directory that exists."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError("sweep", key, str(path), "a file path, not a directory")
+    if not path.parent.is_dir():
+        raise ConfigError("sweep", key, str(path), f"a file in an existing directory ({path.parent} is not one)")
+    return path
+
+
 # ------------------------------------------------------------------ executors
+
+def _check_executor(executor):
+    ok = executor in EXECUTORS if isinstance(executor, str) else (
+        hasattr(executor, "get_executor") or isinstance(executor, cf.Executor))
+    if not ok:
+        raise ConfigError("sweep", "executor", executor,
+                          f"one of {', '.join(EXECUTORS)}, a concurrent.futures executor or a distributed.Client")
+
 
 def _executor(executor, workers, address):
     """(a concurrent.futures executor, a function closing what was opened)."""
@@ -261,7 +335,7 @@ def _executor(executor, workers, address):
         if address:
             try:
                 client, cluster = Client(address, timeout=DASK_CONNECT_S), None
-            except (OSError, TimeoutError) as e:
+            except (OSError, TimeoutError, ValueError) as e:
                 raise ConfigError("sweep", "address", address,
                                   f"a reachable Dask scheduler, e.g. tcp://host:8786 ({e})") from None
         else:
@@ -286,8 +360,9 @@ def _executor(executor, workers, address):
 
 @dataclass
 class SweepResult:
-    """Rows in grid order; how many were solved now and how many came from
-    the results file."""
+    """Rows in grid order; how many were solved now, how many came from the
+    results file, and how many stored rows were stale (their model, system
+    or the model's code had changed) and solved again."""
 
     name: str
     rows: list
@@ -295,6 +370,7 @@ class SweepResult:
     reused: int
     results_path: str | None
     seconds: float
+    stale: int = 0
     points: list = field(default_factory=list, repr=False)
 
     def to_csv(self, path):
@@ -313,25 +389,30 @@ def sweep(grid, executor="local", workers=None, address=None, results=None, fres
     total, infeasible, errors, eta_s) is called after each point."""
     t0 = time.perf_counter()
     g = load_grid(grid)
+    _check_executor(executor)
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise ConfigError("sweep", "workers", workers, "a positive integer")
-    path = Path(results) if results is not None else None
+    path = check_output(results, "results") if results is not None else None
     done = read_results(path) if path is not None and not fresh else {}
     keys = [point_key(p) for p in g.points]
-    todo = [(k, p) for k, p in dict(zip(keys, g.points)).items() if k not in done]
-    reused = len(set(keys)) - len(todo)
-    total = len(set(keys))
+    unique = dict(zip(keys, zip(g.points, _fingerprints(g.points))))
+    todo = [p for k, (p, fp) in unique.items() if done.get(k, {}).get("fingerprint") != fp]
+    stale = sum(k in done for k in unique) - (len(unique) - len(todo))
+    reused = len(unique) - len(todo)
+    total = len(unique)
     counts = {"done": reused, "infeasible": 0, "error": 0}
-    for k in set(keys) & set(done):
-        if done[k]["status"] in counts:
+    for k in unique:
+        if k in done and done[k]["status"] in counts and done[k].get("fingerprint") == unique[k][1]:
             counts[done[k]["status"]] += 1
 
     started = time.perf_counter()
+    written = set()
 
     def finish(row):
         done[row["key"]] = row
+        written.add(row["key"])
         if out is not None:
-            out.write(json.dumps(row, default=_json_value) + "\n")
+            out.write(json.dumps(row, default=str) + "\n")
             out.flush()
         counts["done"] += 1
         if row["status"] in counts:
@@ -341,23 +422,29 @@ def sweep(grid, executor="local", workers=None, address=None, results=None, fres
             eta = (time.perf_counter() - started) / solved * (total - counts["done"])
             progress(counts["done"], total, counts["infeasible"], counts["error"], eta)
 
-    ex, close = _executor(executor, workers, address) if todo else (None, lambda: None)
-    # the file is opened (and, when fresh, emptied) only once the executor is up
-    out = path.open("w" if fresh else "a") if path is not None else None
+    ex, close, out, futures = None, (lambda: None), None, []
     try:
+        if todo:
+            ex, close = _executor(executor, workers, address)
+        # the file is opened (and, when fresh, emptied) only once the executor is up
+        out = path.open("w" if fresh else "a") if path is not None else None
         if ex is None:
-            for _, p in todo:
+            for p in todo:
                 finish(solve_point(p))
         else:
-            futures = [ex.submit(solve_point, p) for _, p in todo]
+            futures = [ex.submit(solve_point, p) for p in todo]
             for f in cf.as_completed(futures):
                 finish(f.result())
     finally:
+        # interrupted: keep every point that did finish before closing
+        for f in futures:
+            if f.done() and not f.cancelled() and f.exception() is None and f.result()["key"] not in written:
+                finish(f.result())
         close()
         if out is not None:
             out.close()
-    rows = [done[k] for k in dict.fromkeys(keys)]
-    return SweepResult(name=g.name, rows=rows, solved=len(todo), reused=reused,
+    rows = [done[k] for k in unique]
+    return SweepResult(name=g.name, rows=rows, solved=len(todo), reused=reused, stale=stale,
                        results_path=str(path) if path else None,
                        seconds=time.perf_counter() - t0, points=g.points)
 
@@ -394,7 +481,7 @@ def write_csv(rows, path):
 def comparable(row: dict) -> dict:
     """A row without its timings: what two runs of the same point share."""
     out = {k: v for k, v in row.items() if k != "seconds"}
-    return json.loads(json.dumps(out, default=_json_value))
+    return json.loads(json.dumps(out, default=str))
 
 
 def format_rows(rows) -> str:

@@ -72,7 +72,6 @@ def test_18t_with_1tib_offload_is_feasible():
 
 
 def test_128t_needs_more_hbm_than_80_but_at_most_120():
-    p = problem("128T", "h100-80g-nvl8-off2t-100gbps")
     res = opt.plan("128T", "h100-80g-nvl8-off2t-100gbps", 4096)
     assert res.status == "infeasible"
     e = res.explanation

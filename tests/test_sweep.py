@@ -2,8 +2,6 @@
 a real local Dask cluster), resuming after a kill, bad input."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -124,17 +122,21 @@ def test_killed_sweep_resumes_without_solving_a_finished_point(tmp_path):
     gpath = tmp_path / "kill.yaml"
     gpath.write_text(yaml.safe_dump(grid))
     out = tmp_path / "kill.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "optimizer.cli", "sweep", str(gpath), "--out", str(out),
-                             "--executor", "serial", "--quiet"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if out.exists() and len(out.read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.01)
-    assert proc.poll() is None, "the sweep finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "optimizer.cli", "sweep", str(gpath), "--out", str(out),
+                                 "--executor", "serial", "--quiet"], stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            deadline = time.time() + 120
+            while time.time() < deadline and proc.poll() is None:
+                if out.exists() and out.read_text().count("\n") >= 3:     # three whole rows written
+                    break
+                time.sleep(0.01)
+            finished_early = proc.poll() is not None
+        finally:
+            proc.kill()
+            proc.wait()
+    assert not finished_early, f"the sweep ended before it could be killed: {log.read_text()[-500:]}"
     kept = read_results(out)
     assert 3 <= len(kept) < 12
 
@@ -169,7 +171,7 @@ def _grid_file(tmp_path, data):
     ({"models": ["no-such-model"], "gpus": 4096}, "models"),
     ({"models": ["1T"], "gpus": 4096, "systems": ["no-such-system"]}, "systems"),
     ({"models": ["1T"], "gpus": 4096, "overrides": {"hbm": 120}}, "overrides.hbm"),
-    ({"models": ["1T"], "gpus": 4096, "overrides": {"hbm_gib": [-1]}}, "systems"),
+    ({"models": ["1T"], "gpus": 4096, "overrides": {"hbm_gib": [-1]}}, "overrides.hbm_gib"),
     ({"models": ["1T"], "gpus": 4096, "options": {"datatype": "fp4"}}, "options.datatype"),
     ({"models": ["1T"], "gpus": 4096, "options": {"max_batch": [0]}}, "options.max_batch"),
     ({"models": [], "gpus": 4096}, "models"),
@@ -205,3 +207,48 @@ def test_unknown_executor_is_bad_input_and_keeps_the_results_file(tmp_path):
     with pytest.raises(ConfigError, match="executor"):
         opt.sweep(SMALL, executor="spark", results=out, fresh=True)
     assert out.read_text() == before
+
+
+def test_edited_model_file_makes_its_rows_stale(tmp_path):
+    model = yaml.safe_load((Path(opt.__file__).parent.parent / "models" / "1T.yaml").read_text())
+    mpath = tmp_path / "m.yaml"
+    mpath.write_text(yaml.safe_dump(model))
+    grid = {"models": [str(mpath), "2T"], "gpus": [4096]}
+    out = tmp_path / "r.jsonl"
+    first = opt.sweep(grid, executor="serial", results=out)
+    again = opt.sweep(grid, executor="serial", results=out)
+    assert again.solved == 0 and again.stale == 0
+    mpath.write_text(yaml.safe_dump({**model, "blocks": 64}))      # same name, different model
+    edited = opt.sweep(grid, executor="serial", results=out)
+    assert edited.solved == 1 and edited.stale == 1 and edited.reused == 1
+    assert edited.rows[1] == first.rows[1]
+    assert edited.rows[0]["result"]["samples_per_s"] > first.rows[0]["result"]["samples_per_s"]
+    assert opt.sweep(grid, executor="serial", results=out).solved == 0
+
+
+def test_unlimited_is_one_value_however_written():
+    a = load_grid({"models": ["1T"], "gpus": 4096, "overrides": {"offload_gib": 512, "offload_gbps": "unlimited"}})
+    b = load_grid({"models": ["1T"], "gpus": 4096, "overrides": {"offload_gib": 512, "offload_gbps": float("inf")}})
+    c = load_grid({"models": ["1T"], "gpus": 4096, "overrides": {"offload_gib": 512, "offload_gbps": "inf"}})
+    assert point_key(a.points[0]) == point_key(b.points[0]) == point_key(c.points[0])
+    assert "Infinity" not in point_key(b.points[0])
+
+
+def test_a_whole_last_row_without_its_newline_is_kept(tmp_path):
+    out = tmp_path / "r.jsonl"
+    opt.sweep({**SMALL, "models": ["1T"]}, executor="serial", results=out)
+    out.write_text(out.read_text().rstrip("\n"))
+    res = opt.sweep(SMALL, executor="serial", results=out)
+    assert res.solved == 2 and res.reused == 2
+    assert len(read_results(out)) == 4 and out.read_text().count("\n") == 4
+
+
+def test_outputs_in_missing_directories_are_bad_input_before_solving(tmp_path, capsys):
+    path = _grid_file(tmp_path, {"models": ["1T"], "gpus": 4096})
+    for extra, key in ((["--out", str(tmp_path / "nope" / "r.jsonl")], "results"),
+                       (["--csv", str(tmp_path / "nope" / "t.csv")], "--csv"),
+                       (["--out", str(tmp_path)], "results")):
+        assert main(["sweep", str(path), "--quiet", "--executor", "serial", *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"'{key}'" in err and "Traceback" not in err
+    assert not (tmp_path / "g.results.jsonl").exists()
