@@ -39,6 +39,7 @@ from typing import Callable, Mapping
 
 
 from .errors import ConfigError
+from .evaluate import BREAKDOWN
 from .space import normalise_pins
 from .spec import DATATYPES, SYSTEM_OVERRIDES, load_model, load_system, read_yaml_mapping
 
@@ -52,7 +53,8 @@ STRATEGY_COLUMNS = ("tp", "pp", "dp", "batch", "microbatch", "interleave", "reco
                     "offload_weights", "offload_activations", "offload_optimizer",
                     "tp_net", "pp_net", "dp_net")
 CSV_COLUMNS = ("model", "system", "gpus", *SYSTEM_OVERRIDES, "max_batch", "datatype", "status",
-               "samples_per_s", "mfu", "hfu", "time_per_batch_s", "tokens_per_s", *STRATEGY_COLUMNS,
+               "samples_per_s", "mfu", "hfu", "time_per_batch_s", "tokens_per_s",
+               *(f"{k}_s" for k in BREAKDOWN), *STRATEGY_COLUMNS,
                "hbm_used_gib", "offload_used_gib", "offload_gbps_required", "space_size", "evaluated",
                "solver_calls", "gap", "solve_s", "explanation")
 
@@ -461,6 +463,7 @@ def flat_row(row: dict) -> dict:
     out.update({c: res.get(c) for c in ("samples_per_s", "mfu", "hfu", "time_per_batch_s",
                                         "tokens_per_s", "hbm_used_gib", "offload_used_gib",
                                         "offload_gbps_required")})
+    out.update({f"{k}_s": (res.get("breakdown_s") or {}).get(k) for k in BREAKDOWN})
     out.update({c: strat.get(c) for c in STRATEGY_COLUMNS})
     out.update({c: proof.get(c) for c in ("space_size", "evaluated", "solver_calls", "gap")})
     out["solve_s"] = row["seconds"].get("solve")

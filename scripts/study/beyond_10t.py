@@ -60,9 +60,10 @@ def analyse(rows):
         parts.append("Past 11T, 80 GiB still fits: " + "; ".join(
             f"{r['model']} with {c.strategy_text(r)} uses {r['result']['hbm_used_gib']:.1f} GiB"
             for r in over) + ". Our HBM footprint does keep two blocks of whatever is offloaded (the study's "
-            "reason), but split over tp GPUs two blocks of weights and gradients of these models take well "
-            "under 80 GiB; the study's text does not give its per-block accounting, so which term differs "
-            "cannot be told from it.")
+            "reason), but each block is split over the tp GPUs, and with the tp the search picks (up to 32, "
+            "beyond the NVLink domain) those two blocks and the rest fit 80 GiB, at the MFU in the table; "
+            "the study's text does not give its per-block accounting or whether it allowed such tp, so "
+            "which term differs cannot be told from it.")
     for r in c.pick(rows, hbm_gib=80, offload_gib=big):
         if not c.sps(r):
             fx = r["explanation"]["fixes"]
@@ -73,9 +74,8 @@ def analyse(rows):
     if hi:
         low = min(hi, key=c.mfu)
         parts.append(f"At 120 GiB + {big} GiB, MFU ranges from {c.pct(c.mfu(low))} ({low['model']}) to "
-                     f"{c.pct(max(c.mfu(r) for r in hi))}; the study reports above 75% up to 128T. Part of "
-                     f"that gap is the one finding 2 shows at 1T, where forward and backward passes alone "
-                     f"keep MFU below the study's: the matrix rate of our H100 profile is lower.")
+                     f"{c.pct(max(c.mfu(r) for r in hi))}; the study reports above 75% up to 128T. For "
+                     f"{hi[-1]['model']}, {c.overhead_text(hi[-1])}.")
     reaches_128 = l120 is not None and l120["model"] == "128T"
     stops_80 = l80 is not None and l80["model"] == "11T"
     above75 = bool(hi) and min(c.mfu(r) for r in hi) > 0.75

@@ -143,6 +143,17 @@ def compute_share(row) -> float:
     return sh["forward"] + sh["backward"]
 
 
+def overhead_text(row) -> str:
+    """Where the batch time goes beyond the passes themselves, in words."""
+    sh = shares(row)
+    compute = compute_share(row)
+    rest = sorted(((v, k) for k, v in sh.items() if k not in ("forward", "backward") and v >= 0.005),
+                  reverse=True)
+    return (f"forward and backward passes take {pct(compute)} of the batch time (MFU would be "
+            f"{pct(mfu(row) / compute)} were that all); the rest is "
+            + ", ".join(f"{k.replace('_', ' ')} {pct(v)}" for v, k in rest))
+
+
 def md_table(headers, body) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in body]

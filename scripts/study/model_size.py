@@ -45,9 +45,10 @@ def analyse(rows):
     dips = [b for a, b in zip(fits, fits[1:]) if c.mfu(b) > c.mfu(a) + 0.01]
     reason = (f"Where nothing fits agrees: the first model with no strategy is {first_bad or 'none'} "
               f"(study: 18T); the largest that fits is {fits[-1]['model']} at {c.pct(c.mfu(fits[-1]))} MFU. "
-              f"The level differs: 1T reaches {c.pct(m1)} (study: about 60%). Its forward and backward "
-              f"passes alone take {c.pct(c.compute_share(r1))} of the batch time, so the gap is in the "
-              f"rate our H100 profile gives its matrix multiplies, not in the search or the overheads.")
+              f"The level differs: 1T reaches {c.pct(m1)} (study: about 60%). In its best strategy "
+              f"{c.overhead_text(r1)}. So the passes alone would come close to the study's figure; the "
+              f"difference is in how much of these overheads each model charges or hides, and the "
+              f"study's text gives no breakdown to tell which term.")
     if dips:
         for b in dips:
             a = fits[fits.index(b) - 1]

@@ -65,6 +65,14 @@ def plot(rows, path):
     plt.close(fig)
 
 
+def _dip(eff, row) -> str:
+    """A GPU count that scales badly, with the microbatches its best strategy gets."""
+    st = row["result"]["strategy"]
+    micro = st["batch"] // st["dp"] // st["microbatch"]
+    return (f"{100 * eff:.0f}% at {row['gpus']:,} ({c.strategy_text(row)}: {micro} microbatches per replica "
+            f"for {st['pp']} stages" + (", not a multiple, so no interleaving" if micro % st["pp"] else "") + ")")
+
+
 def analyse(rows):
     offs = sorted({r["offload_gib"] for r in rows})
     body = []
@@ -83,12 +91,15 @@ def analyse(rows):
         eff = {r["gpus"]: c.sps(r) / c.sps(s8[0]) / (r["gpus"] / s8[0]["gpus"]) for r in s8}
         gain = {a["gpus"]: c.sps(b) / c.sps(a) - 1 for a, b in zip(s8, s16)}
         top, mid = max(eff), max(n for n in eff if n <= 12288)
+        low = [n for n in eff if n <= 12288 and eff[n] < WELL]
         r_top = s8[-1]
         sh8, sh16 = c.shares(r_top), c.shares(s16[-1])
         st = r_top["result"]["strategy"]
         parts.append(
             f"{'Without offload' if off == 0 else f'With {off} GiB offload'}: NVLink 8 keeps "
-            f"{100 * eff[mid]:.0f}% scaling efficiency at {mid:,} GPUs and {100 * eff[top]:.0f}% at {top:,}; "
+            f"{100 * eff[mid]:.0f}% scaling efficiency at {mid:,} GPUs and {100 * eff[top]:.0f}% at {top:,}"
+            + (", but only " + ", ".join(_dip(eff[n], c.one(s8, gpus=n)) for n in low) if low else "")
+            + "; "
             f"NVLink 16 gains {100 * max(gain[n] for n in gain if n <= 12288):.1f}% at most up to 12,288 and "
             f"{100 * gain[top]:.1f}% at {top:,}. At {top:,} GPUs with NVLink 8 the best is "
             f"{c.strategy_text(r_top)}: the batch cap of 3,072 leaves each of the {st['dp']} replicas "
@@ -97,7 +108,7 @@ def analyse(rows):
             f"TP communication {c.pct(sh8['tp_comm'])}); with NVLink 16 the best is "
             f"{c.strategy_text(s16[-1])}, bubble {c.pct(sh16['bubble'])}, TP communication "
             f"{c.pct(sh16['tp_comm'])}.")
-        holds[off] = {"scales well to 12,288": eff[mid] >= WELL, "suffers at 16,384": eff[top] < WELL,
+        holds[off] = {"scales well to 12,288": not low, "suffers at 16,384": eff[top] < WELL,
                       "NVLink 8 suffices to 12,288": max(gain[n] for n in gain if n <= 12288) < SUFFICES,
                       "16,384 needs NVLink 16": gain[top] > NEEDED}
     for off, h in holds.items():
