@@ -13,26 +13,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import optimizer as opt  # noqa: E402
 from optimizer.sweep import comparable  # noqa: E402
+from bench_search import timed  # noqa: E402  (scripts/ is on the path when run as a script)
 
 GRID = {"name": "bench", "models": ["1T", "2T", "4T"], "gpus": [4096, 8192],
         "overrides": {"offload_gib": [0, 1024], "offload_gbps": 100}}
-
-
-def timed(fn, repeats):
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return out, statistics.median(times)
 
 
 def main():
