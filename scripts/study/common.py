@@ -194,5 +194,6 @@ def mfu_by_model(ax, rows, label, **style):
     names = sorted({r["model"] for r in rows}, key=model_index)
     ax.set_xticks([model_index(n) for n in names], names, rotation=45)
     ax.set_ylabel("MFU (%)")
+    ax.set_xlabel("model (x at 0: nothing fits)")
     ax.set_ylim(-3, 85)
     return line

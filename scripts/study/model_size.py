@@ -25,7 +25,7 @@ def plot(rows, path):
     plt = c.pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6))
     c.mfu_by_model(ax, rows, "80 GiB HBM, no offload")
-    ax.set_title("Model size on 4,096 H100 (NVLink 8), no offload; x = nothing fits")
+    ax.set_title("Model size on 4,096 H100 (NVLink 8), no offload")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)
