@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .errors import ConfigError, InfeasibleStrategy, OptimizerError
 from .evaluate import BREAKDOWN, MEMORY, Report, evaluate
+from .sweep import EXECUTORS
 from .spec import (STRATEGY_KEYS, SYSTEM_OVERRIDES, load_model, load_strategy, load_system,
                    parse_value, preset_names, strategy_from_dict)
 
@@ -361,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("grid", help="grid YAML file")
     sw.add_argument("--out", help="results file, JSON lines (default: GRID.results.jsonl beside the grid)")
     sw.add_argument("--csv", help="also write the rows as a CSV table")
-    sw.add_argument("--executor", default="local", choices=["local", "serial", "dask"],
+    sw.add_argument("--executor", default="local", choices=EXECUTORS,
                     help="local processes (default), serial (this process), or a Dask cluster "
                          "(needs the dask extra)")
     sw.add_argument("--workers", type=int, help="processes (local) or workers of a local Dask "

@@ -69,6 +69,7 @@ class Grid:
     name: str
     points: list
     source: str
+    fingerprints: list = field(default_factory=list)   # one per point, see fingerprint()
 
 
 def _as_list(r_source, key, value) -> list:
@@ -137,20 +138,21 @@ def load_grid(x) -> Grid:
         raise ConfigError(source, "options.time_limit_s", tl, "a positive number of seconds")
 
     # load every model and system (with each override set) once, so that a
-    # bad entry fails here, named, and not in a worker
-    for m in models:
-        _reraise_in(source, "models", lambda: load_model(m))
-    for s in systems:
-        for combo in itertools.product(*over_axes):
-            _reraise_in(source, "systems", lambda: load_system(s, **dict(combo)))
+    # bad entry fails here, named, and not in a worker; the loaded inputs
+    # give each point its fingerprint
+    loaded_models = [_reraise_in(source, "models", lambda: load_model(m)) for m in models]
+    loaded_systems = {(i, combo): _reraise_in(source, "systems", lambda: load_system(s, **dict(combo)))
+                      for i, s in enumerate(systems) for combo in itertools.product(*over_axes)}
 
-    points = []
-    for m, s, g, over, opt in itertools.product(models, systems, gpus, itertools.product(*over_axes),
-                                                 itertools.product(*opt_axes)):
+    points, fingerprints = [], []
+    for (mi, m), (si, s), g, over, opt in itertools.product(
+            enumerate(models), enumerate(systems), gpus, itertools.product(*over_axes),
+            itertools.product(*opt_axes)):
+        fingerprints.append(fingerprint(loaded_models[mi], loaded_systems[si, over]))
         points.append({"model": m, "system": s, "gpus": g, "overrides": dict(over),
                        "options": {**dict(opt), **fixed}})
     name = data.get("name", Path(source).stem if source != "<grid dict>" else "sweep")
-    return Grid(name=str(name), points=points, source=source)
+    return Grid(name=str(name), points=points, source=source, fingerprints=fingerprints)
 
 
 def _section(data, source, name, known) -> dict:
@@ -207,21 +209,6 @@ def fingerprint(model, system) -> str:
     data = json.dumps([dataclasses.asdict(model), dataclasses.asdict(system), code_fingerprint()],
                       sort_keys=True, default=str)
     return hashlib.sha1(data.encode()).hexdigest()
-
-
-def _fingerprints(points) -> list:
-    """One fingerprint per point, loading each model and system once."""
-    models, systems = {}, {}
-    out = []
-    for p in points:
-        mk = json.dumps(p["model"], sort_keys=True, default=str)
-        sk = json.dumps([p["system"], p["overrides"]], sort_keys=True, default=str)
-        if mk not in models:
-            models[mk] = load_model(p["model"])
-        if sk not in systems:
-            systems[sk] = load_system(p["system"], **p["overrides"])
-        out.append(fingerprint(models[mk], systems[sk]))
-    return out
 
 
 # ------------------------------------------------------------------ one point
@@ -352,10 +339,7 @@ def _executor(executor, workers, address):
         return client.get_executor(pure=False), close
     if hasattr(executor, "get_executor"):           # a distributed.Client
         return executor.get_executor(pure=False), lambda: None
-    if isinstance(executor, cf.Executor):
-        return executor, lambda: None
-    raise ConfigError("sweep", "executor", executor,
-                      f"one of {', '.join(EXECUTORS)}, a concurrent.futures executor or a distributed.Client")
+    return executor, lambda: None                   # a concurrent.futures executor (_check_executor)
 
 
 # ------------------------------------------------------------------ the sweep
@@ -373,7 +357,6 @@ class SweepResult:
     results_path: str | None
     seconds: float
     stale: int = 0
-    points: list = field(default_factory=list, repr=False)
 
     def to_csv(self, path):
         write_csv(self.rows, path)
@@ -397,14 +380,14 @@ def sweep(grid, executor="local", workers=None, address=None, results=None, fres
     path = check_output(results, "results") if results is not None else None
     done = read_results(path) if path is not None and not fresh else {}
     keys = [point_key(p) for p in g.points]
-    unique = dict(zip(keys, zip(g.points, _fingerprints(g.points))))
-    todo = [p for k, (p, fp) in unique.items() if done.get(k, {}).get("fingerprint") != fp]
-    stale = sum(k in done for k in unique) - (len(unique) - len(todo))
-    reused = len(unique) - len(todo)
-    total = len(unique)
+    unique = dict(zip(keys, zip(g.points, g.fingerprints)))
+    kept = {k for k, (_, fp) in unique.items() if k in done and done[k].get("fingerprint") == fp}
+    todo = [p for k, (p, _) in unique.items() if k not in kept]
+    stale = sum(k in done for k in unique) - len(kept)
+    reused, total = len(kept), len(unique)
     counts = {"done": reused, "infeasible": 0, "error": 0}
-    for k in unique:
-        if k in done and done[k]["status"] in counts and done[k].get("fingerprint") == unique[k][1]:
+    for k in kept:
+        if done[k]["status"] in counts:
             counts[done[k]["status"]] += 1
 
     started = time.perf_counter()
@@ -448,7 +431,7 @@ def sweep(grid, executor="local", workers=None, address=None, results=None, fres
     rows = [done[k] for k in unique]
     return SweepResult(name=g.name, rows=rows, solved=len(todo), reused=reused, stale=stale,
                        results_path=str(path) if path else None,
-                       seconds=time.perf_counter() - t0, points=g.points)
+                       seconds=time.perf_counter() - t0)
 
 
 # ------------------------------------------------------------------ tables
@@ -498,8 +481,7 @@ def format_rows(rows) -> str:
         res = r.get("result") or {}
         s = res.get("strategy")
         if s:
-            offl = "".join(c for c, k in (("w", "offload_weights"), ("a", "offload_activations"),
-                                          ("o", "offload_optimizer")) if s[k])
+            offl = offload_letters(s)
             strat = (f"tp={s['tp']} pp={s['pp']} dp={s['dp']} mb={s['microbatch']} v={s['interleave']} "
                      f"rec={s['recompute']}" + (f" off={offl}" if offl else ""))
             perf = f"{res['samples_per_s']:>10.2f} {100 * res['mfu']:>5.1f}%"
@@ -511,6 +493,12 @@ def format_rows(rows) -> str:
         lines.append(f"{r.get('model', '?'):<10} {r.get('system', '?'):<18} {r.get('gpus', 0):>6} {vals} "
                      f"{r['status']:<10} {perf}  {strat}")
     return "\n".join(lines)
+
+
+def offload_letters(strategy: dict) -> str:
+    """What a strategy offloads, as letters: w(eights), a(ctivations), o(ptimizer)."""
+    return "".join(c for c, k in (("w", "offload_weights"), ("a", "offload_activations"),
+                                  ("o", "offload_optimizer")) if strategy[k])
 
 
 def _fmt_override(v) -> str:

@@ -12,7 +12,6 @@ import argparse
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -23,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import optimizer as opt  # noqa: E402
-from optimizer.sweep import progress_printer  # noqa: E402
+from optimizer.sweep import EXECUTORS, offload_letters, progress_printer  # noqa: E402
 
 MODELS = ["1T", "2T", "4T", "7T", "11T", "18T", "26T", "37T", "53T", "72T", "96T", "128T"]
 SYSTEM = "h100-80g-nvl8"
@@ -36,7 +35,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
                     help="where grids, CSVs and plots go (default docs/study)")
     ap.add_argument("--cache", default=str(ROOT / "build" / "study-cache"),
                     help="results files of the sweeps, so a rerun solves only new points")
-    ap.add_argument("--executor", default="local", choices=["local", "serial", "dask"])
+    ap.add_argument("--executor", default="local", choices=EXECUTORS)
     ap.add_argument("--workers", type=int)
     ap.add_argument("--address", help="Dask scheduler address (with --executor dask)")
     ap.add_argument("--fresh", action="store_true", help="solve every point again")
@@ -63,7 +62,6 @@ def run_grid(finding, args):
 
 def run(finding, args) -> dict:
     """Sweep, plot and analyse one finding."""
-    t0 = time.perf_counter()
     res = run_grid(finding, args)
     rows = res.rows
     plot_path = Path(args.out) / f"{finding.NAME}.png"
@@ -72,7 +70,7 @@ def run(finding, args) -> dict:
     return {"name": finding.NAME, "title": finding.TITLE, "claim": finding.CLAIM, "rows": rows,
             "method": method_text(finding.__doc__),
             "table": table, "verdict": verdict, "reason": reason, "plot": plot_path, "solved": res.solved,
-            "seconds": time.perf_counter() - t0}
+            "solve_s": sum(row["seconds"]["total"] for row in rows)}
 
 
 def method_text(doc: str) -> str:
@@ -124,8 +122,7 @@ def strategy_text(row) -> str:
         ex = row.get("explanation")
         return "no fit: " + ", ".join(ex["conflicts"]) if ex else row.get("message", row["status"])
     s = row["result"]["strategy"]
-    off = "".join(c for c, k in (("w", "offload_weights"), ("a", "offload_activations"),
-                                  ("o", "offload_optimizer")) if s[k])
+    off = offload_letters(s)
     return (f"tp{s['tp']} pp{s['pp']} dp{s['dp']} mb{s['microbatch']} v{s['interleave']} "
             f"{s['recompute']}" + (f" off:{off}" if off else ""))
 

@@ -62,13 +62,13 @@ def main():
     out_rel = os.path.relpath(Path(args.out).resolve(), doc.parent.resolve())
     points = sum(len(r["rows"]) for r in results)
     solved = sum(r["solved"] for r in results)
-    point_s = sum(row["seconds"]["total"] for r in results for row in r["rows"])
+    point_s = sum(r["solve_s"] for r in results)
     text = [INTRO.format(quick=" --quick" if args.quick else "", points=points, seconds=seconds,
                          cores=os.cpu_count(), solved=solved, out=out_rel, point_s=point_s)]
     text.append("| finding | verdict | points | solving, summed (s) |\n|---|---|---|---|")
     for i, r in enumerate(results, 1):
         text.append(f"| {i}. [{r['title']}](#{_anchor(i, r['title'])}) | **{r['verdict']}** | "
-                    f"{len(r['rows'])} | {sum(row['seconds']['total'] for row in r['rows']):.1f} |")
+                    f"{len(r['rows'])} | {r['solve_s']:.1f} |")
     for i, r in enumerate(results, 1):
         plot = os.path.relpath(r["plot"].resolve(), doc.parent.resolve())
         text.append(f"\n## {i}. {r['title']}\n\n**The study:** {r['claim']}\n\n**How:** {r['method']}\n\n"
