@@ -127,8 +127,12 @@ class _Reader:
 @dataclass(frozen=True)
 class Model:
     """A dense decoder-only transformer: `blocks` identical blocks of
-    attention (heads x head_dim wide, which need not equal hidden) and a
-    two-layer MLP of width `feedforward`."""
+    attention (`heads` query heads of `head_dim`, which need not equal
+    hidden / heads, sharing `kv_heads` key/value heads: GQA, MQA at 1) and
+    an MLP of width `feedforward` (gated, SwiGLU/GeGLU style, with three
+    matrices when `gated_mlp`). `vocab` > 0 adds the embedding on the first
+    pipeline stage and the logits and loss on the last; 0 leaves them out
+    (the 2021-style accounting of the blocks alone)."""
 
     name: str
     hidden: int
@@ -137,10 +141,27 @@ class Model:
     heads: int
     head_dim: int
     blocks: int
+    kv_heads: int = 0            # 0 on input means "as many as heads"; set in __post_init__
+    gated_mlp: bool = False
+    norm: str = "layernorm"
+    vocab: int = 0
+    tied_embeddings: bool = False
+
+    def __post_init__(self):
+        if self.kv_heads == 0:
+            object.__setattr__(self, "kv_heads", self.heads)
 
     @property
     def attn_width(self) -> int:
         return self.heads * self.head_dim
+
+    @property
+    def kv_width(self) -> int:
+        return self.kv_heads * self.head_dim
+
+
+NORMS = ("layernorm", "rmsnorm")
+MODEL_INT_KEYS = ("hidden", "feedforward", "seq_len", "heads", "head_dim", "blocks")
 
 
 def load_model(x) -> Model:
@@ -150,8 +171,15 @@ def load_model(x) -> Model:
     data, source = _read_source(x, "models")
     r = _Reader(data, source)
     name = r.get("name", str, default=Path(source).stem if not source.startswith("<") else "custom")
-    kw = {k: r.get(k, int, positive=True)
-          for k in ("hidden", "feedforward", "seq_len", "heads", "head_dim", "blocks")}
+    r.get("description", str, default="")
+    kw = {k: r.get(k, int, positive=True) for k in MODEL_INT_KEYS}
+    kw["kv_heads"] = r.get("kv_heads", int, default=kw["heads"], positive=True)
+    if kw["heads"] % kw["kv_heads"]:
+        raise ConfigError(source, "kv_heads", kw["kv_heads"], f"a divisor of heads ({kw['heads']})")
+    kw["gated_mlp"] = r.get("gated_mlp", bool, default=False)
+    kw["norm"] = r.get("norm", str, default="layernorm", choices=NORMS)
+    kw["vocab"] = r.get("vocab", int, default=0, nonneg=True)
+    kw["tied_embeddings"] = r.get("tied_embeddings", bool, default=False)
     r.done()
     return Model(name=name, **kw)
 
