@@ -18,6 +18,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from . import knobs
 from .errors import ConfigError, InfeasibleStrategy, OptimizerError
 from .evaluate import BREAKDOWN, MEMORY, Report, evaluate
 from .sweep import EXECUTORS
@@ -41,13 +42,9 @@ def _fmt_time(x: float) -> str:
 
 
 def format_strategy(s) -> str:
-    d = s.to_dict()
-    core = " ".join(f"{k}={d[k]}" for k in ("tp", "pp", "dp", "batch", "microbatch", "interleave"))
-    flags = " ".join(f"{k}={d[k]}" for k in ("recompute", "tp_comm", "tp_overlap", "datatype"))
-    on = [k for k in ("ag_redo", "dp_overlap", "optimizer_sharding", "fused_activation",
-                      "offload_weights", "offload_activations", "offload_optimizer") if d[k]]
-    nets = f"nets tp/pp/dp={d['tp_net']}/{d['pp_net']}/{d['dp_net']}"
-    return f"{core}\n  {flags} {nets}\n  on: {', '.join(on) if on else '(none)'}"
+    """A strategy on one line (knobs.describe: the structure, then every knob
+    away from its default)."""
+    return knobs.describe(s) + f" datatype={s.datatype}"
 
 
 def format_report(rep: Report, system=None) -> str:
@@ -159,10 +156,7 @@ def format_plan(res, system) -> str:
         for i, r in enumerate(res.top, 1):
             s = r.strategy
             lines.append(f"  {i:>2}. {r.samples_per_s:10.3f} samples/s  MFU {100 * r.mfu:5.1f}%  "
-                         f"tp={s.tp} pp={s.pp} dp={s.dp} mb={s.microbatch} v={s.interleave} "
-                         f"rec={s.recompute} {s.tp_comm}/{s.tp_overlap}"
-                         + "".join(f" {k}" for k in ("offload_weights", "offload_activations",
-                                                      "offload_optimizer") if getattr(s, k)))
+                         + knobs.describe(s))
     verdict = "proven optimal" if res.status == "optimal" else f"gap {100 * res.gap:.2f}% (time limit)"
     lines.append(f"proof  {verdict}: no strategy exceeds {res.bound_samples_per_s:,.3f} samples/s; {proof}")
     return "\n".join(lines)
@@ -321,15 +315,16 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="the fastest strategy, proven optimal (default command)",
                         description="Search the whole strategy space with CP-SAT and prove the optimum "
                                     "under the analytical model.",
-                        epilog="Pinnable knobs: tp, pp, dp, batch, microbatch, interleave, recompute, "
-                               "tp_comm, tp_overlap, ag_redo, dp_overlap, optimizer_sharding, "
-                               "fused_activation, offload_weights, offload_activations, "
-                               "offload_optimizer, tp_net, pp_net, dp_net")
+                        epilog="Knobs (pin any with --pin KNOB=VALUE, or KNOB=V1,V2 for a set):\n"
+                               + knobs.glossary(),
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_plan_args(pl)
 
     ev = sub.add_parser("evaluate", help="the analytical model for one strategy",
                         description="Evaluate one strategy: time per batch, breakdown, MFU, memory.",
-                        epilog=f"Strategy keys: {', '.join(STRATEGY_KEYS)}")
+                        epilog="Strategy keys (tp, pp, dp and batch required; datatype too):\n"
+                               + knobs.glossary(),
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ev.add_argument("--model", required=True, help="model preset name or YAML path (see `optimize list`)")
     _add_system_args(ev)
     ev.add_argument("--strategy", help="YAML file with strategy keys")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import perf
+from . import perf, rules
 from .errors import InfeasibleStrategy
 from .spec import Model, Strategy, System, load_model, load_strategy, load_system
 
@@ -32,12 +32,13 @@ class Report:
     breakdown: dict
     memory: dict
     offload_gbps_required: float
+    tokens_per_s_per_gpu: float = 0.0
 
     def to_dict(self) -> dict:
         return {"model": self.model, "system": self.system,
                 "strategy": self.strategy.to_dict(), "time_s": self.time_s,
                 "samples_per_s": self.samples_per_s, "tokens_per_s": self.tokens_per_s,
-                "mfu": self.mfu, "hfu": self.hfu, "breakdown_s": dict(self.breakdown),
+                "tokens_per_s_per_gpu": self.tokens_per_s_per_gpu, "mfu": self.mfu, "hfu": self.hfu, "breakdown_s": dict(self.breakdown),
                 "memory_bytes": dict(self.memory),
                 "offload_gbps_required": self.offload_gbps_required}
 
@@ -57,36 +58,21 @@ def report_from_arrays(model: Model, system: System, strategy: Strategy, r: dict
                   time_s=g("time_s"), samples_per_s=g("samples_per_s"),
                   tokens_per_s=g("tokens_per_s"), mfu=g("mfu"), hfu=g("hfu"),
                   breakdown={n: g(f"{n}_s") for n in BREAKDOWN}, memory=memory,
-                  offload_gbps_required=g("offload_gbps_required"))
+                  offload_gbps_required=g("offload_gbps_required"),
+                  tokens_per_s_per_gpu=g("tokens_per_s_per_gpu"))
 
 
 def _explain_rule(rule: str, model: Model, system: System, s: Strategy, r: dict) -> str:
     """The broken rule in words, with the numbers that break it."""
-    gib = perf.GIB
-    facts = {
-        "rule_tp_divides_heads": f"tp={s.tp}, heads={model.heads}",
-        "rule_tp_divides_hidden": f"tp={s.tp}, hidden={model.hidden}, feedforward={model.feedforward}",
-        "rule_pp_divides_blocks": f"pp={s.pp}, blocks={model.blocks}",
-        "rule_interleave_divides_stage": f"interleave={s.interleave}, blocks per stage={model.blocks / s.pp:g}",
-        "rule_dp_divides_batch": f"dp={s.dp}, batch={s.batch}",
-        "rule_microbatch_divides_local_batch": f"microbatch={s.microbatch}, local batch={s.batch / s.dp:g}",
-        "rule_interleave_schedule": f"interleave={s.interleave}, pp={s.pp}, microbatches={s.batch // s.dp // s.microbatch}",
-        "rule_sequence_split": f"tp={s.tp}, seq_len={model.seq_len}",
-        "rule_overlap_needs_tp": f"tp_overlap={s.tp_overlap}, tp={s.tp}",
-        "rule_ring_needs_p2p": f"tp_overlap={s.tp_overlap}, tp_comm={s.tp_comm}",
-        "rule_network_tier": f"tp_net={s.tp_net}, pp_net={s.pp_net}, dp_net={s.dp_net}, "
-                             f"tiers={len(system.networks)}",
-        "rule_network_size": "tiers " + ", ".join(
-            f"{n.name} (size {n.size}{', must be filled' if n.must_fill else ''})" for n in system.networks)
-            + f"; tp={s.tp} on {s.tp_net}, pp={s.pp} on {s.pp_net}, dp={s.dp} on {s.dp_net}",
-        "rule_datatype": f"datatype={s.datatype}, system rates for {', '.join(system.matrix_tflops)}",
-        "rule_offload_tier": f"offload gib={system.offload_gib:g}, gbps={system.offload_gbps:g}",
-        "rule_hbm_capacity": lambda: f"needs {float(r['hbm_bytes']) / gib:.2f} GiB per GPU, "
-                                     f"HBM holds {system.hbm_gib:g} GiB",
-        "rule_offload_capacity": lambda: f"needs {float(r['offload_bytes']) / gib:.2f} GiB per GPU, "
-                                         f"offload tier holds {system.offload_gib:g} GiB",
-    }[rule]
-    return f"{perf.RULES[rule]} ({facts() if callable(facts) else facts})"
+    name = rule.removeprefix("rule_")
+    if name == "hbm_capacity":
+        facts = f"needs {float(r['hbm_bytes']) / perf.GIB:.2f} GiB per GPU, HBM holds {system.hbm_gib:g} GiB"
+    elif name == "offload_capacity":
+        facts = (f"needs {float(r['offload_bytes']) / perf.GIB:.2f} GiB per GPU, "
+                 f"offload tier holds {system.offload_gib:g} GiB")
+    else:
+        facts = rules.BY_NAME[name].facts(model, system, s)
+    return f"{perf.RULES[rule]} ({facts})"
 
 
 def evaluate(model, system, strategy) -> Report:

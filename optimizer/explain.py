@@ -45,17 +45,18 @@ import math
 import numpy as np
 from ortools.sat.python import cp_model
 
+from . import knobs as K
 from . import perf
-from .space import (BOOL_KNOBS, ENUM_KNOBS, Problem, bool_domain, divisors, knob_rows_to_strategy, sigmas,
-                    tp_members)
+from . import rules as R
+from .space import (GROUP_REST, STRUCTURE, Problem, divisors, group_rest, knob_rows_to_strategy, sigmas,
+                    tp_choices)
 from .spec import Strategy, load_system
 
 GIB = perf.GIB
 NVLINK_SIZES = (8, 16, 32, 72)
-STRUCT_PINS = ("tp", "pp", "dp", "batch", "microbatch", "interleave")
-NET_PINS = ("tp_net", "pp_net", "dp_net")
-GROUP_PINS = ("recompute", "tp_comm", "tp_overlap", "ag_redo", "fused_activation", "optimizer_sharding",
-              "dp_overlap", "offload_weights", "offload_activations", "offload_optimizer")
+STRUCT_PINS = STRUCTURE
+NET_PINS = tuple(t.name for t in K.TIERS)
+GROUP_PINS = tuple(n for n in K.PINNABLE if n not in STRUCT_PINS + NET_PINS)
 MAX_SEPARATE_GROUP_PINS = 4      # beyond this, group pins share one literal (2^k columns otherwise)
 STRUCT_LIMITS = ("gpu_count", "divisibility", "max_batch")
 LIMIT_NAMES = {
@@ -66,10 +67,8 @@ LIMIT_NAMES = {
     "hbm_capacity": "HBM capacity",
     "offload_capacity": "offload capacity",
 }
-SIGMA_COMBOS = list(itertools.product(range(3), range(3), range(2)))   # (recompute, sp_mode, fused)
-DIVISIBILITY_RULES = ("rule_tp_divides_heads", "rule_tp_divides_hidden", "rule_pp_divides_blocks",
-                      "rule_interleave_divides_stage", "rule_dp_divides_batch",
-                      "rule_microbatch_divides_local_batch", "rule_interleave_schedule")
+# the divisibility rules a structure alone decides
+DIVISIBILITY_RULES = tuple(r for r in R.RULES if r.limit == "divisibility" and set(r.reads) <= set(STRUCTURE))
 
 
 def _tp_unit(m) -> int:
@@ -124,12 +123,10 @@ def _relaxed_triples(p: Problem, extra_dp=()) -> np.ndarray:
 
 def _struct_bits(p: Problem, r: dict) -> dict:
     """One boolean per row for each structural limit group and pin."""
-    zero = np.zeros(len(r["tp"]), dtype=np.int64)       # the knobs divisibility does not read
-    knobs = {k: r.get(k, zero) for k in perf.KNOBS}
-    broken = perf.check_rules(p.model, p.system, p.datatype, knobs, zero.shape)
+    broken = R.check(p.model, p.system, p.datatype, r, r["tp"].shape, DIVISIBILITY_RULES)
     bits = {
         "gpu_count": r["tp"] * r["pp"] * r["dp"] == p.gpus,
-        "divisibility": ~np.logical_or.reduce([broken[k] for k in DIVISIBILITY_RULES]),
+        "divisibility": ~np.logical_or.reduce(list(broken.values())),
         "max_batch": r["batch"] <= p.max_batch,
     }
     for k in STRUCT_PINS:
@@ -148,28 +145,29 @@ def _placeable(q: Problem, r: dict) -> np.ndarray:
     for i, knob in enumerate(NET_PINS):
         # a group of one GPU sits on tier 0 (it uses no network)
         ok &= ((sizes[i] > 1) | (trip[:, i] == 0)) & q.allowed(knob, trip[:, i])
-    bad = perf.placement_violation(q.system, *sizes, trip[:, 0], trip[:, 1], trip[:, 2])
+    bad = perf.placement_violation(q.system, {"tp": sizes[0], "pp": sizes[1], "dp": sizes[2],
+                                              **{k: trip[:, i] for i, k in enumerate(NET_PINS)}})
     return (ok & ~bad).any(axis=1)
 
 
 # ---------------------------------------------------------------- memory
 
 def _memory(p: Problem, r: dict):
-    """HBM and offload bytes of every group of every row, shape (rows, 18
-    signatures, 2 ZeRO-1, 2, 2, 2 offload flags); which groups exist is
-    `_allowed`'s business."""
+    """HBM and offload bytes of every group of every row, shape (rows, G
+    activation signatures, then one axis of 2 per GROUP_REST flag); which
+    groups exist is `_allowed`'s business."""
     m, dt = p.model, p.datatype
-    combos = np.array(SIGMA_COMBOS, dtype=np.int64)
-    rec, spm, fused = combos.T
     pairs, inv = np.unique(np.stack([r["tp"], r["microbatch"]], 1), axis=0, return_inverse=True)
     inv = inv.reshape(-1)
-    blk = perf.block_terms(m, p.system, dt, pairs[:, :1], pairs[:, 1:], rec[None, :], (spm > 0)[None, :].astype(int),
-                           0, (spm == 2)[None, :], fused[None, :], 0)
-    R = len(r["tp"])
-    one = (1, 1, 1, 1)
-    stored = np.broadcast_to(blk["stored"], (len(pairs), 18))[inv].reshape(R, 18, *one)
-    working = np.broadcast_to(blk["working"], (len(pairs), 18))[inv].reshape(R, 18, *one)
-    col = lambda x: np.asarray(x, dtype=float).reshape(R, 1, 1, 1, 1, 1)  # noqa: E731
+    sig = sigmas(p, pairs[:, 0])
+    G = len(sig["recompute"])
+    blk = perf.block_terms(m, p.system, dt, pairs[:, :1], pairs[:, 1:], sig["recompute"][None, :],
+                           sig["tp_comm"][None, :], 0, sig["ag_redo"][None, :], sig["fused_activation"][None, :], 0)
+    R_ = len(r["tp"])
+    one = (1,) * len(GROUP_REST)
+    stored = np.broadcast_to(blk["stored"], (len(pairs), G))[inv].reshape(R_, G, *one)
+    working = np.broadcast_to(blk["working"], (len(pairs), G))[inv].reshape(R_, G, *one)
+    col = lambda x: np.asarray(x, dtype=float).reshape(R_, 1, *one)  # noqa: E731
     tp, pp, dp, v = col(r["tp"]), col(r["pp"]), col(r["dp"]), col(r["interleave"])
     z, ow, oa, oo = _flag_axes()
     micro = np.maximum(np.floor(col(r["batch"]) / dp / col(r["microbatch"])), 1)
@@ -178,35 +176,53 @@ def _memory(p: Problem, r: dict):
     per_stage = np.ceil(m.blocks / pp)
     states = perf.state_bytes(m, dt, tp, m.blocks / per_stage, dp, z)
     live = perf.in_flight_chunks(pp, v, micro) * per_stage / v
-    mem = perf.memory_terms(dt, states, stored, working, live, rec.reshape(1, 18, *one), ow, oa, oo)
-    shape = (R, 18, 2, 2, 2, 2)
+    mem = perf.memory_terms(dt, states, stored, working, live, sig["recompute"].reshape(1, G, *one), ow, oa, oo)
+    shape = (R_, G) + (2,) * len(GROUP_REST)
     return np.broadcast_to(mem["hbm"], shape), np.broadcast_to(mem["offload"], shape)
 
 
 def _flag_axes():
-    return tuple(np.arange(2).reshape([1, 1] + [2 if i == j else 1 for i in range(4)]) for j in range(4))
+    """One axis per GROUP_REST flag (optimizer_sharding and the offload flags), after rows and signatures."""
+    n = len(GROUP_REST)
+    return tuple(np.arange(2).reshape([1, 1] + [2 if i == j else 1 for i in range(n)]) for j in range(n))
 
 
 def _allowed(q: Problem, r: dict, tier: bool) -> np.ndarray:
     """Which groups of each row exist under q's pins: the signature valid
-    for tp with some (tp_comm, tp_overlap) choice, ZeRO-1 only with dp > 1,
-    some dp_overlap value, offload only with a tier (`tier`)."""
-    R = len(r["tp"])
+    for tp with some TP choice, the other group flags as the space derives
+    them for the row's dp (offload only with a tier, `tier`), and some
+    dp_overlap value."""
+    R_ = len(r["tp"])
     tps, inv = np.unique(r["tp"], return_inverse=True)
     sig = sigmas(q, tps)
     ok = sig["ok"].copy()
+    # TP choices apart from their placement (the nvlink_domain limit's business):
+    # one tier that holds any group, no tier pins
+    outer = dataclasses.replace(q.system.networks[-1], size=2 ** 62, must_fill=False)
+    unplaced = dataclasses.replace(q, system=dataclasses.replace(q.system, networks=(outer,)),
+                                   pins={k: v for k, v in q.pins.items() if k not in NET_PINS})
     for i, t in enumerate(tps):
         for j in np.flatnonzero(ok[i]):
-            ok[i, j] = len(tp_members(q, int(t), int(sig["sp_mode"][j]))) > 0
-    z, ow, oa, oo = _flag_axes()
-    dp = r["dp"].reshape(R, 1, 1, 1, 1, 1)
-    a = ok[inv.reshape(-1)].reshape(R, 18, 1, 1, 1, 1)
-    a = a & ((z == 0) | (dp > 1)) & q.allowed("optimizer_sharding", z)
-    has_overlap = np.array([len(bool_domain(q, "dp_overlap", bool(d > 1))) > 0 for d in (1, 2)])
-    a = a & has_overlap[(dp > 1).astype(int)]
-    for knob, arr in (("offload_weights", ow), ("offload_activations", oa), ("offload_optimizer", oo)):
-        a = a & q.allowed(knob, arr) & ((arr == 0) | tier)
-    return np.broadcast_to(a, (R, 18, 2, 2, 2, 2))
+            ok[i, j] = len(tp_choices(unplaced, int(t), bool(sig["sp"][j]))) > 0
+    G = ok.shape[1]
+    n = len(GROUP_REST)
+    flags = np.zeros((R_,) + (2,) * n, dtype=bool)
+    # the space's own group flags per dp, on a system with (or without) the tier
+    sys_ = q.system if tier == q.has_offload else dataclasses.replace(
+        q.system, offload_gib=max(q.system.offload_gib, 1.0) if tier else 0.0,
+        offload_gbps=max(q.system.offload_gbps, 1.0) if tier else 0.0)
+    qq = dataclasses.replace(q, system=sys_)
+    dps, dinv = np.unique(r["dp"], return_inverse=True)
+    for d_i, d in enumerate(dps):
+        rows = group_rest(qq, int(d))
+        over = K.BY_NAME["dp_overlap"]
+        has_overlap = q.allowed("dp_overlap", [0, 1])[[0, 1] if over.matters({"dp": d}) else [0]].any()
+        if has_overlap and len(rows):
+            f = np.zeros((2,) * n, dtype=bool)
+            f[tuple(rows.T)] = True
+            flags[dinv.reshape(-1) == d_i] = f
+    a = ok[inv.reshape(-1)].reshape(R_, G, *(1,) * n) & flags.reshape(R_, 1, *(2,) * n)
+    return a
 
 
 def _fits(hbm, off, allowed, hbm_cap, off_cap) -> np.ndarray:
@@ -276,13 +292,13 @@ def _smallest(p: Problem, which: str):
     best = float(value.reshape(-1)[flat])
     if not math.isfinite(best):
         return math.inf, None
-    i, j, z, ow, oa, oo = np.unravel_index(flat, value.shape)
-    rec, spm, fused = SIGMA_COMBOS[j]
+    i, j, *flags = np.unravel_index(flat, value.shape)
+    sig = sigmas(p, r["tp"][i:i + 1])
     tp = int(r["tp"][i])
-    knobs = {k: int(r[k][i]) for k in STRUCT_PINS} | {
-        "recompute": rec, "tp_comm": int(spm > 0), "tp_overlap": 0, "ag_redo": int(spm == 2),
-        "fused_activation": fused, "optimizer_sharding": z, "dp_overlap": 0, "offload_weights": ow,
-        "offload_activations": oa, "offload_optimizer": oo,
+    knobs = {k: int(r[k][i]) for k in STRUCT_PINS} | {k: int(sig[k][j]) for k in ("recompute", "tp_comm", "ag_redo",
+                                                                              "fused_activation")} | {
+        k: int(f) for k, f in zip(GROUP_REST, flags)} | {
+        "tp_overlap": 0, "dp_overlap": 0,
         "tp_net": 0 if tp <= p.system.nvlink_size else -1, "pp_net": -1, "dp_net": -1}
     return best, knob_rows_to_strategy({k: [v] for k, v in knobs.items()}, 0, p.datatype)
 
@@ -471,12 +487,7 @@ class _Core:
 # ----------------------------------------------------------- explanation
 
 def _pin_values(p: Problem, k: str) -> list:
-    vals = sorted(p.pins[k])
-    if k in ENUM_KNOBS:
-        return [ENUM_KNOBS[k][v] for v in vals]
-    if k in BOOL_KNOBS:
-        return [bool(v) for v in vals]
-    return vals
+    return [K.BY_NAME[k].value(v) for v in sorted(p.pins[k])]
 
 
 def _describe(st: Strategy) -> str:

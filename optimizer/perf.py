@@ -1,32 +1,47 @@
-"""The analytical model: time and memory of one training iteration of a dense
+"""The analytical model: time and memory of one training iteration of a
 decoder-only transformer under tensor (TP), pipeline (PP) and data (DP)
-parallelism, on one GPU of the first pipeline stage (the one that holds the
-most activations and finishes last).
+parallelism.
 
-Every function takes NumPy arrays of strategies as readily as scalars, so the
-same formulas serve a single evaluation, a brute-force sweep and the search's
-tables and bounds. Method after Calculon (Isaev et al., SC'23) and the
-Megatron-LM papers (Narayanan et al., SC'21; Korthikanti et al., 2022, whose
-activation-memory expressions section 4 of that paper derives, and which the
-per-tensor accounting below reproduces exactly for the published models).
+The model reads in three layers:
 
-Strategy knobs come in as a dict of arrays (see KNOBS); enums as codes:
-recompute 0 none / 1 attn / 2 full; tp_comm 0 ar / 1 rs_ag / 2 p2p_rs_ag;
-tp_overlap 0 none / 1 ring / 2 pipe.
+1. **Operators.** A block is a list of operator records (`block_ops`): each
+   knows its forward FLOPs and bytes, its activation-gradient and
+   weight-gradient kernels, the parameters it holds, the tensors it keeps
+   for the backward (and which recomputation drops them), which
+   recomputation modes redo it, and the TP collective attached to it
+   (Megatron's column- and row-parallel linears). A stage is a list of
+   blocks plus extras: the embedding on the first stage, the final norm,
+   logits and loss on the last (`stage_extras`, empty when the model has no
+   vocabulary). Parameters, model FLOPs, time and memory are sums over
+   these lists.
+2. **Terms.** Per block and microbatch (`block_terms`), per stage
+   (`state_bytes`, `memory_terms`, offload, PP sends), per iteration
+   (optimizer, DP reduction).
+3. **One composition** of time (`microbatch_time`, `iteration_time`) and of
+   memory (`memory_terms`). `evaluate_arrays` calls them with the exact
+   terms; the search calls the very same functions with relaxed terms (the
+   least any member of a group can do) to bound a group, and explain with
+   the least-memory terms. A bound is never a second formula.
+
+Every function takes NumPy arrays of strategies as readily as scalars. The
+method follows Calculon (Isaev et al., SC'23) and the Megatron-LM papers
+(Narayanan et al., SC'21; Korthikanti et al., 2022, whose activation-memory
+accounting, section 4, the kept tensors below reproduce tensor by tensor).
+Knob codes are those of optimizer.knobs; rules live in optimizer.rules.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from .spec import BYTES_PER_ELEMENT, RECOMPUTE, TP_COMM, TP_OVERLAP, Model, System
+from . import knobs as K
+from .knobs import Recompute, TpComm, TpOverlap
+from .rules import TEXT, check, normalise_tier, placement_violation  # noqa: F401 (re-exported)
+from .spec import BYTES_PER_ELEMENT, Model, System
 
-KNOBS = ("tp", "pp", "dp", "batch", "microbatch", "interleave", "recompute", "tp_comm",
-         "tp_overlap", "ag_redo", "dp_overlap", "optimizer_sharding", "fused_activation",
-         "offload_weights", "offload_activations", "offload_optimizer",
-         "tp_net", "pp_net", "dp_net")
-ENUMS = {"recompute": RECOMPUTE, "tp_comm": TP_COMM, "tp_overlap": TP_OVERLAP}
-
+KNOBS = K.NAMES
 GIB = 1024 ** 3
 # Adam with mixed precision: fp32 master weights and two fp32 moments (the
 # master copy is the weights themselves when training in fp32).
@@ -39,28 +54,190 @@ ADAM_FLOPS_PER_PARAM = 11
 # The pipelined TP overlap splits each linear layer and its collective in
 # this many chunks; the ring overlap uses one chunk per TP rank.
 PIPE_CHUNKS = 4
+# Dropout masks: one byte per element.
+MASK_BYTES = 1
+# The loss reads the logits in fp32 (Megatron's vocab-parallel cross entropy).
+LOGIT_BYTES = 4
+ALL_MODES = frozenset({Recompute.ATTN, Recompute.FULL})
+FULL_ONLY = frozenset({Recompute.FULL})
+NEVER = frozenset()
 
 
-# ------------------------------------------------------------ model counts
+# ------------------------------------------------------------ operators
 
-def block_params(model: Model) -> int:
-    """Parameters of one transformer block: QKV, projection, two MLP
-    matrices, their biases and two layer norms (scale and shift)."""
-    h, f, A = model.hidden, model.feedforward, model.attn_width
-    return h * 3 * A + 3 * A + A * h + h + 2 * h * f + f + h + 4 * h
+@dataclass(frozen=True)
+class Op:
+    """One operator of a block or stage extra, per GPU, for one microbatch.
+    Array fields broadcast over strategies.
+
+    fw          (flops, bytes) of the forward
+    ig, wg      activation-gradient and weight-gradient kernels, each a
+                tuple of (flops, bytes)
+    params      parameters this GPU holds for it
+    kept        tensors kept for the backward: (bytes, recomputation modes
+                that do not keep them)
+    redo        recomputation modes that run it again in the backward
+    tp          TP collective: 'column' (input gathered with sequence
+                parallelism, input gradient reduced), 'row' (output
+                reduced), or None
+    model_flops forward matrix FLOPs of the whole layer, unsharded (MFU)"""
+
+    name: str
+    matrix: bool
+    fw: tuple
+    ig: tuple
+    wg: tuple = ()
+    params: object = 0.0
+    kept: tuple = ()
+    redo: frozenset = FULL_ONLY
+    tp: str | None = None
+    model_flops: object = 0.0
 
 
-def model_params(model: Model) -> int:
-    return block_params(model) * model.blocks
+def _linear(name, tok, n_in, n_out, t, e, tp_role, kept_in, bias=True, redo=FULL_ONLY):
+    """A linear layer split over t GPUs (column- or row-parallel): `tok`
+    tokens, n_in -> n_out whole. Its input gradient and weight gradient are
+    matmuls of the forward's size, each reading two operands and writing
+    one, as the forward does."""
+    col = tp_role == "column"
+    w = n_in * n_out / t
+    x_in = tok * (n_in if col else n_in / t)
+    x_out = tok * (n_out / t if col else n_out)
+    kernel = (2 * tok * w, (x_in + w + x_out) * e)
+    b = (n_out / t if col else n_out) if bias else 0.0
+    return Op(name, True, kernel, (kernel,), (kernel,), params=w + b, kept=kept_in, redo=redo,
+              tp=tp_role, model_flops=2.0 * tok * n_in * n_out)
+
+
+def _vector(name, flops, nbytes, kept=(), redo=FULL_ONLY, params=0.0):
+    """An elementwise or normalisation op. Its backward reads the saved
+    input and the incoming gradient and writes one: charged as two passes
+    of the forward's kernel."""
+    k = (flops, nbytes)
+    return Op(name, False, k, (k, k), params=params, kept=kept, redo=redo)
+
+
+def _norm(model, name, n_tokens_h, e, h, drop=FULL_ONLY):
+    """A layer norm (5 FLOPs an element, scale and shift) or RMS norm (4,
+    scale only), keeping its input (dropped by the modes in `drop`)."""
+    flops = 5 if model.norm == "layernorm" else 4
+    params = 2 * h if model.norm == "layernorm" else h
+    return _vector(name, flops * n_tokens_h, 2 * n_tokens_h * e, kept=((n_tokens_h * e, drop),),
+                   params=params)
+
+
+def block_ops(model: Model, datatype: str, tp, microbatch, sp, ag_redo, fused) -> list:
+    """The operators of one block for one microbatch on one GPU, in order.
+    `sp`: sequence parallelism (the h-wide tensors sharded over tp);
+    `ag_redo`: qkv's and mlp1's inputs kept sharded and gathered again for
+    the backward; `fused`: the activation function fused into mlp1."""
+    e = BYTES_PER_ELEMENT[datatype]
+    h, f, s = float(model.hidden), float(model.feedforward), float(model.seq_len)
+    a, d = float(model.heads), float(model.head_dim)
+    A, KV = float(model.attn_width), float(model.kv_width)
+    t = np.asarray(tp, dtype=float)
+    tok = np.asarray(microbatch, dtype=float) * s          # tokens per microbatch
+    sp = np.asarray(sp, dtype=bool)
+    ag_redo = np.asarray(ag_redo, dtype=bool) & sp
+    fused = np.asarray(fused, dtype=bool)
+    bias = model.norm == "layernorm"                        # GPT-style blocks carry biases
+    sp_div = np.where(sp, t, 1.0)
+    nh = tok * h / sp_div                                   # an h-wide tensor on this GPU
+    gathered = np.where(sp, tok * h * e / np.where(ag_redo, t, 1.0), tok * h * e)
+    att = np.asarray(microbatch, dtype=float) * (a / t) * s * s   # score elements per GPU
+    q, kv = tok * A / t, tok * KV / np.minimum(t, model.kv_heads)  # K, V replicated when tp > kv_heads
+    width = f * (2 if model.gated_mlp else 1)               # mlp1's output (gate and up when gated)
+    nf = tok * f / t
+    core = ALL_MODES                                        # selective recomputation redoes these
+
+    def bmm(name, flops, nbytes, kept):
+        # both operands are activations: two gradient matmuls, no weights
+        k = (flops, nbytes)
+        return Op(name, True, k, (k, k), kept=kept, redo=core, model_flops=flops * t)
+
+    ops = [
+        # the block's input: what full recomputation keeps (its checkpoint)
+        _norm(model, "ln1", nh, e, h, drop=NEVER),
+        _linear("qkv", tok, h, A + 2 * KV, t, e, "column", ((gathered, FULL_ONLY),), bias),
+        bmm("scores", 2 * att * d, (q + kv + att) * e, ((q * e + kv * e, FULL_ONLY),)),
+        _vector("softmax", 5 * att, 2 * att * e, kept=((att * e, ALL_MODES),), redo=core),
+        _vector("attn_dropout", att, 2 * att * e + att * MASK_BYTES,
+                kept=((att * MASK_BYTES, ALL_MODES),), redo=core),
+        bmm("attn_v", 2 * att * d, (att + q + kv) * e, ((att * e, ALL_MODES), (kv * e, FULL_ONLY))),
+        _linear("proj", tok, A, h, t, e, "row", ((q * e, FULL_ONLY),), bias),
+        _vector("residual1", 2 * nh, 3 * nh * e + nh * MASK_BYTES, kept=((nh * MASK_BYTES, FULL_ONLY),)),
+        _norm(model, "ln2", nh, e, h),
+        _linear("mlp1", tok, h, width, t, e, "column", ((gathered, FULL_ONLY),), bias),
+        # the activation (and the gate's product when gated) reads mlp1's
+        # output; fused into mlp1's epilogue it writes nothing to HBM and
+        # its output is recomputed for mlp2's weight gradient, not kept
+        _vector("activation", (8 + (1 if model.gated_mlp else 0)) * nf,
+                np.where(fused, 0.0, (width / f + 1) * nf * e),
+                kept=((width / f * nf * e, FULL_ONLY), (np.where(fused, 0.0, nf * e), FULL_ONLY))),
+        _linear("mlp2", tok, f, h, t, e, "row", (), bias),
+        _vector("residual2", 2 * nh, 3 * nh * e + nh * MASK_BYTES, kept=((nh * MASK_BYTES, FULL_ONLY),)),
+    ]
+    return ops
+
+
+def stage_extras(model: Model, datatype: str, tp, microbatch, sp) -> tuple[list, list]:
+    """Operators outside the blocks: (first stage, last stage). The
+    embedding lookup on the first; the final norm, the logits matmul and
+    the softmax cross-entropy on the last, vocabulary-parallel over tp as in
+    Megatron. Empty without a vocabulary."""
+    if model.vocab <= 0:
+        return [], []
+    e = BYTES_PER_ELEMENT[datatype]
+    h, V = float(model.hidden), float(model.vocab)
+    t = np.asarray(tp, dtype=float)
+    tok = np.asarray(microbatch, dtype=float) * model.seq_len
+    sp = np.asarray(sp, dtype=bool)
+    nh = tok * h / np.where(sp, t, 1.0)
+    emb_params = V * h / t
+    # lookup: read the rows, write the activations; the gradient scatters back
+    embedding = Op("embedding", False, (0.0, 2 * tok * h * e), ((0.0, 2 * tok * h * e),),
+                   params=emb_params, tp="row")
+    logits = _linear("logits", tok, h, V, t, e, "column", ((np.where(sp, tok * h * e / t, tok * h * e),
+                                                             FULL_ONLY),), bias=False)
+    if model.tied_embeddings:
+        # the last stage holds its own copy when the pipeline splits them
+        # (Megatron); counted once in the parameter total (model_params)
+        logits = Op(**{**logits.__dict__, "params": emb_params})
+    nv = tok * V / t
+    loss = _vector("cross_entropy", 5 * nv, 2 * nv * LOGIT_BYTES, kept=((nv * LOGIT_BYTES, FULL_ONLY),))
+    return [embedding], [_norm(model, "final_norm", nh, e, h), logits, loss]
+
+
+def block_params(model: Model) -> float:
+    """Parameters of one transformer block (whole, unsharded)."""
+    return float(sum(np.sum(op.params) for op in block_ops(model, "bf16", 1, 1, False, False, False)))
+
+
+def model_params(model: Model) -> float:
+    """Parameters of the whole model: blocks, and the embedding and output
+    layer (once when tied)."""
+    first, last = stage_extras(model, "bf16", 1, 1, False)
+    extra = sum(float(np.sum(op.params)) for op in first + last)
+    if model.tied_embeddings and first:
+        extra -= model.vocab * model.hidden
+    return block_params(model) * model.blocks + extra
+
+
+def model_flops_per_sequence(model: Model) -> float:
+    """Forward matrix FLOPs of one sequence through the whole model:
+    the blocks and the logits (Megatron's throughput formula counts these,
+    times 3 for the backward, attention without the causal mask)."""
+    blk = sum(float(np.sum(op.model_flops))
+              for op in block_ops(model, "bf16", 1, 1, False, False, False) if op.matrix)
+    _, last = stage_extras(model, "bf16", 1, 1, False)
+    return blk * model.blocks + sum(float(np.sum(op.model_flops)) for op in last if op.matrix)
 
 
 def block_matrix_flops(model: Model, tokens):
-    """Forward matrix FLOPs of one block for `tokens` tokens (b*s), whole
-    block, no sharding: 2*tokens*(4hA + 2hf) for the linears plus
-    4*tokens*s*A for the attention scores and their product with V. With
-    A = h and f = 4h that is the classic 24*b*s*h^2*(1 + s/6h)."""
-    h, f, A, s = model.hidden, model.feedforward, model.attn_width, model.seq_len
-    return 2.0 * tokens * (4 * h * A + 2 * h * f) + 4.0 * tokens * s * A
+    """Forward matrix FLOPs of one block for `tokens` tokens, unsharded."""
+    per_seq = sum(float(np.sum(op.model_flops))
+                  for op in block_ops(model, "bf16", 1, 1, False, False, False) if op.matrix)
+    return per_seq * np.asarray(tokens, dtype=float) / model.seq_len
 
 
 # ----------------------------------------------------------- efficiencies
@@ -73,8 +250,8 @@ def efficiency(curve, size):
     return np.interp(np.log(np.maximum(size, 1e-30)), xs, ys)
 
 
-def _op_time(system: System, datatype: str, flops, nbytes, matrix: bool):
-    """Time of one operation: its FLOPs at the (matrix or vector) peak times
+def op_time(system: System, datatype: str, flops, nbytes, matrix: bool):
+    """Time of one kernel: its FLOPs at the (matrix or vector) peak times
     the efficiency for its size, and its HBM traffic at the HBM bandwidth
     times the efficiency for its size; summed, or overlapped (max) where the
     system says compute and memory overlap."""
@@ -95,24 +272,31 @@ def _tier_table(system: System, attr: str):
     return np.array([getattr(n, attr) for n in system.networks], dtype=float)
 
 
+COLLECTIVE_FACTOR = {
+    # bytes each GPU sends, per byte of the full buffer, in a ring of n
+    "all_reduce": lambda n: 2 * (n - 1) / n,
+    "reduce_scatter": lambda n: (n - 1) / n,
+    "all_gather": lambda n: (n - 1) / n,
+    "p2p": lambda n: np.ones_like(n),
+}
+
+
 def collective_time(system: System, op: str, nbytes, group, tier):
     """Seconds for one collective of `nbytes` (the full buffer) among `group`
     GPUs on network tier `tier`: ring algorithms, so all-reduce moves
     2(n-1)/n of the buffer per GPU, reduce-scatter and all-gather (n-1)/n,
     and p2p sends the buffer once. Zero for a group of one."""
     group = np.asarray(group, dtype=float)
-    tier = np.asarray(tier, dtype=int)
+    tier = np.asarray(tier, dtype=np.int64)
     gbps = _tier_table(system, "gbps")[tier]
     eff = _tier_table(system, "efficiency")[tier]
     lat = _tier_table(system, "latency_s")[tier]
     n = np.maximum(group, 1.0)
-    factor = {"all_reduce": 2 * (n - 1) / n, "reduce_scatter": (n - 1) / n,
-              "all_gather": (n - 1) / n, "p2p": np.ones_like(n)}[op]
-    t = lat + factor * np.asarray(nbytes, dtype=float) / (gbps * 1e9 * eff)
+    t = lat + COLLECTIVE_FACTOR[op](n) * np.asarray(nbytes, dtype=float) / (gbps * 1e9 * eff)
     return np.where(group > 1, t, 0.0)
 
 
-def _overlapped(comm, compute, chunks, share):
+def overlapped(comm, compute, chunks, share):
     """A collective hidden behind the linear layer it feeds or follows, split
     in `chunks`: the compute runs slower by the processor share the network's
     collectives take, one chunk of the shorter side cannot hide. Returns the
@@ -122,35 +306,70 @@ def _overlapped(comm, compute, chunks, share):
     return total - compute
 
 
-# ------------------------------------------------------------ the model
+def _tp_exposed(system, datatype, ops, times, tp, sp, ag_redo, tp_overlap, tp_net, tok_h_bytes):
+    """Exposed TP communication of a list of operators: (forward, backward,
+    the all-gather time). A column-parallel linear gathers its input in the
+    forward (with sequence parallelism) and reduces its input gradient in
+    the backward (reduce-scatter, or all-reduce without sequence
+    parallelism); with `ag_redo` it gathers its input once more for the
+    weight gradient. A row-parallel linear reduces its output in the
+    forward (reduce-scatter, or all-reduce) and gathers the gradient in the
+    backward with sequence parallelism. Each collective hides behind the
+    operator's forward kernel when overlapped."""
+    t = np.asarray(tp, dtype=float)
+    tier = normalise_tier(system, tp_net)
+    share = _tier_table(system, "processor_share")[tier]
+    ar = collective_time(system, "all_reduce", tok_h_bytes, t, tier)
+    rs = collective_time(system, "reduce_scatter", tok_h_bytes, t, tier)
+    ag = collective_time(system, "all_gather", tok_h_bytes, t, tier)
+    tp_overlap = np.asarray(tp_overlap)
+    chunks = np.where(tp_overlap == TpOverlap.RING, t, PIPE_CHUNKS)
+    on = tp_overlap > TpOverlap.NONE
 
-def _as_arrays(knobs: dict):
-    out = {}
-    for k in KNOBS:
-        v = knobs[k]
-        if k in ENUMS and isinstance(v, str):
-            v = ENUMS[k].index(v)
-        out[k] = np.asarray(v)
-    shape = np.broadcast(*out.values()).shape
-    return {k: np.broadcast_to(v, shape) for k, v in out.items()}, shape
+    def exposed(comm, compute):
+        return np.where(on, overlapped(comm, compute, chunks, share), comm)
+
+    fw = bw = 0.0
+    for op, tm in zip(ops, times):
+        if op.tp == "column":
+            fw = fw + np.where(sp, exposed(ag, tm), 0.0)
+            bw = bw + np.where(sp, exposed(rs, tm) + np.where(ag_redo, exposed(ag, tm), 0.0), exposed(ar, tm))
+        elif op.tp == "row" and op.matrix:
+            fw = fw + np.where(sp, exposed(rs, tm), exposed(ar, tm))
+            bw = bw + np.where(sp, exposed(ag, tm), 0.0)
+        elif op.tp == "row":
+            # the embedding's output is reduced over the vocabulary shards
+            fw = fw + np.where(sp, rs, ar)
+            bw = bw + np.where(sp, ag, 0.0)
+    return fw, bw, ag
 
 
-def normalise_tier(system: System, tier):
-    """Tier indices with -1 meaning the outermost tier."""
-    tier = np.asarray(tier, dtype=int)
-    return np.where(tier < 0, tier + len(system.networks), tier)
-
-
-def in_flight_chunks(pp, interleave, microbatches):
-    """Model chunks (each blocks/(pp*interleave) blocks for one microbatch)
-    whose activations the first stage holds at its peak: pp microbatches for
-    the plain 1F1B schedule; (v-1)*pp + 2*(pp-1) + 1 for the interleaved one
-    (Narayanan et al. 2021), which is Korthikanti's (1 + (p-1)/(p*v)) factor;
-    never more than the chunks the batch has."""
-    pp, v, m = (np.asarray(x) for x in (pp, interleave, microbatches))
-    plain = np.minimum(pp, m)
-    inter = np.minimum((v - 1) * pp + 2 * (pp - 1) + 1, m * v)
-    return np.where(v > 1, inter, plain)
+def ops_terms(system: System, datatype: str, ops: list, tp, sp, ag_redo, tp_overlap, tp_net,
+              tok_h_bytes, recompute) -> dict:
+    """Sums over a list of operators for one microbatch: forward, backward
+    and recomputation compute times, their exposed TP communication, and
+    the bytes kept for the backward (per recomputation mode: what the mode
+    keeps; `working`, what a fully recomputed block holds while it runs)."""
+    rec = np.asarray(recompute)
+    fw_t = [op_time(system, datatype, *op.fw, op.matrix) for op in ops]
+    fw = sum(fw_t, 0.0)
+    bw = sum((op_time(system, datatype, *k, op.matrix) for op in ops for k in op.ig + op.wg), 0.0)
+    re = 0.0
+    for op, tm in zip(ops, fw_t):
+        redo = np.zeros(rec.shape, dtype=bool)
+        for mode in op.redo:
+            redo = redo | (rec == mode)
+        re = re + np.where(redo, tm, 0.0)
+    fw_tp, bw_tp, ag = _tp_exposed(system, datatype, ops, fw_t, tp, sp, ag_redo, tp_overlap, tp_net,
+                                   tok_h_bytes)
+    re_tp = np.where(rec == Recompute.FULL, fw_tp, 0.0)
+    kept = {mode: sum((b for op in ops for b, drop in op.kept if mode not in drop), 0.0)
+            for mode in Recompute}
+    stored = np.select([rec == Recompute.FULL, rec == Recompute.ATTN],
+                       [kept[Recompute.FULL], kept[Recompute.ATTN]], kept[Recompute.NONE])
+    return dict(fw_compute=fw, bw_compute=bw, re_compute=re, fw_tp=fw_tp, bw_tp=bw_tp, re_tp=re_tp,
+                ag=ag, stored=stored,
+                working=np.where(rec == Recompute.FULL, kept[Recompute.NONE], 0.0))
 
 
 def block_terms(model: Model, system: System, datatype: str, tp, microbatch, recompute,
@@ -160,106 +379,41 @@ def block_terms(model: Model, system: System, datatype: str, tp, microbatch, rec
     activation bytes kept for the backward. Depends on nothing about the
     pipeline or data parallelism, so the search tabulates it over
     (tp, microbatch, recomputation, TP communication) alone."""
-    e = BYTES_PER_ELEMENT[datatype]
-    h, f, s = float(model.hidden), float(model.feedforward), float(model.seq_len)
-    a, d, A = float(model.heads), float(model.head_dim), float(model.attn_width)
-    t = np.asarray(tp, dtype=float)
-    b = np.asarray(microbatch, dtype=float)
-    rec = np.asarray(recompute)
-    tp_overlap = np.asarray(tp_overlap)
-    sp = np.asarray(tp_comm) > 0                  # sequence parallelism
+    sp = np.asarray(tp_comm) > TpComm.AR
     ag_redo = np.asarray(ag_redo).astype(bool) & sp
-    fused = np.asarray(fused_activation).astype(bool)
-    tok = b * s                                  # tokens per microbatch
-    sp_div = np.where(sp, t, 1.0)                # sharding of the h-wide tensors
-    att = b * (a / t) * s * s                    # attention score elements per GPU
+    ops = block_ops(model, datatype, tp, microbatch, sp, ag_redo, fused_activation)
+    tok_h_bytes = np.asarray(microbatch, dtype=float) * model.seq_len * model.hidden * BYTES_PER_ELEMENT[datatype]
+    return ops_terms(system, datatype, ops, tp, sp, ag_redo, tp_overlap, tp_net, tok_h_bytes, recompute)
 
-    def mm(flops, nbytes):
-        return _op_time(system, datatype, flops, nbytes, True)
 
-    def vec(flops, nbytes):
-        return _op_time(system, datatype, flops, nbytes, False)
+def extras_terms(model: Model, system: System, datatype: str, tp, microbatch, recompute, tp_comm,
+                 tp_overlap, tp_net) -> tuple[dict, dict]:
+    """The stage extras' terms (first stage, last stage), as block_terms;
+    their parameters under 'params'. Zero without a vocabulary."""
+    sp = np.asarray(tp_comm) > TpComm.AR
+    first, last = stage_extras(model, datatype, tp, microbatch, sp)
+    tok_h_bytes = np.asarray(microbatch, dtype=float) * model.seq_len * model.hidden * BYTES_PER_ELEMENT[datatype]
+    out = []
+    for ops in (first, last):
+        terms = ops_terms(system, datatype, ops, tp, sp, False, tp_overlap, tp_net, tok_h_bytes, recompute)
+        terms["params"] = sum((op.params for op in ops), 0.0)
+        out.append(terms)
+    return out[0], out[1]
 
-    # ---- forward matrix ops: (flops, bytes) per GPU for one microbatch
-    lin_t = {
-        "qkv": mm(2 * tok * h * 3 * A / t, (tok * h + h * 3 * A / t + tok * 3 * A / t) * e),
-        "proj": mm(2 * tok * A * h / t, (tok * A / t + A * h / t + tok * h) * e),
-        "mlp1": mm(2 * tok * h * f / t, (tok * h + h * f / t + tok * f / t) * e),
-        "mlp2": mm(2 * tok * f * h / t, (tok * f / t + f * h / t + tok * h) * e),
-    }
-    scores_t = mm(2 * att * d, (2 * tok * A / t + att) * e)
-    attn_v_t = mm(2 * att * d, (att + 2 * tok * A / t) * e)
-    # ---- forward vector ops
-    nh = tok * h / sp_div
-    ln_t = vec(5 * nh, 2 * nh * e)                        # one layer norm
-    softmax_t = vec(5 * att, 2 * att * e)
-    attn_drop_t = vec(att, 2 * att * e + att)             # + 1-byte mask
-    nf = tok * f / t
-    gelu_t = vec(8 * nf, np.where(fused, 0.0, 2 * nf * e))  # fused into mlp1's epilogue
-    resid_t = vec(2 * nh, 3 * nh * e + nh)                # dropout + residual add
 
-    fw_matrix = sum(lin_t.values()) + scores_t + attn_v_t
-    fw_vector = 2 * ln_t + softmax_t + attn_drop_t + gelu_t + 2 * resid_t
-    fw_compute = fw_matrix + fw_vector
-    # Backward: each linear needs the input gradient and the weight gradient
-    # (2x the forward FLOPs); the two batched matmuls of attention likewise;
-    # vector ops read the saved input and the incoming gradient and write one.
-    bw_compute = 2 * fw_matrix + 2 * fw_vector
-    # Selective recomputation redoes the core attention (Korthikanti et al.
-    # 2022, sec. 5): scores, softmax, dropout and the product with V.
-    attn_core = scores_t + softmax_t + attn_drop_t + attn_v_t
-    re_compute = np.select([rec == 2, rec == 1], [fw_compute, attn_core], 0.0)
+# ------------------------------------------------------------- pipeline
 
-    # ---- TP communication per block per microbatch
-    act_bytes = tok * h * e
-    tier = normalise_tier(system, tp_net)
-    u_tp = _tier_table(system, "processor_share")[tier]
-    ar = collective_time(system, "all_reduce", act_bytes, t, tier)
-    rs = collective_time(system, "reduce_scatter", act_bytes, t, tier)
-    ag = collective_time(system, "all_gather", act_bytes, t, tier)
-    chunks = np.where(tp_overlap == 1, t, PIPE_CHUNKS)
-    overlap = tp_overlap > 0
-
-    def exposed(comm, compute):
-        return np.where(overlap, _overlapped(comm, compute, chunks, u_tp), comm)
-
-    # Forward: with all-reduce, after the projection and after mlp2; with
-    # sequence parallelism, an all-gather into qkv and mlp1 and a
-    # reduce-scatter out of the projection and mlp2. Backward mirrors it
-    # (the gradient of an all-gather is a reduce-scatter) against the input
-    # gradient matmuls; ag_redo gathers qkv's and mlp1's inputs once more for
-    # the weight gradients instead of keeping them whole.
-    fw_tp = np.where(sp,
-                     exposed(ag, lin_t["qkv"]) + exposed(rs, lin_t["proj"])
-                     + exposed(ag, lin_t["mlp1"]) + exposed(rs, lin_t["mlp2"]),
-                     exposed(ar, lin_t["proj"]) + exposed(ar, lin_t["mlp2"]))
-    bw_tp = np.where(sp,
-                     exposed(rs, lin_t["qkv"]) + exposed(ag, lin_t["proj"])
-                     + exposed(rs, lin_t["mlp1"]) + exposed(ag, lin_t["mlp2"])
-                     + np.where(ag_redo, exposed(ag, lin_t["qkv"]) + exposed(ag, lin_t["mlp1"]), 0.0),
-                     exposed(ar, lin_t["qkv"]) + exposed(ar, lin_t["mlp1"]))
-    re_tp = np.where(rec == 2, fw_tp, 0.0)
-    tp_total = np.where(sp, 4 * ag + 4 * rs + np.where(ag_redo, 2 * ag, 0.0), 4 * ar)
-    tp_total = tp_total + np.where(rec == 2, np.where(sp, 2 * ag + 2 * rs, 2 * ar), 0.0)
-
-    # Activations kept for the backward of one block and one microbatch
-    # (Korthikanti et al. 2022, sec. 4: 34 + 5as/h bytes per s*b*h in fp16).
-    mask = 1.0                                       # dropout masks: one byte per element
-    full_in = tok * h * e / sp_div                   # a block's input, as passed between blocks
-    gathered = np.where(sp, tok * h * e / np.where(ag_redo, t, 1.0), tok * h * e)  # qkv/mlp1 input
-    attn_s2 = att * (2 * e + mask)                   # softmax output, dropout mask and output
-    stored_none = (2 * full_in                       # two layer-norm inputs
-                   + 2 * gathered                    # qkv and mlp1 inputs
-                   + 3 * tok * A / t * e             # Q, K, V
-                   + attn_s2
-                   + tok * A / t * e                 # projection input
-                   + 2 * tok * h / sp_div * mask     # two residual dropout masks
-                   + tok * f / t * e                 # activation-function input
-                   + np.where(fused, 0.0, tok * f / t * e))  # its output (fused: recomputed)
-    stored = np.select([rec == 2, rec == 1], [full_in, stored_none - attn_s2], stored_none)
-    return dict(fw_compute=fw_compute, bw_compute=bw_compute, re_compute=re_compute,
-                fw_tp=fw_tp, bw_tp=bw_tp, re_tp=re_tp, tp_total=tp_total, ag=ag,
-                stored=stored, working=np.where(rec == 2, stored_none, 0.0))
+def in_flight_chunks(pp, interleave, microbatches, stage=0):
+    """Model chunks (each blocks/(pp*interleave) blocks for one microbatch)
+    whose activations pipeline stage `stage` holds at its peak: pp - stage
+    microbatches for the plain 1F1B schedule; (v-1)*pp + 2*(pp-1-stage) + 1
+    for the interleaved one (Narayanan et al. 2021; at stage 0 that is
+    Korthikanti's (1 + (p-1)/(p*v)) factor); never more than the chunks the
+    batch has. The first stage holds the most."""
+    pp, v, m = (np.asarray(x) for x in (pp, interleave, microbatches))
+    plain = np.minimum(pp - stage, m)
+    inter = np.minimum((v - 1) * pp + 2 * (pp - 1 - stage) + 1, m * v)
+    return np.where(v > 1, inter, plain)
 
 
 def pipeline_p2p_time(model: Model, system: System, datatype: str, tp, microbatch, sp,
@@ -279,23 +433,42 @@ def pipeline_p2p_time(model: Model, system: System, datatype: str, tp, microbatc
     return 2 * np.asarray(interleave, dtype=float) * p2p
 
 
-def state_bytes(model: Model, datatype: str, tp, pp, dp, optimizer_sharding) -> dict:
+def microbatch_time(blocks, compute, tp_exposed, offload, pp_comm, extra=0.0):
+    """Seconds of one microbatch through one stage: its blocks' compute,
+    exposed TP communication and offload overhead, the stage extras' time,
+    and the PP sends."""
+    return blocks * (compute + tp_exposed + offload) + extra + pp_comm
+
+
+def iteration_time(microbatches, pp, interleave, t_mb, optimizer, dp_exposed):
+    """Seconds per batch: the 1F1B schedule runs m microbatches plus a bubble
+    of (pp-1)/v microbatch times of the slowest stage, then the optimizer
+    step and the exposed DP communication."""
+    return (microbatches + (pp - 1) / interleave) * t_mb + optimizer + dp_exposed
+
+
+# --------------------------------------------------------------- memory
+
+def state_bytes(model: Model, datatype: str, tp, pp, dp, optimizer_sharding, extra_params=0.0) -> dict:
     """Parameters of one block on one GPU, and the weights, weight gradients
-    and optimizer state of a whole stage (bytes per GPU)."""
+    and optimizer state of a whole stage (its blocks and `extra_params`,
+    bytes per GPU)."""
     p_block = block_params(model) / np.asarray(tp, dtype=float)
-    p_stage = p_block * np.maximum(model.blocks / np.asarray(pp, dtype=float), 1.0)
+    n_s = np.maximum(model.blocks / np.asarray(pp, dtype=float), 1.0)
+    p_stage = p_block * n_s + extra_params
     shard = np.where(np.asarray(optimizer_sharding).astype(bool), np.asarray(dp, dtype=float), 1.0)
-    return dict(p_block=p_block, p_stage=p_stage, shard=shard,
+    return dict(p_block=p_block, p_stage=p_stage, n_s=n_s, shard=shard,
                 weights=p_stage * BYTES_PER_ELEMENT[datatype],
                 gradients=p_stage * GRAD_BYTES_PER_PARAM,
                 optimizer=p_stage * OPTIMIZER_BYTES_PER_PARAM[datatype] / shard)
 
 
 def memory_terms(datatype: str, states: dict, stored, working, blocks_live, recompute,
-                 offload_weights, offload_activations, offload_optimizer) -> dict:
+                 offload_weights, offload_activations, offload_optimizer, extra_stored=0.0) -> dict:
     """Bytes per GPU in HBM, per item, and in the offload tier. HBM keeps two
     blocks' worth of what is offloaded: the one computing and the one being
-    prefetched (or written back)."""
+    prefetched (or written back). The stage extras' activations
+    (`extra_stored`, for all microbatches in flight) stay in HBM."""
     ow, oa, oo = (np.asarray(x).astype(bool) for x in
                   (offload_weights, offload_activations, offload_optimizer))
     n_s = states["p_stage"] / states["p_block"]
@@ -305,15 +478,17 @@ def memory_terms(datatype: str, states: dict, stored, working, blocks_live, reco
     grads = np.where(ow, two * states["p_block"] * GRAD_BYTES_PER_PARAM, states["gradients"])
     optim = np.where(oo, two * states["optimizer"] / n_s, states["optimizer"])
     acts_hbm = np.where(oa, np.minimum(2, blocks_live) * stored, act_total)
-    full = np.asarray(recompute) == 2
+    full = np.asarray(recompute) == Recompute.FULL
     ckpt = np.where(full, acts_hbm, 0.0)
-    acts = np.where(full, working, acts_hbm)
+    acts = np.where(full, working, acts_hbm) + extra_stored
     return dict(weights=weights, gradients=grads, optimizer=optim, activations=acts,
-                checkpoints=ckpt, stored_total=act_total,
+                checkpoints=ckpt, stored_total=act_total + extra_stored,
                 hbm=weights + grads + optim + ckpt + acts,
                 offload=(np.where(ow, states["weights"] + states["gradients"], 0.0)
                          + np.where(oo, states["optimizer"], 0.0) + np.where(oa, act_total, 0.0)))
 
+
+# -------------------------------------------------------------- offload
 
 def offload_traffic(datatype: str, p_block, stored, offload_weights, offload_activations):
     """Bytes over the offload link per block per microbatch, (forward in,
@@ -347,6 +522,8 @@ def offload_overhead(system: System, traffic, fw_pass, bw_pass):
     return over, need
 
 
+# ----------------------------------------------------------- iteration
+
 def optimizer_time(system: System, datatype: str, states: dict, offload_optimizer):
     """Adam on this GPU's shard; with the state offloaded, streamed over the
     offload link (per direction) instead of read from HBM."""
@@ -354,7 +531,7 @@ def optimizer_time(system: System, datatype: str, states: dict, offload_optimize
     opt_bpp = OPTIMIZER_BYTES_PER_PARAM[datatype]
     p_opt = states["p_stage"] / states["shard"]
     hbm_bytes = p_opt * (2 * opt_bpp + GRAD_BYTES_PER_PARAM + BYTES_PER_ELEMENT[datatype])
-    t = _op_time(system, datatype, ADAM_FLOPS_PER_PARAM * p_opt, np.where(oo, 0.0, hbm_bytes), False)
+    t = op_time(system, datatype, ADAM_FLOPS_PER_PARAM * p_opt, np.where(oo, 0.0, hbm_bytes), False)
     link = system.offload_gbps * 1e9
     move = p_opt * opt_bpp / link if link > 0 else np.full(np.shape(p_opt), np.inf)
     return np.where(oo, np.maximum(t, move), t)
@@ -381,11 +558,18 @@ def dp_exposed_time(system: System, dp_time, window, dp_overlap, dp_net):
     return np.where(np.asarray(dp_overlap).astype(bool), hidden, dp_time)
 
 
-def iteration_time(microbatches, pp, interleave, t_mb, optimizer, dp_exposed):
-    """Seconds per batch: the 1F1B schedule runs m microbatches plus a bubble
-    of (pp-1)/v microbatch times, then the optimizer step and the exposed
-    DP communication."""
-    return (microbatches + (pp - 1) / interleave) * t_mb + optimizer + dp_exposed
+# ------------------------------------------------------------ the model
+
+def _as_arrays(knobs: dict):
+    k = K.codes(knobs)
+    shape = np.broadcast(*k.values()).shape
+    return {n: np.broadcast_to(v, shape) for n, v in k.items()}, shape
+
+
+def check_rules(model: Model, system: System, datatype: str, k: dict, shape) -> dict:
+    """The rules that need no timing (optimizer.rules), one boolean array
+    per rule, True where broken."""
+    return check(model, system, datatype, k, shape)
 
 
 def evaluate_arrays(model: Model, system: System, datatype: str, knobs: dict) -> dict:
@@ -394,10 +578,9 @@ def evaluate_arrays(model: Model, system: System, datatype: str, knobs: dict) ->
     GPU (bytes, per item and per tier), required offload bandwidth, and one
     boolean array per rule (`rule_*`, True where the rule is broken)."""
     k, shape = _as_arrays(knobs)
-    L = model.blocks
     r = check_rules(model, system, datatype, k, shape)
-    if not system.supports(datatype):
-        # No rate to time against: report the rule, leave times infinite.
+    if not system.supports(datatype) or r["rule_network_tier"].any():
+        # No rate or no tier to time against: report the rules, leave times infinite.
         r["time_s"] = np.full(shape, np.inf)
         r["feasible"] = np.zeros(shape, dtype=bool)
         return r
@@ -406,58 +589,93 @@ def evaluate_arrays(model: Model, system: System, datatype: str, knobs: dict) ->
     dp = k["dp"].astype(float)
     batch = k["batch"].astype(float)
     v = k["interleave"].astype(float)
-    sp = k["tp_comm"] > 0
-    n_s = np.maximum(L / pp, 1.0)                # blocks per stage
+    sp = k["tp_comm"] > TpComm.AR
     m = np.maximum(np.floor(batch / np.maximum(dp, 1) / np.maximum(k["microbatch"], 1)), 1.0)
 
     blk = block_terms(model, system, datatype, k["tp"], k["microbatch"], k["recompute"],
                       k["tp_comm"], k["tp_overlap"], k["ag_redo"], k["fused_activation"], k["tp_net"])
-    states = state_bytes(model, datatype, k["tp"], pp, dp, k["optimizer_sharding"])
-    blocks_live = in_flight_chunks(pp, v, m) * n_s / v   # block-microbatches held
-    mem = memory_terms(datatype, states, blk["stored"], blk["working"], blocks_live, k["recompute"],
-                       k["offload_weights"], k["offload_activations"], k["offload_optimizer"])
+    first, last = extras_terms(model, system, datatype, k["tp"], k["microbatch"], k["recompute"],
+                               k["tp_comm"], k["tp_overlap"], k["tp_net"])
+    one_stage = pp == 1
+    if model.vocab > 0:
+        # one stage carries both ends (a tied output layer shares the embedding's weights there)
+        tied = model.tied_embeddings
+        for key in first:
+            both = first[key] + (np.where(tied, 0.0, last[key]) if key == "params" else last[key])
+            first[key] = np.where(one_stage, both, first[key])
+    # the stages that can be the fullest or the slowest: the first (most
+    # microbatches in flight, the embedding) and the last (the logits)
+    ends = [(first, in_flight_chunks(pp, v, m), np.minimum(pp, m))]
+    if model.vocab > 0:
+        ends.append((last, in_flight_chunks(pp, v, m, pp - 1), 1.0))
+    stages = []
+    for x, chunks, mbs_live in ends:
+        states = state_bytes(model, datatype, k["tp"], pp, dp, k["optimizer_sharding"], x["params"])
+        mem = memory_terms(datatype, states, blk["stored"], blk["working"], chunks * states["n_s"] / v,
+                           k["recompute"], k["offload_weights"], k["offload_activations"],
+                           k["offload_optimizer"], extra_stored=mbs_live * x["stored"])
+        stages.append((x, states, mem))
+    (_, states, mem), last_stage = stages[0], stages[-1]
+    if len(stages) > 1:
+        first_fuller = ~one_stage & (mem["hbm"] >= last_stage[2]["hbm"]) | one_stage
+        mem = {key: np.where(first_fuller, mem[key], last_stage[2][key]) for key in mem}
+    n_s = states["n_s"]
 
     fw_pass = blk["fw_compute"] + blk["fw_tp"]
     bw_pass = blk["bw_compute"] + blk["bw_tp"] + blk["re_compute"] + blk["re_tp"]
     traffic = offload_traffic(datatype, states["p_block"], blk["stored"],
                               k["offload_weights"], k["offload_activations"])
     off_over, need_gbps = offload_overhead(system, traffic, fw_pass, bw_pass)
-
     pp_mb = pipeline_p2p_time(model, system, datatype, k["tp"], k["microbatch"], sp, pp, v,
                               k["pp_net"], blk["ag"])
-    mb_fw = n_s * blk["fw_compute"]
-    mb_bw = n_s * blk["bw_compute"]
-    mb_re = n_s * blk["re_compute"]
-    mb_tp = n_s * (blk["fw_tp"] + blk["bw_tp"] + blk["re_tp"])
-    mb_off = n_s * off_over
-    t_mb = mb_fw + mb_bw + mb_re + mb_tp + mb_off + pp_mb
 
+    # the slower end sets the pipeline's pace (the blocks are alike)
+    times = ("fw_compute", "bw_compute", "re_compute", "fw_tp", "bw_tp", "re_tp")
+    if model.vocab > 0:
+        slow_first = one_stage | (sum(first[t] for t in times) >= sum(last[t] for t in times))
+        ex = {t: np.where(slow_first, first[t], last[t]) for t in times}
+    else:
+        ex = {t: 0.0 for t in times}
+    mb = dict(forward=n_s * blk["fw_compute"] + ex["fw_compute"],
+              backward=n_s * blk["bw_compute"] + ex["bw_compute"],
+              recompute=n_s * blk["re_compute"] + ex["re_compute"],
+              tp_comm=n_s * (blk["fw_tp"] + blk["bw_tp"] + blk["re_tp"]) + ex["fw_tp"] + ex["bw_tp"] + ex["re_tp"],
+              offload=n_s * off_over, pp_comm=pp_mb)
+    t_mb = microbatch_time(n_s, blk["fw_compute"] + blk["bw_compute"] + blk["re_compute"],
+                           blk["fw_tp"] + blk["bw_tp"] + blk["re_tp"], off_over, pp_mb,
+                           sum(ex.values()))
     optimizer_t = optimizer_time(system, datatype, states, k["offload_optimizer"])
     dp_time = dp_comm_time(system, datatype, states, dp, k["optimizer_sharding"], k["dp_net"])
-    dp_exposed = dp_exposed_time(system, dp_time, mb_bw + mb_re, k["dp_overlap"] & (dp > 1), k["dp_net"])
+    if len(stages) > 1:
+        other = last_stage[1]
+        optimizer_t = np.maximum(optimizer_t, optimizer_time(system, datatype, other, k["offload_optimizer"]))
+        dp_time = np.maximum(dp_time, dp_comm_time(system, datatype, other, dp, k["optimizer_sharding"],
+                                                   k["dp_net"]))
+    dp_exposed = dp_exposed_time(system, dp_time, n_s * blk["bw_compute"] + n_s * blk["re_compute"],
+                                 k["dp_overlap"] & (dp > 1), k["dp_net"])
     time_s = iteration_time(m, pp, v, t_mb, optimizer_t, dp_exposed)
 
     # ---- throughput and utilisation
     gpus = k["tp"] * pp * dp
-    s, A = model.seq_len, model.attn_width
+    s = model.seq_len
     rec = k["recompute"]
     peak = system.matrix_tflops[datatype] * 1e12
-    model_flops = 3 * block_matrix_flops(model, batch * s) * L
-    recompute_flops = batch * L * np.select(
-        [rec == 2, rec == 1], [block_matrix_flops(model, s), 4 * s * s * A], 0.0)
+    model_flops = 3 * model_flops_per_sequence(model) * batch
+    redone = {mode: sum(float(np.sum(op.model_flops)) for op in block_ops(model, "bf16", 1, 1, False, False, False)
+                        if mode in op.redo) for mode in (Recompute.ATTN, Recompute.FULL)}
+    recompute_flops = batch * model.blocks * np.select(
+        [rec == Recompute.FULL, rec == Recompute.ATTN], [redone[Recompute.FULL], redone[Recompute.ATTN]], 0.0)
     any_offload = (k["offload_weights"].astype(bool) | k["offload_activations"].astype(bool)
                    | k["offload_optimizer"].astype(bool))
     r.update(
         time_s=time_s,
         samples_per_s=batch / time_s,
         tokens_per_s=batch * s / time_s,
+        tokens_per_s_per_gpu=batch * s / time_s / gpus,
         mfu=model_flops / (time_s * gpus * peak),
         hfu=(model_flops + recompute_flops) / (time_s * gpus * peak),
-        forward_s=m * mb_fw, backward_s=m * mb_bw, recompute_s=m * mb_re,
-        optimizer_s=optimizer_t, bubble_s=(pp - 1) / v * t_mb,
-        tp_comm_s=m * mb_tp, pp_comm_s=m * pp_mb, dp_comm_s=dp_exposed,
-        offload_s=m * mb_off,
-        tp_comm_total_s=m * n_s * blk["tp_total"], dp_comm_total_s=dp_time,
+        **{f"{name}_s": m * x for name, x in mb.items()},
+        optimizer_s=optimizer_t, bubble_s=(pp - 1) / v * t_mb, dp_comm_s=dp_exposed,
         microbatches=m, blocks_per_stage=n_s,
         weights_bytes=mem["weights"], gradients_bytes=mem["gradients"],
         optimizer_bytes=mem["optimizer"], activations_bytes=mem["activations"],
@@ -471,70 +689,4 @@ def evaluate_arrays(model: Model, system: System, datatype: str, knobs: dict) ->
     return r
 
 
-def placement_violation(system: System, tp, pp, dp, tp_net, pp_net, dp_net):
-    """True where the groups placed on some network tier do not fit it (or,
-    on a tier that must be filled, do not tile it). Groups of one GPU use no
-    network."""
-    tp, pp, dp = (np.asarray(x) for x in (tp, pp, dp))
-    tp_net, pp_net, dp_net = (normalise_tier(system, x) for x in (tp_net, pp_net, dp_net))
-    bad = np.zeros(np.broadcast(tp, pp, dp, tp_net, pp_net, dp_net).shape, dtype=bool)
-    for i, net in enumerate(system.networks):
-        used = (np.where((tp_net == i) & (tp > 1), tp, 1) * np.where((pp_net == i) & (pp > 1), pp, 1)
-                * np.where((dp_net == i) & (dp > 1), dp, 1))
-        bad |= used > net.size
-        if net.must_fill:
-            bad |= (used > 1) & (net.size % used != 0)
-    return bad
-
-
-def check_rules(model: Model, system: System, datatype: str, k: dict, shape) -> dict:
-    """The rules that need no timing: divisibility, schedule, placement,
-    datatype, offload tier. One boolean array per rule, True where broken."""
-    r = {}
-    ntiers = len(system.networks)
-    tp_net, pp_net, dp_net = (normalise_tier(system, k[n]) for n in ("tp_net", "pp_net", "dp_net"))
-    sp = k["tp_comm"] > 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r["rule_tp_divides_heads"] = (model.heads % k["tp"]) != 0
-        r["rule_tp_divides_hidden"] = ((model.hidden % k["tp"]) != 0) | ((model.feedforward % k["tp"]) != 0)
-        r["rule_pp_divides_blocks"] = (model.blocks % k["pp"]) != 0
-        r["rule_interleave_divides_stage"] = ((model.blocks // k["pp"]) % k["interleave"]) != 0
-        r["rule_dp_divides_batch"] = (k["batch"] % k["dp"]) != 0
-        local_batch = k["batch"] // k["dp"]
-        r["rule_microbatch_divides_local_batch"] = (local_batch % k["microbatch"]) != 0
-        micro = np.maximum(local_batch // k["microbatch"], 1)
-        r["rule_interleave_schedule"] = (k["interleave"] > 1) & ((k["pp"] == 1) | (micro % k["pp"] != 0))
-        r["rule_sequence_split"] = sp & ((model.seq_len % k["tp"]) != 0)
-    r["rule_overlap_needs_tp"] = (k["tp_overlap"] > 0) & (k["tp"] == 1)
-    r["rule_ring_needs_p2p"] = (k["tp_overlap"] == 1) & (k["tp_comm"] != 2)
-    out_of_range = ((tp_net < 0) | (tp_net >= ntiers) | (pp_net < 0) | (pp_net >= ntiers)
-                    | (dp_net < 0) | (dp_net >= ntiers))
-    r["rule_network_tier"] = out_of_range
-    clip = lambda x: np.clip(x, 0, ntiers - 1)  # noqa: E731
-    r["rule_network_size"] = ~out_of_range & placement_violation(
-        system, k["tp"], k["pp"], k["dp"], clip(tp_net), clip(pp_net), clip(dp_net))
-    r["rule_datatype"] = np.full(shape, not system.supports(datatype))
-    any_offload = (k["offload_weights"].astype(bool) | k["offload_activations"].astype(bool)
-                   | k["offload_optimizer"].astype(bool))
-    r["rule_offload_tier"] = any_offload & ((system.offload_gib <= 0) | (system.offload_gbps <= 0))
-    return r
-
-
-RULES = {
-    "rule_tp_divides_heads": "tp must divide the attention heads",
-    "rule_tp_divides_hidden": "tp must divide hidden and feedforward",
-    "rule_pp_divides_blocks": "pp must divide the blocks",
-    "rule_interleave_divides_stage": "interleave must divide the blocks per stage",
-    "rule_dp_divides_batch": "dp must divide the batch",
-    "rule_microbatch_divides_local_batch": "microbatch must divide the local batch (batch / dp)",
-    "rule_interleave_schedule": "interleave > 1 needs pp > 1 and a microbatch count that pp divides",
-    "rule_sequence_split": "sequence parallelism needs tp to divide the sequence length",
-    "rule_overlap_needs_tp": "TP overlap needs tp > 1",
-    "rule_ring_needs_p2p": "ring overlap needs tp_comm p2p_rs_ag",
-    "rule_network_tier": "network tier index out of range",
-    "rule_network_size": "groups placed on a network tier must fit it (and tile it when it must be filled)",
-    "rule_datatype": "the system has no rate for this datatype",
-    "rule_offload_tier": "offload needs a second memory tier (offload gib and gbps > 0)",
-    "rule_hbm_capacity": "memory per GPU must fit HBM",
-    "rule_offload_capacity": "offloaded memory must fit the offload tier",
-}
+RULES = {f"rule_{name}": text for name, text in TEXT.items()}

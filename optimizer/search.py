@@ -42,8 +42,9 @@ from . import perf
 from .errors import ConfigError
 from .evaluate import Report, evaluate
 from .spec import load_model, load_system
-from .space import (Problem, bool_domain, count_space, enumerate_all, knob_rows_to_strategy,
-                    make_problem, members_of, sigmas, structures, tp_members)
+from .knobs import TpComm, TpOverlap
+from .space import (GROUP_REST, Problem, count_space, enumerate_all, group_rest, group_rows,
+                    knob_rows_to_strategy, make_problem, members_of, sigmas, structures, tp_choices)
 
 RELATIVE_SLACK = 1e-9     # a bound within this of the incumbent is still explored
 MEMBER_BATCH = 4          # members of a group evaluated exactly at a time
@@ -83,7 +84,9 @@ class PlanResult:
 
 class Tables:
     """Exact memory and bounded time of every group, from the model's term
-    functions evaluated on small tuples."""
+    functions evaluated on small tuples and composed by perf's own
+    composition (microbatch_time, iteration_time, memory_terms) with relaxed
+    inputs: for each term the least any member of the group can do."""
 
     def __init__(self, p: Problem, S: dict):
         self.p, self.S = p, S
@@ -91,27 +94,26 @@ class Tables:
         T = len(sys_.networks)
         nS = len(S["tp"])
         S_f = {k: v.astype(float) for k, v in S.items()}
-        self.n_s = m.blocks / S_f["pp"]
         self.micro = S_f["batch"] / S_f["dp"] / S_f["microbatch"]
 
-        # ---- block terms on (tp, microbatch) x sigma x (tp_comm, tp_overlap, tp_net)
+        # ---- block terms on (tp, microbatch) x sigma x TP choice (tp_comm, tp_overlap, tp_net)
         pairs, inv = np.unique(np.stack([S["tp"], S["microbatch"]], 1), axis=0, return_inverse=True)
         inv = inv.reshape(-1)
         sig = sigmas(p, pairs[:, 0])
         nU, nG = sig["ok"].shape
         rows = []        # (u, sigma, tp_comm, tp_overlap, tp_net)
+        choices = {}
         for u in range(nU):
             tp = int(pairs[u, 0])
-            nets = [n for n in range(T) if tp == 1 and n == 0 or tp > 1 and tp <= sys_.networks[n].size]
-            nets = [n for n in nets if p.allowed("tp_net", [n])[0] or tp == 1]
             for j in np.flatnonzero(sig["ok"][u]):
-                for c, o in tp_members(p, tp, int(sig["sp_mode"][j])):
-                    for n in nets:
-                        rows.append((u, j, c, o, n))
+                key = (tp, bool(sig["sp"][j]))
+                if key not in choices:
+                    choices[key] = tp_choices(p, *key)
+                rows.extend((u, j, *c) for c in choices[key])
         rows = np.array(rows, dtype=np.int64).reshape(-1, 5)
         u, j = rows[:, 0], rows[:, 1]
         blk = perf.block_terms(m, sys_, dt, pairs[u, 0], pairs[u, 1], sig["recompute"][j],
-                               rows[:, 2], rows[:, 3], (sig["sp_mode"][j] == 2), sig["fused"][j], rows[:, 4])
+                               rows[:, 2], rows[:, 3], sig["ag_redo"][j], sig["fused_activation"][j], rows[:, 4])
         flat = u * nG + j
 
         def reduce(values, how, fill):
@@ -119,51 +121,56 @@ class Tables:
             how.at(out, flat, values)
             return out.reshape(nU, nG)
 
+        compute = blk["fw_compute"] + blk["bw_compute"] + blk["re_compute"]
         tpx = blk["fw_tp"] + blk["bw_tp"] + blk["re_tp"]
-        # per TP choice, for refining a group's bound member by member
+        fw_pass = blk["fw_compute"] + blk["fw_tp"]
+        bw_pass = blk["bw_compute"] + blk["bw_tp"] + blk["re_compute"] + blk["re_tp"]
+        # per TP choice, for refining a group's bound member by member; a
+        # choice is known by its index in the product of the three domains
+        self.choice_dims = (len(TpComm), len(TpOverlap), T)
         by = np.argsort(flat, kind="stable")
-        self.row_flat, self.row_choice = flat[by], rows[by][:, 2:]
-        self.row_tpx = tpx[by]
-        self.row_fw_pass = (blk["fw_compute"] + blk["fw_tp"])[by]
-        self.row_bw_pass = (blk["bw_compute"] + blk["bw_tp"] + blk["re_compute"] + blk["re_tp"])[by]
-        self.row_ag = blk["ag"][by]
+        self.row_flat = flat[by]
+        self.row_key = np.ravel_multi_index(tuple(rows[by][:, 2:].T), self.choice_dims)
+        self.row_compute, self.row_tpx, self.row_ag = compute[by], tpx[by], blk["ag"][by]
+        self.row_fw_pass, self.row_bw_pass = fw_pass[by], bw_pass[by]
         self.pairs_inv, self.nG = inv, nG
         self.has = reduce(np.ones(len(rows), bool), np.logical_or, False)
-        self.comp = reduce(blk["fw_compute"] + blk["bw_compute"] + blk["re_compute"], np.maximum, 0.0)
-        self.window_blk = reduce(blk["bw_compute"] + blk["re_compute"], np.maximum, 0.0)
+        self.comp = reduce(compute, np.minimum, np.inf)
+        self.window_blk = reduce(blk["bw_compute"] + blk["re_compute"], np.minimum, np.inf)
         self.tpx_min = reduce(tpx, np.minimum, np.inf)
-        self.fw_pass_max = reduce(blk["fw_compute"] + blk["fw_tp"], np.maximum, 0.0)
-        self.bw_pass_max = reduce(blk["bw_compute"] + blk["bw_tp"] + blk["re_compute"] + blk["re_tp"],
-                                  np.maximum, 0.0)
+        self.fw_pass_max = reduce(fw_pass, np.maximum, 0.0)
+        self.bw_pass_max = reduce(bw_pass, np.maximum, 0.0)
         self.stored = reduce(blk["stored"], np.maximum, 0.0)
         self.working = reduce(blk["working"], np.maximum, 0.0)
         self.ag_min = reduce(blk["ag"], np.minimum, np.inf)
         self.sig = sig
 
-        # ---- groups: structure x sigma x ZeRO-1 x offload flags
+        # ---- groups: structure x sigma x the rest of the group key (ZeRO-1, offload flags)
         valid = self.has[inv]                                   # nS x nG
-        gi, gj = np.nonzero(valid)
-        z_opts = bool_domain(p, "optimizer_sharding", True)
-        offs = [bool_domain(p, k, p.has_offload) for k in
-                ("offload_weights", "offload_activations", "offload_optimizer")]
-        extra = np.array(np.meshgrid(z_opts, *offs, indexing="ij")).reshape(4, -1).T
-        gi = np.repeat(gi, len(extra))
-        gj = np.repeat(gj, len(extra))
-        ex = np.tile(extra, (len(valid.nonzero()[0]), 1))
-        keep = (ex[:, 0] == 0) | (S["dp"][gi] > 1)
-        if "optimizer_sharding" in p.pins and 0 not in p.pins["optimizer_sharding"]:
-            keep &= (ex[:, 0] == 1) & (S["dp"][gi] > 1)
-        gi, gj, ex = gi[keep], gj[keep], ex[keep]
-        self.g_struct, self.g_sigma = gi, gj
-        self.g_zero1, self.g_ow, self.g_oa, self.g_oo = ex[:, 0], ex[:, 1], ex[:, 2], ex[:, 3]
+        gi, gj, gr = [], [], []
+        rests = {}
+        for dp in set(S["dp"].tolist()):
+            rests[dp] = group_rest(p, dp)
+        for i, j in zip(*np.nonzero(valid)):
+            rr = rests[int(S["dp"][i])]
+            gi.append(np.full(len(rr), i))
+            gj.append(np.full(len(rr), j))
+            gr.append(rr)
+        gi = np.concatenate(gi) if gi else np.zeros(0, dtype=np.int64)
+        gj = np.concatenate(gj) if gj else np.zeros(0, dtype=np.int64)
+        ex = np.concatenate(gr) if gr else np.zeros((0, len(GROUP_REST)), dtype=np.int64)
+        self.g_struct, self.g_sigma, self.g_rest = gi, gj, ex
+        self.g_zero1, self.g_ow, self.g_oa, self.g_oo = (ex[:, GROUP_REST.index(n)] for n in (
+            "optimizer_sharding", "offload_weights", "offload_activations", "offload_optimizer"))
         ug = inv[gi]
         tp, pp, dp = S_f["tp"][gi], S_f["pp"][gi], S_f["dp"][gi]
         v, mb, batch = S_f["interleave"][gi], S_f["microbatch"][gi], S_f["batch"][gi]
-        n_s, micro = self.n_s[gi], self.micro[gi]
+        micro = self.micro[gi]
         rec = sig["recompute"][gj]
-        sp = sig["sp_mode"][gj] > 0
+        sp = sig["sp"][gj]
 
         states = perf.state_bytes(m, dt, tp, pp, dp, self.g_zero1)
+        n_s = states["n_s"]
         blocks_live = perf.in_flight_chunks(pp, v, micro) * n_s / v
         stored, working = self.stored[ug, gj], self.working[ug, gj]
         mem = perf.memory_terms(dt, states, stored, working, blocks_live, rec,
@@ -182,9 +189,9 @@ class Tables:
             for n in range(T):
                 dpt = perf.dp_comm_time(sys_, dt, states, dp, self.g_zero1, n)
                 dp_lb = np.minimum(dp_lb, perf.dp_exposed_time(sys_, dpt, window, (dov == 1) & (dp > 1), n))
-        t_mb = n_s * (self.comp[ug, gj] + self.tpx_min[ug, gj] + off_lb) + pp_lb
+        t_mb = perf.microbatch_time(n_s, self.comp[ug, gj], self.tpx_min[ug, gj], off_lb, pp_lb)
         self.g_bound = perf.iteration_time(micro, pp, v, t_mb, opt, dp_lb) / batch
-        self.g_pp_lb, self.g_opt, self.g_dp_lb = pp_lb, opt, dp_lb
+        self.g_opt = opt
         self.g_traffic = traffic
 
         # ---- per structure: best bound over its fitting groups
@@ -202,32 +209,31 @@ class Tables:
 
     def member_bounds(self, g: int, knobs: dict) -> np.ndarray:
         """The group's bound refined to each TP choice (tp_comm, tp_overlap,
-        tp_net): that choice's exposed TP communication and offload overhead,
-        and the best PP and DP placement (and DP overlap) that the placement
-        rule allows beside its tp_net. One value per member: the bound of
-        the TP choice it belongs to."""
+        tp_net): that choice's compute, exposed TP communication and offload
+        overhead, and the best PP and DP placement (and DP overlap) that the
+        placement rule allows beside its tp_net. One value per member: the
+        bound of the TP choice it belongs to."""
         p, S = self.p, self.S
         i, j = self.g_struct[g], self.g_sigma[g]
-        flat = self.pairs_inv[i] * self.nG + j
-        lo, hi = np.searchsorted(self.row_flat, [flat, flat + 1])
-        choice = self.row_choice[lo:hi]
-        ckey = choice[:, 0] * 9 + choice[:, 1] * 3 + choice[:, 2]
+        u = self.pairs_inv[i]
+        lo, hi = np.searchsorted(self.row_flat, [u * self.nG + j, u * self.nG + j + 1])
+        ckey = self.row_key[lo:hi]
         sorter = np.argsort(ckey)
-        key = knobs["tp_comm"] * 9 + knobs["tp_overlap"] * 3 + knobs["tp_net"]
+        key = np.ravel_multi_index((knobs["tp_comm"], knobs["tp_overlap"], knobs["tp_net"]), self.choice_dims)
         pos = lo + sorter[np.searchsorted(ckey, key, sorter=sorter)]
         traffic = tuple(np.asarray(x)[g] for x in self.g_traffic)
         off, _ = perf.offload_overhead(p.system, traffic, self.row_fw_pass[pos], self.row_bw_pass[pos])
         tp, pp, dp = (float(S[k][i]) for k in ("tp", "pp", "dp"))
-        v, batch, n_s, micro = float(S["interleave"][i]), float(S["batch"][i]), self.n_s[i], self.micro[i]
-        sp = self.sig["sp_mode"][j] > 0
+        v, batch, micro = float(S["interleave"][i]), float(S["batch"][i]), self.micro[i]
+        sp = bool(self.sig["sp"][j])
         pp_m = perf.pipeline_p2p_time(p.model, p.system, p.datatype, tp, float(S["microbatch"][i]), sp,
                                       pp, v, knobs["pp_net"], self.row_ag[pos])
         states = perf.state_bytes(p.model, p.datatype, tp, pp, dp, self.g_zero1[g])
-        window = n_s * self.window_blk[self.pairs_inv[i], j]
+        window = states["n_s"] * self.window_blk[u, j]
         dp_m = perf.dp_exposed_time(p.system, perf.dp_comm_time(p.system, p.datatype, states, dp,
                                                                 self.g_zero1[g], knobs["dp_net"]),
                                     window, knobs["dp_overlap"].astype(bool) & (dp > 1), knobs["dp_net"])
-        t_mb = n_s * (self.comp[self.pairs_inv[i], j] + self.row_tpx[pos] + off) + pp_m
+        t_mb = perf.microbatch_time(states["n_s"], self.row_compute[pos], self.row_tpx[pos], off, pp_m)
         per_member = perf.iteration_time(micro, pp, v, t_mb, self.g_opt[g], dp_m) / batch
         # the bound of a TP choice: the best over its members' placements
         _, group = np.unique(key, return_inverse=True)
@@ -240,17 +246,8 @@ class Tables:
         p, S = self.p, self.S
         i, j = self.g_struct[g], self.g_sigma[g]
         tp, pp, dp = int(S["tp"][i]), int(S["pp"][i]), int(S["dp"][i])
-        mem = members_of(p, tp, pp, dp, int(self.sig["sp_mode"][j]))
-        n = len(mem)
-        full = lambda x: np.full(n, x)  # noqa: E731
-        return {"tp": full(tp), "pp": full(pp), "dp": full(dp), "batch": full(S["batch"][i]),
-                "microbatch": full(S["microbatch"][i]), "interleave": full(S["interleave"][i]),
-                "recompute": full(self.sig["recompute"][j]), "ag_redo": full(int(self.sig["sp_mode"][j] == 2)),
-                "fused_activation": full(self.sig["fused"][j]), "optimizer_sharding": full(self.g_zero1[g]),
-                "offload_weights": full(self.g_ow[g]), "offload_activations": full(self.g_oa[g]),
-                "offload_optimizer": full(self.g_oo[g]),
-                "tp_comm": mem[:, 0], "tp_overlap": mem[:, 1], "dp_overlap": mem[:, 2],
-                "tp_net": mem[:, 3], "pp_net": mem[:, 4], "dp_net": mem[:, 5]}
+        mem = members_of(p, tp, pp, dp, bool(self.sig["sp"][j]))
+        return group_rows(S, i, self.sig, j, self.g_rest[g], mem)
 
 
 # ---------------------------------------------------------------- top-k

@@ -1,37 +1,33 @@
-"""The search space, defined once for the solver and for brute force.
+"""The search space, derived from the knob registry and the rules, defined
+once for the solver and for brute force.
 
-A strategy is split in three levels:
+A strategy is split in the three levels of optimizer.knobs:
 
-- the *structure* S = (tp, pp, dp, microbatch, interleave), with dp =
-  gpus / (tp * pp) and the batch the largest multiple of dp not above the
-  batch limit;
-- a *group* adds what memory depends on: the activation signature
-  sigma = (recompute, sequence-parallel mode, fused activation), ZeRO-1
-  (optimizer_sharding) and the three offload flags;
-- a *member* adds what only time depends on: tp_comm within the sequence-
-  parallel mode, tp_overlap, dp_overlap and the network tier of each group.
+- the *structure* (tp, pp, dp, batch, microbatch, interleave);
+- a *group* adds what memory depends on: the group knobs (recompute,
+  ag_redo, fused_activation, optimizer_sharding, offload flags) and the
+  memory view of the member knobs (sequence parallelism or not, from
+  tp_comm); the search splits it into the activation signature sigma
+  (what block terms read) and the rest;
+- a *member* adds what only time depends on (tp_comm within its view,
+  tp_overlap, dp_overlap, the network tiers).
 
-Domains (the same for `plan` and `enumerate`):
+Each level is the product of its knobs' domains, filtered by every rule
+(optimizer.rules) whose knobs are known once the level's are, by the pins,
+and by the registry's `matters`: a knob without effect stays at its idle
+code, so no two strategies of the space are the same to the model. The
+domains are the values a knob can take at all:
 
-  tp          divisors of gpus that divide heads, hidden and feedforward
-  pp          divisors of blocks that divide gpus / tp
+  tp          divisors of gpus
+  pp          divisors of gpus / tp
   dp          gpus / (tp * pp), at most the batch limit
   batch       the largest multiple of dp not above the batch limit
   microbatch  divisors of batch / dp
-  interleave  divisors of blocks / pp; above 1 only with pp > 1 and a
-              microbatch count that pp divides (Megatron's schedule)
-  recompute   none, attn, full
-  tp_comm     ar; rs_ag and p2p_rs_ag (sequence parallelism) when tp > 1
-              and tp divides the sequence
-  ag_redo     only with sequence parallelism (the sp mode 'redo')
-  tp_overlap  none; pipe when tp > 1; ring when tp_comm is p2p_rs_ag
-  dp_overlap, optimizer_sharding   only when dp > 1
-  fused_activation                 both
-  offload_*   only when the system has an offload tier
-  *_net       a group of one GPU uses no network (tier 0 by convention);
-              otherwise any tier the placement rule admits
+  interleave  divisors of blocks / pp
+  enums, booleans   every value; tiers   every tier of the system
 
-Pins restrict any knob to one value or a set of values.
+A test enumerates the raw product of all knobs on tiny problems, filters it
+with the rules and compares it with this space (tests/test_space.py).
 """
 
 from __future__ import annotations
@@ -41,17 +37,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import perf
+from . import knobs as K
+from . import rules as R
 from .errors import ConfigError
-from .spec import DATATYPES, RECOMPUTE, TP_COMM, TP_OVERLAP, Model, Strategy, System
+from .spec import DATATYPES, Model, Strategy, System
 
-# sequence-parallel modes: 0 all-reduce, 1 rs/ag keeping gathered inputs, 2 rs/ag re-gathering them
-SP_MODES = ("ar", "sp", "sp_redo")
-BOOL_KNOBS = ("ag_redo", "dp_overlap", "optimizer_sharding", "fused_activation",
-              "offload_weights", "offload_activations", "offload_optimizer")
-INT_KNOBS = ("tp", "pp", "dp", "batch", "microbatch", "interleave", "tp_net", "pp_net", "dp_net")
-ENUM_KNOBS = {"recompute": RECOMPUTE, "tp_comm": TP_COMM, "tp_overlap": TP_OVERLAP}
-PINNABLE = INT_KNOBS + BOOL_KNOBS + tuple(ENUM_KNOBS)
+STRUCTURE = tuple(k.name for k in K.at_level("structure"))
+MEMBER = tuple(k.name for k in K.at_level("member"))
+# group knobs the block terms read (with the memory view of tp_comm): sigma
+SIGMA = ("recompute", "tp_comm", "ag_redo", "fused_activation")
+# the other group knobs: the rest of a group's key
+GROUP_REST = tuple(k.name for k in K.at_level("group") if k.name not in SIGMA)
 
 
 def divisors(n: int) -> np.ndarray:
@@ -88,26 +84,24 @@ def normalise_pins(pins: dict | None, source="pin") -> dict:
     """Pins as {knob: frozenset of codes}. Enum values by name, booleans as
     bools, integers as ints; a value outside its domain is a ConfigError."""
     out = {}
-    for knob, value in (pins or {}).items():
-        if knob not in PINNABLE:
-            raise ConfigError(source, knob, value, f"a knob among {', '.join(PINNABLE)}")
+    for name, value in (pins or {}).items():
+        if name not in K.PINNABLE:
+            raise ConfigError(source, name, value, f"a knob among {', '.join(K.PINNABLE)}")
+        knob = K.BY_NAME[name]
         values = value if isinstance(value, (list, tuple, set, frozenset)) else [value]
         codes = set()
         for v in values:
-            if knob in ENUM_KNOBS:
-                if v not in ENUM_KNOBS[knob]:
-                    raise ConfigError(source, knob, v, f"one of {', '.join(ENUM_KNOBS[knob])}")
-                codes.add(ENUM_KNOBS[knob].index(v))
-            elif knob in BOOL_KNOBS:
+            if knob.kind == "enum":
+                if v not in knob.choices:
+                    raise ConfigError(source, name, v, f"one of {', '.join(knob.choices)}")
+            elif knob.kind == "bool":
                 if not isinstance(v, bool):
-                    raise ConfigError(source, knob, v, "true or false")
-                codes.add(int(v))
-            else:
-                if isinstance(v, bool) or not isinstance(v, int) or (v < 0 if knob.endswith("_net") else v < 1):
-                    raise ConfigError(source, knob, v, "a positive integer" if not knob.endswith("_net")
-                                      else "a tier index >= 0")
-                codes.add(int(v))
-        out[knob] = frozenset(codes)
+                    raise ConfigError(source, name, v, "true or false")
+            elif isinstance(v, bool) or not isinstance(v, int) or (v < 0 if knob.kind == "tier" else v < 1):
+                raise ConfigError(source, name, v, "a tier index >= 0" if knob.kind == "tier"
+                                  else "a positive integer")
+            codes.add(knob.code(v))
+        out[name] = frozenset(codes)
     return out
 
 
@@ -122,149 +116,184 @@ def make_problem(model: Model, system: System, gpus, max_batch, datatype, pins=N
         raise ConfigError("plan", "datatype", datatype,
                           f"a datatype {system.name} has rates for ({', '.join(system.matrix_tflops)})")
     pins = normalise_pins(pins)
-    for knob in ("tp_net", "pp_net", "dp_net"):
-        bad = [v for v in pins.get(knob, ()) if v >= len(system.networks)]
+    for t in K.TIERS:
+        bad = [v for v in pins.get(t.name, ()) if v >= len(system.networks)]
         if bad:
-            raise ConfigError("pin", knob, bad[0], f"a tier index below {len(system.networks)}")
+            raise ConfigError("pin", t.name, bad[0], f"a tier index below {len(system.networks)}")
     return Problem(model, system, int(gpus), int(max_batch), datatype, pins)
+
+
+# ------------------------------------------------------------ domains
+
+def domain(p: Problem, name: str) -> np.ndarray:
+    """The codes a non-structure knob can take, before rules and pins."""
+    knob = K.BY_NAME[name]
+    if knob.kind == "enum":
+        return np.array([int(e) for e in knob.enum], dtype=np.int64)
+    if knob.kind == "bool":
+        return np.array([0, 1], dtype=np.int64)
+    return np.arange(len(p.system.networks), dtype=np.int64)
+
+
+def _structure_domain(p: Problem, name: str, row: dict) -> np.ndarray:
+    """The values a structure knob can take given the ones before it."""
+    if name == "tp":
+        return divisors(p.gpus)
+    if name == "pp":
+        return divisors(p.gpus // row["tp"])
+    if name == "dp":
+        dp = p.gpus // (row["tp"] * row["pp"])
+        return np.array([dp] if dp <= p.max_batch else [], dtype=np.int64)
+    if name == "batch":
+        return np.array([(p.max_batch // row["dp"]) * row["dp"]], dtype=np.int64)
+    if name == "microbatch":
+        return divisors(row["batch"] // row["dp"])
+    if name == "interleave":
+        return divisors(max(p.model.blocks // row["pp"], 1))
+    raise KeyError(name)
+
+
+def keep(p: Problem, k: dict, new: tuple, known: tuple) -> np.ndarray:
+    """Mask of the rows `k` (codes) that the pins on the `new` knobs admit,
+    that break no rule readable from `known` which reads a new knob, and
+    whose new knobs without effect sit at their idle code."""
+    shape = np.broadcast(*(np.asarray(k[n]) for n in known)).shape
+    ok = np.ones(shape, dtype=bool)
+    for n in new:
+        ok &= p.allowed(n, k[n])
+        knob = K.BY_NAME[n]
+        if knob.matters is not None and set(knob.matters_reads) <= set(known):
+            ok &= knob.matters(k) | (np.asarray(k[n]) == knob.idle)
+    known_set = set(known)
+    for rule in R.RULES:
+        if set(rule.reads) <= known_set and set(rule.reads) & set(new):
+            ok &= ~np.asarray(rule.broken(p.model, p.system, p.datatype, k))
+    return ok
+
+
+def _product(p: Problem, base: dict, names: tuple, domains: list) -> dict:
+    """`base` (arrays of one length n, or scalars) times the product of
+    `domains`, as flat arrays."""
+    grid = np.array(list(itertools.product(*domains)), dtype=np.int64).reshape(-1, len(names))
+    n = len(np.atleast_1d(next(iter(base.values())))) if base else 1
+    out = {k: np.repeat(np.broadcast_to(np.asarray(v), (n,)), len(grid)) for k, v in base.items()}
+    for i, name in enumerate(names):
+        out[name] = np.tile(grid[:, i], n)
+    return out
 
 
 # ------------------------------------------------------------- structures
 
 def structures(p: Problem) -> dict:
-    """Every structure S of the space, as arrays (tp, pp, dp, batch,
-    microbatch, interleave). Built from divisor lists, never from the
-    product of all knobs."""
-    m = p.model
-    tps = divisors(p.gpus)
-    tps = tps[(m.heads % tps == 0) & (m.hidden % tps == 0) & (m.feedforward % tps == 0)
-              & p.allowed("tp", tps)]
-    rows = []
-    for tp in tps:
-        pps = divisors(p.gpus // tp)
-        pps = pps[(m.blocks % pps == 0) & p.allowed("pp", pps)]
-        for pp in pps:
-            dp = p.gpus // (tp * pp)
-            if dp > p.max_batch or not p.allowed("dp", [dp])[0]:
+    """Every structure of the space, as arrays, knob by knob: each knob's
+    domain given the ones before it, filtered by the rules they make
+    readable and the pins. Built from divisor lists, never from the product
+    of all knobs."""
+    rows = [{}]
+    known: tuple = ()
+    for name in STRUCTURE:
+        grown = []
+        for row in rows:
+            vals = _structure_domain(p, name, row)
+            if len(vals) == 0:
                 continue
-            batch = (p.max_batch // dp) * dp
-            if not p.allowed("batch", [batch])[0]:
-                continue
-            mbs = divisors(batch // dp)
-            mbs = mbs[p.allowed("microbatch", mbs)]
-            vs = divisors(m.blocks // pp)
-            vs = vs[p.allowed("interleave", vs)]
-            for mb in mbs:
-                micro = batch // dp // mb
-                for v in vs:
-                    if v > 1 and (pp == 1 or micro % pp):
-                        continue
-                    rows.append((tp, pp, dp, batch, mb, v))
-    arr = np.array(rows, dtype=np.int64).reshape(-1, 6)
-    return {k: arr[:, i] for i, k in enumerate(("tp", "pp", "dp", "batch", "microbatch", "interleave"))}
+            k = {**{a: np.full(len(vals), b) for a, b in row.items()}, name: vals}
+            ok = keep(p, k, (name,), known + (name,))
+            grown.extend({**row, name: int(v)} for v in vals[ok])
+        rows, known = grown, known + (name,)
+    arr = np.array([[r[n] for n in STRUCTURE] for r in rows], dtype=np.int64).reshape(-1, len(STRUCTURE))
+    return {n: arr[:, i] for i, n in enumerate(STRUCTURE)}
 
 
 # ----------------------------------------------------- levels of choices
 
 def sigmas(p: Problem, tp) -> dict:
-    """Activation signatures valid for each tp: arrays (rows of tp x sigma)
-    with a mask. sigma = (recompute, sp_mode, fused)."""
-    combos = np.array(list(itertools.product(range(3), range(3), range(2))), dtype=np.int64)
-    rec, spm, fused = combos.T
+    """Activation signatures valid for each tp: the product of the sigma
+    knobs' domains, tp_comm by its memory view (one representative code per
+    view: all-reduce, or sequence parallel), filtered by the rules and pins;
+    arrays of the signatures with a mask (rows of tp x signature)."""
+    view = K.BY_NAME["tp_comm"].memory_view
+    comm = domain(p, "tp_comm")
+    reps = [int(comm[view(comm) == v][0]) for v in (False, True)]
+    grid = np.array(list(itertools.product(domain(p, "recompute"), reps, domain(p, "ag_redo"),
+                                           domain(p, "fused_activation"))), dtype=np.int64)
+    sig = {n: grid[:, i] for i, n in enumerate(SIGMA)}
     tp = np.asarray(tp)[:, None]
-    ok = np.ones((tp.shape[0], len(combos)), dtype=bool)
-    ok &= (spm == 0) | ((tp > 1) & (p.model.seq_len % tp == 0))
-    ok &= p.allowed("recompute", rec) & p.allowed("fused_activation", fused)
-    ok &= p.allowed("ag_redo", (spm == 2).astype(int))
-    # tp_comm pins: ar <-> mode 0, rs_ag / p2p_rs_ag <-> modes 1 and 2
-    if "tp_comm" in p.pins:
-        ok &= np.where(spm == 0, 0 in p.pins["tp_comm"], bool(p.pins["tp_comm"] & {1, 2}))
-    return {"recompute": rec, "sp_mode": spm, "fused": fused, "ok": ok}
+    k = {"tp": tp, **{n: v[None, :] for n, v in sig.items()}}
+    pins_view = dict(p.pins)
+    if "tp_comm" in p.pins:            # a view is allowed if any pinned code has it
+        pins_view["tp_comm"] = frozenset(reps[int(v)] for v in view(np.array(sorted(p.pins["tp_comm"]))))
+    q = Problem(p.model, p.system, p.gpus, p.max_batch, p.datatype, pins_view)
+    ok = np.broadcast_to(keep(q, k, SIGMA, ("tp",) + SIGMA), (tp.shape[0], len(grid))).copy()
+    return {**sig, "sp": view(sig["tp_comm"]), "ok": ok}
 
 
-def tp_members(p: Problem, tp, sp_mode) -> list:
-    """(tp_comm, tp_overlap) pairs for a tp and a sequence-parallel mode."""
-    comms = [0] if sp_mode == 0 else [1, 2]
-    out = []
-    for c in comms:
-        for o in range(3):
-            if o > 0 and tp == 1:
-                continue
-            if o == 1 and c != 2:
-                continue
-            if p.allowed("tp_comm", [c])[0] and p.allowed("tp_overlap", [o])[0]:
-                out.append((c, o))
-    return out
+def group_rest(p: Problem, dp) -> np.ndarray:
+    """Rows of the other group knobs (ZeRO-1, offload flags) valid for a
+    dp: shape (n, len(GROUP_REST))."""
+    k = _product(p, {"dp": np.array([dp])}, GROUP_REST, [domain(p, n) for n in GROUP_REST])
+    ok = keep(p, k, GROUP_REST, ("dp",) + GROUP_REST)
+    return np.stack([k[n][ok] for n in GROUP_REST], 1).reshape(-1, len(GROUP_REST))
 
 
-def bool_domain(p: Problem, knob, possible: bool):
-    vals = np.array([0, 1] if possible else [0])
-    return vals[p.allowed(knob, vals)]
+def members_of(p: Problem, tp, pp, dp, sp) -> np.ndarray:
+    """Member choices of a group: rows in MEMBER order, tp_comm restricted
+    to the group's memory view `sp`."""
+    k = _product(p, {"tp": np.array([tp]), "pp": np.array([pp]), "dp": np.array([dp])},
+                 MEMBER, [domain(p, n) for n in MEMBER])
+    ok = keep(p, k, MEMBER, ("tp", "pp", "dp") + MEMBER)
+    ok &= K.BY_NAME["tp_comm"].memory_view(k["tp_comm"]) == bool(sp)
+    return np.stack([k[n][ok] for n in MEMBER], 1).reshape(-1, len(MEMBER))
 
 
-def net_triples(p: Problem, tp, pp, dp) -> np.ndarray:
-    """Valid (tp_net, pp_net, dp_net) for one (tp, pp, dp)."""
-    T = len(p.system.networks)
-    opts = []
-    for size, knob in ((tp, "tp_net"), (pp, "pp_net"), (dp, "dp_net")):
-        vals = np.arange(T) if size > 1 else np.array([0])
-        opts.append(vals[p.allowed(knob, vals)])
-    trip = np.array(list(itertools.product(*opts)), dtype=np.int64).reshape(-1, 3)
-    if len(trip) == 0:
-        return trip
-    bad = perf.placement_violation(p.system, tp, pp, dp, trip[:, 0], trip[:, 1], trip[:, 2])
-    return trip[~bad]
+TP_CHOICE = ("tp_comm", "tp_overlap", "tp_net")
+
+
+def tp_choices(p: Problem, tp, sp) -> np.ndarray:
+    """The TP choices (tp_comm, tp_overlap, tp_net) a tp admits on its own:
+    the members of a structure whose other groups are single GPUs, with the
+    pins on those groups' knobs lifted. Every member of any structure with
+    this tp makes one of these choices (the placement rule only tightens
+    with more groups on a tier)."""
+    q = Problem(p.model, p.system, p.gpus, p.max_batch, p.datatype,
+                {k: v for k, v in p.pins.items() if k not in MEMBER or k in TP_CHOICE})
+    mem = members_of(q, tp, 1, 1, sp)
+    cols = [MEMBER.index(n) for n in TP_CHOICE]
+    return np.unique(mem[:, cols], axis=0).reshape(-1, len(TP_CHOICE))
 
 
 def count_space(p: Problem, S: dict) -> int:
     """Strategies in the space, counted per structure from the domain sizes
     (never enumerated)."""
-    total = 0
-    sig = sigmas(p, S["tp"]) if len(S["tp"]) else None
-    off = len(bool_domain(p, "offload_weights", p.has_offload)) * \
-        len(bool_domain(p, "offload_activations", p.has_offload)) * \
-        len(bool_domain(p, "offload_optimizer", p.has_offload))
+    if len(S["tp"]) == 0:
+        return 0
+    sig = sigmas(p, S["tp"])
     cache = {}
+    total = 0
     for i in range(len(S["tp"])):
-        tp, pp, dp = int(S["tp"][i]), int(S["pp"][i]), int(S["dp"][i])
-        key = (tp, pp, dp)
+        key = (int(S["tp"][i]), int(S["pp"][i]), int(S["dp"][i]))
         if key not in cache:
-            n_sig = sum(len(tp_members(p, tp, int(sig["sp_mode"][j])))
-                        for j in np.flatnonzero(sig["ok"][i]))
-            n_dp = len(bool_domain(p, "optimizer_sharding", dp > 1)) * len(bool_domain(p, "dp_overlap", dp > 1))
-            cache[key] = n_sig * n_dp * off * len(net_triples(p, tp, pp, dp))
+            tp, pp, dp = key
+            n_sig = sum(len(members_of(p, tp, pp, dp, bool(sig["sp"][j]))) for j in np.flatnonzero(sig["ok"][i]))
+            cache[key] = n_sig * len(group_rest(p, dp))
         total += cache[key]
     return total
 
 
-def members_of(p: Problem, tp, pp, dp, sp_mode) -> np.ndarray:
-    """Member choices of a group: rows (tp_comm, tp_overlap, dp_overlap,
-    tp_net, pp_net, dp_net)."""
-    rows = []
-    nets = net_triples(p, tp, pp, dp)
-    for c, o in tp_members(p, tp, sp_mode):
-        for dov in bool_domain(p, "dp_overlap", dp > 1):
-            for n in nets:
-                rows.append((c, o, int(dov), *n))
-    return np.array(rows, dtype=np.int64).reshape(-1, 6)
-
-
-def strategies_to_knobs(rows: dict) -> dict:
-    """Arrays of knobs (as perf.KNOBS) from arrays named by strategy keys."""
-    return {k: rows[k] for k in perf.KNOBS}
-
-
 def knob_rows_to_strategy(rows: dict, i: int, datatype: str) -> Strategy:
-    kw = {}
-    for k in perf.KNOBS:
-        v = int(np.asarray(rows[k])[i])
-        if k in ENUM_KNOBS:
-            kw[k] = ENUM_KNOBS[k][v]
-        elif k in BOOL_KNOBS:
-            kw[k] = bool(v)
-        else:
-            kw[k] = v
-    return Strategy(datatype=datatype, **kw)
+    """Row `i` of knob code arrays as a Strategy."""
+    return Strategy(datatype=datatype, **{k.name: k.value(np.asarray(rows[k.name])[i]) for k in K.KNOBS})
+
+
+def group_rows(S: dict, i: int, sig: dict, j: int, rest, mem: np.ndarray) -> dict:
+    """The strategies of one group (structure i, signature j, the rest of
+    the group key) with its members `mem`, as knob code arrays."""
+    n = len(mem)
+    out = {name: np.full(n, S[name][i]) for name in STRUCTURE}
+    out.update({name: np.full(n, sig[name][j]) for name in SIGMA if name != "tp_comm"})
+    out.update({name: np.full(n, int(v)) for name, v in zip(GROUP_REST, rest)})
+    out.update({name: mem[:, c] for c, name in enumerate(MEMBER)})
+    return out
 
 
 def enumerate_all(p: Problem, S: dict | None = None):
@@ -274,36 +303,17 @@ def enumerate_all(p: Problem, S: dict | None = None):
     if len(S["tp"]) == 0:
         return
     sig = sigmas(p, S["tp"])
-    z_dom = {d: bool_domain(p, "optimizer_sharding", d > 1) for d in set(S["dp"].tolist())}
-    offs = [bool_domain(p, k, p.has_offload) for k in ("offload_weights", "offload_activations",
-                                                         "offload_optimizer")]
-    off_rows = np.array(list(itertools.product(*offs)), dtype=np.int64).reshape(-1, 3)
-    chunk = []
-    size = 0
+    chunk, size = [], 0
     for i in range(len(S["tp"])):
         tp, pp, dp = int(S["tp"][i]), int(S["pp"][i]), int(S["dp"][i])
+        rests = group_rest(p, dp)
         for j in np.flatnonzero(sig["ok"][i]):
-            mem = members_of(p, tp, pp, dp, int(sig["sp_mode"][j]))
+            mem = members_of(p, tp, pp, dp, bool(sig["sp"][j]))
             if len(mem) == 0:
                 continue
-            for z in z_dom[dp]:
-                for o in off_rows:
-                    n = len(mem)
-                    block = {
-                        "tp": np.full(n, tp), "pp": np.full(n, pp), "dp": np.full(n, dp),
-                        "batch": np.full(n, S["batch"][i]), "microbatch": np.full(n, S["microbatch"][i]),
-                        "interleave": np.full(n, S["interleave"][i]),
-                        "recompute": np.full(n, sig["recompute"][j]),
-                        "ag_redo": np.full(n, int(sig["sp_mode"][j] == 2)),
-                        "fused_activation": np.full(n, sig["fused"][j]),
-                        "optimizer_sharding": np.full(n, z),
-                        "offload_weights": np.full(n, o[0]), "offload_activations": np.full(n, o[1]),
-                        "offload_optimizer": np.full(n, o[2]),
-                        "tp_comm": mem[:, 0], "tp_overlap": mem[:, 1], "dp_overlap": mem[:, 2],
-                        "tp_net": mem[:, 3], "pp_net": mem[:, 4], "dp_net": mem[:, 5],
-                    }
-                    chunk.append(block)
-                    size += n
+            for rest in rests:
+                chunk.append(group_rows(S, i, sig, j, rest, mem))
+                size += len(mem)
         if size > 200_000:
             yield {k: np.concatenate([c[k] for c in chunk]) for k in chunk[0]}
             chunk, size = [], 0

@@ -17,14 +17,12 @@ from typing import Any, Mapping
 
 import yaml
 
+from . import knobs
 from .errors import ConfigError
 
 DATATYPES = ("fp8", "bf16", "fp16", "fp32")
 BYTES_PER_ELEMENT = {"fp8": 1, "bf16": 2, "fp16": 2, "fp32": 4}
 
-RECOMPUTE = ("none", "attn", "full")
-TP_COMM = ("ar", "rs_ag", "p2p_rs_ag")
-TP_OVERLAP = ("none", "ring", "pipe")
 
 
 def _preset_dirs(kind: str) -> list[Path]:
@@ -353,62 +351,53 @@ def _parse_system(data: dict, source: str) -> System:
 
 # ------------------------------------------------------------------ strategy
 
-@dataclass(frozen=True)
-class Strategy:
-    """One parallel execution of one training iteration. Network tiers index
-    the system's `networks`; -1 means the outermost tier."""
+def _strategy_fields():
+    """The Strategy's fields, from the knob registry: required knobs first,
+    then the rest with their defaults, then the datatype."""
+    typ = {"int": int, "tier": int, "bool": bool, "enum": str}
+    req = [(k.name, typ[k.kind]) for k in knobs.KNOBS if k.default is None]
+    opt = [(k.name, typ[k.kind], dataclasses.field(default=k.default)) for k in knobs.KNOBS
+           if k.default is not None]
+    return req + opt + [("datatype", str, dataclasses.field(default="bf16"))]
 
-    tp: int
-    pp: int
-    dp: int
-    batch: int
-    microbatch: int = 1
-    interleave: int = 1
-    recompute: str = "none"
-    tp_comm: str = "ar"
-    tp_overlap: str = "none"
-    ag_redo: bool = False
-    dp_overlap: bool = False
-    optimizer_sharding: bool = False
-    fused_activation: bool = False
-    offload_weights: bool = False
-    offload_activations: bool = False
-    offload_optimizer: bool = False
-    tp_net: int = 0
-    pp_net: int = -1
-    dp_net: int = -1
-    datatype: str = "bf16"
 
-    @property
-    def gpus(self) -> int:
-        return self.tp * self.pp * self.dp
+def _gpus(self) -> int:
+    return self.tp * self.pp * self.dp
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
+def _to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+Strategy = dataclasses.make_dataclass(
+    "Strategy", _strategy_fields(), frozen=True, namespace={
+        "gpus": property(_gpus), "to_dict": _to_dict,
+        "__doc__": "One parallel execution of one training iteration: every knob of "
+                   "optimizer.knobs.KNOBS and the datatype. Network tiers index the system's "
+                   "`networks`; -1 means the outermost tier."})
+Strategy.__module__ = __name__
 
 STRATEGY_KEYS = tuple(f.name for f in dataclasses.fields(Strategy))
-_CHOICES = {"recompute": RECOMPUTE, "tp_comm": TP_COMM, "tp_overlap": TP_OVERLAP,
-            "datatype": DATATYPES}
+POSITIVE_KNOBS = tuple(k.name for k in knobs.KNOBS if k.kind == "int")
 
 
 def strategy_from_dict(d: Mapping, source: str = "<strategy dict>") -> Strategy:
-    """A Strategy from a mapping, every key checked."""
+    """A Strategy from a mapping, every key checked against the registry."""
     if isinstance(d, Strategy):
         return d
     if not isinstance(d, Mapping):
         raise ConfigError(source, "strategy", d, "a mapping of strategy keys")
     r = _Reader(d, source)
     kw: dict[str, Any] = {}
-    for f in dataclasses.fields(Strategy):
-        default = ... if f.default is dataclasses.MISSING else f.default
-        if f.type in ("int", int):
-            positive = f.name in ("tp", "pp", "dp", "batch", "microbatch", "interleave")
-            kw[f.name] = r.get(f.name, int, default=default, positive=positive)
-        elif f.type in ("bool", bool):
-            kw[f.name] = r.get(f.name, bool, default=default)
+    for k in knobs.KNOBS:
+        default = ... if k.default is None else k.default
+        if k.kind in ("int", "tier"):
+            kw[k.name] = r.get(k.name, int, default=default, positive=k.kind == "int")
+        elif k.kind == "bool":
+            kw[k.name] = r.get(k.name, bool, default=default)
         else:
-            kw[f.name] = r.get(f.name, str, default=default, choices=_CHOICES[f.name])
+            kw[k.name] = r.get(k.name, str, default=default, choices=k.choices)
+    kw["datatype"] = r.get("datatype", str, default="bf16", choices=DATATYPES)
     r.done()
     return Strategy(**kw)
 
@@ -441,5 +430,5 @@ def parse_value(text: str):
 
 __all__ = ["Model", "System", "Network", "Strategy", "load_model", "load_system",
            "load_strategy", "strategy_from_dict", "preset_names", "DATATYPES",
-           "BYTES_PER_ELEMENT", "RECOMPUTE", "TP_COMM", "TP_OVERLAP", "STRATEGY_KEYS",
+           "BYTES_PER_ELEMENT", "STRATEGY_KEYS",
            "SYSTEM_OVERRIDES", "parse_value"]

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 
+from . import knobs
 from .errors import ConfigError
 from .evaluate import BREAKDOWN
 from .space import normalise_pins
@@ -48,10 +49,7 @@ SWEPT_OPTIONS = ("max_batch", "datatype")
 DEFAULT_OPTIONS = {"max_batch": 3072, "datatype": "fp8"}
 EXECUTORS = ("local", "serial", "dask")
 DASK_CONNECT_S = 10           # seconds to reach a scheduler given by address
-STRATEGY_COLUMNS = ("tp", "pp", "dp", "batch", "microbatch", "interleave", "recompute", "tp_comm",
-                    "tp_overlap", "ag_redo", "dp_overlap", "optimizer_sharding", "fused_activation",
-                    "offload_weights", "offload_activations", "offload_optimizer",
-                    "tp_net", "pp_net", "dp_net")
+STRATEGY_COLUMNS = knobs.NAMES
 CSV_COLUMNS = ("model", "system", "gpus", *SYSTEM_OVERRIDES, "max_batch", "datatype", "status",
                "samples_per_s", "mfu", "hfu", "time_per_batch_s", "tokens_per_s",
                *(f"{k}_s" for k in BREAKDOWN), *STRATEGY_COLUMNS,
@@ -192,7 +190,7 @@ def point_key(point: dict) -> str:
 
 
 # modules whose code decides a row; a change to any of them makes stored rows stale
-RESULT_MODULES = ("spec", "perf", "evaluate", "space", "search", "explain")
+RESULT_MODULES = ("spec", "knobs", "rules", "perf", "evaluate", "space", "search", "explain")
 
 
 @functools.lru_cache(maxsize=1)

@@ -107,28 +107,6 @@ def test_offload_moves_memory_and_costs_with_bandwidth():
     assert e.value.rule == "offload_tier"
 
 
-def test_arrays_equal_single_evaluations():
-    m = opt.load_model("gpt3-175B")
-    sys_ = opt.load_system("h100-80g-nvl8", hbm_gib=1e4)
-    strategies = [
-        opt.Strategy(tp=8, pp=8, dp=2, batch=64, microbatch=2, interleave=2, recompute="attn",
-                     tp_comm="rs_ag", ag_redo=True, dp_overlap=True, datatype="fp8"),
-        opt.Strategy(tp=4, pp=2, dp=8, batch=64, microbatch=1, recompute="full", tp_comm="p2p_rs_ag",
-                     tp_overlap="ring", pp_net=0, optimizer_sharding=True, datatype="fp8"),
-        opt.Strategy(tp=2, pp=2, dp=16, batch=64, microbatch=4, tp_overlap="pipe", fused_activation=True,
-                     datatype="fp8"),
-    ]
-    knobs = {k: np.array([strategy_knobs(s)[k] for s in strategies]) for k in perf.KNOBS}
-    for key in ("recompute", "tp_comm", "tp_overlap"):
-        knobs[key] = np.array([perf.ENUMS[key].index(v) for v in knobs[key]])
-    r = perf.evaluate_arrays(m, sys_, "fp8", knobs)
-    for i, s in enumerate(strategies):
-        one = opt.evaluate(m, sys_, s)
-        assert math.isclose(float(r["time_s"][i]), one.time_s, rel_tol=1e-12)
-        assert math.isclose(float(r["hbm_bytes"][i]), one.memory["hbm_total"], rel_tol=1e-12)
-        assert 0 < one.mfu <= one.hfu <= 1
-
-
 def test_breakdown_sums_to_time():
     r = opt.evaluate("gpt3-175B", opt.load_system("h100-80g-nvl8", offload_gib=512, offload_gbps=50),
                      dict(tp=8, pp=4, dp=4, batch=128, microbatch=2, interleave=3, recompute="attn",

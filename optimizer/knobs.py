@@ -1,0 +1,199 @@
+"""The strategy knobs, declared once.
+
+Every knob of a parallel execution is one `Knob` record: its name, its kind
+(integer, boolean, named choice, network tier), which level of the search it
+belongs to, whether it can be pinned, which group a tier knob places, when it
+matters at all, and a line saying what it means. Everything else is derived
+from this table: the Strategy type (spec.py), the evaluator's inputs
+(perf.py), pins and the space's levels (space.py), explain's pin groups, the
+CLI help, sweep columns and the one-line strategy text.
+
+Inside the model a knob is an integer code: booleans 0/1, named choices by
+their IntEnum below (`Recompute.FULL`, never a bare 2), tiers as indices into
+the system's networks (-1 the outermost, on input).
+
+Levels of the search (see space.py):
+  structure  what fixes the GPU split, the batch and the schedule
+  group      what the memory per GPU depends on, beyond the structure
+  member     what only the time depends on
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Callable
+
+import numpy as np
+
+
+class Recompute(IntEnum):
+    NONE = 0     # keep every activation the backward needs
+    ATTN = 1     # selective: redo the core attention (Korthikanti et al. 2022, sec. 5)
+    FULL = 2     # keep each block's input, redo its whole forward in the backward
+
+
+class TpComm(IntEnum):
+    AR = 0           # all-reduce after the projection and the second MLP matrix
+    RS_AG = 1        # sequence parallelism: reduce-scatter + all-gather
+    P2P_RS_AG = 2    # the same, built from point-to-point sends (ring overlap needs it)
+
+
+class TpOverlap(IntEnum):
+    NONE = 0     # TP collectives run alone
+    RING = 1     # hidden behind the matmul, one chunk per TP rank
+    PIPE = 2     # hidden behind the matmul, split in a fixed number of chunks
+
+
+LEVELS = ("structure", "group", "member")
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One strategy knob. `kind` is 'int', 'bool', 'enum' or 'tier';
+    `default` None means the knob is required in a Strategy. A tier knob
+    places the group of the size knob `places`. `matters` says, from the
+    codes of the knobs `matters_reads`, where the knob has any effect; elsewhere the space
+    holds it at its canonical code (`idle`). `memory_view`, for a member
+    knob, is the part of its value that memory reads (its group key)."""
+
+    name: str
+    kind: str
+    level: str
+    meaning: str
+    default: object = None
+    enum: type | None = None
+    places: str | None = None
+    pinnable: bool = True
+    matters: Callable | None = None
+    matters_reads: tuple = ()
+    idle: int = 0
+    memory_view: Callable | None = None
+
+    @property
+    def choices(self) -> tuple:
+        """The values a user writes: names for enums, True/False for
+        booleans; empty for integers and tiers (any in range)."""
+        if self.kind == "enum":
+            return tuple(e.name.lower() for e in self.enum)
+        if self.kind == "bool":
+            return (False, True)
+        return ()
+
+    def code(self, value) -> int:
+        """The model's integer code of a user value (already checked)."""
+        if self.kind == "enum":
+            return int(self.enum[value.upper()]) if isinstance(value, str) else int(self.enum(value))
+        return int(value)
+
+    def value(self, code):
+        """The user value of a code."""
+        code = int(code)
+        if self.kind == "enum":
+            return self.enum(code).name.lower()
+        if self.kind == "bool":
+            return bool(code)
+        return code
+
+    def help(self) -> str:
+        vals = ("|".join(self.choices) if self.kind == "enum"
+                else {"bool": "true|false", "tier": "tier index", "int": "integer"}[self.kind])
+        return f"{self.name} ({vals}): {self.meaning}"
+
+
+def _dp_gt_1(k):
+    return np.asarray(k["dp"]) > 1
+
+
+KNOBS: tuple[Knob, ...] = (
+    Knob("tp", "int", "structure", "tensor-parallel degree: each block's matrices split over tp GPUs"),
+    Knob("pp", "int", "structure", "pipeline-parallel degree: the blocks split into pp stages"),
+    Knob("dp", "int", "structure", "data-parallel degree: replicas that split the batch"),
+    Knob("batch", "int", "structure", "global batch in sequences"),
+    Knob("microbatch", "int", "structure", "sequences per microbatch on one replica", default=1),
+    Knob("interleave", "int", "structure",
+         "virtual stages per GPU (interleaved 1F1B schedule); 1 is the plain schedule", default=1),
+    Knob("recompute", "enum", "group", "activation recomputation: none, attn (core attention only) "
+         "or full (each block's forward again)", default="none", enum=Recompute),
+    Knob("tp_comm", "enum", "member", "TP communication: ar (all-reduce), rs_ag (sequence parallel: "
+         "reduce-scatter + all-gather) or p2p_rs_ag (the same from point-to-point sends)",
+         default="ar", enum=TpComm, memory_view=lambda c: np.asarray(c) > TpComm.AR),
+    Knob("tp_overlap", "enum", "member", "TP communication hidden behind the matmuls: none, ring "
+         "(a chunk per rank, needs p2p_rs_ag) or pipe (fixed chunks); costs the network's processor "
+         "share", default="none", enum=TpOverlap),
+    Knob("ag_redo", "bool", "group", "with sequence parallelism, gather the inputs of qkv and mlp1 "
+         "again for the weight gradients instead of keeping them whole", default=False,
+         matters=lambda k: np.asarray(k["tp_comm"]) > TpComm.AR, matters_reads=("tp_comm",)),
+    Knob("dp_overlap", "bool", "member", "DP gradient reduction hidden behind the last backward",
+         default=False, matters=_dp_gt_1, matters_reads=("dp",)),
+    Knob("optimizer_sharding", "bool", "group", "ZeRO-1: optimizer state sharded over DP "
+         "(gradients reduce-scattered, weights all-gathered)", default=False, matters=_dp_gt_1, matters_reads=("dp",)),
+    Knob("fused_activation", "bool", "group", "activation function fused into the first MLP matmul "
+         "(its output recomputed, not stored)", default=False),
+    Knob("offload_weights", "bool", "group", "weights and their gradients kept in the offload tier, "
+         "two blocks' worth in HBM", default=False),
+    Knob("offload_activations", "bool", "group", "stored activations kept in the offload tier",
+         default=False),
+    Knob("offload_optimizer", "bool", "group", "optimizer state kept in the offload tier and "
+         "streamed through the step", default=False),
+    Knob("tp_net", "tier", "member", "network tier of the TP groups (0 = NVLink)", default=0,
+         places="tp", matters=lambda k: np.asarray(k["tp"]) > 1, matters_reads=("tp",)),
+    Knob("pp_net", "tier", "member", "network tier of the pipeline sends (-1 = outermost)", default=-1,
+         places="pp", matters=lambda k: np.asarray(k["pp"]) > 1, matters_reads=("pp",)),
+    Knob("dp_net", "tier", "member", "network tier of the DP groups (-1 = outermost)", default=-1,
+         places="dp", matters=lambda k: np.asarray(k["dp"]) > 1, matters_reads=("dp",)),
+)
+
+BY_NAME = {k.name: k for k in KNOBS}
+NAMES = tuple(k.name for k in KNOBS)
+PINNABLE = tuple(k.name for k in KNOBS if k.pinnable)
+TIERS = tuple(k for k in KNOBS if k.kind == "tier")
+
+
+def at_level(level: str) -> tuple[Knob, ...]:
+    return tuple(k for k in KNOBS if k.level == level)
+
+
+def codes(knobs: dict) -> dict:
+    """Knob values (names, booleans, ints, or arrays of codes) as arrays of
+    integer codes, every knob present."""
+    out = {}
+    for k in KNOBS:
+        v = knobs[k.name]
+        if k.kind == "enum" and isinstance(v, str):
+            v = k.code(v)
+        out[k.name] = np.asarray(v)
+    return out
+
+
+def canonical(knobs: dict) -> dict:
+    """Codes with every knob that has no effect held at its idle code (a
+    group of one GPU on tier 0, ag_redo off without sequence parallelism,
+    DP options off with dp = 1): two strategies the model cannot tell apart
+    become one."""
+    k = codes(knobs)
+    shape = np.broadcast(*k.values()).shape
+    out = {}
+    for knob in KNOBS:
+        v = np.broadcast_to(k[knob.name], shape)
+        out[knob.name] = v if knob.matters is None else np.where(knob.matters(k), v, knob.idle)
+    return out
+
+
+def describe(strategy) -> str:
+    """A strategy on one line: the structure, then every knob away from its
+    default (booleans by name), tiers as tp/pp/dp@tier."""
+    d = strategy if isinstance(strategy, dict) else strategy.to_dict()
+    parts = [f"{k.name}={d[k.name]}" for k in at_level("structure")]
+    for k in KNOBS:
+        if k.level == "structure" or k.kind == "tier" or d[k.name] == k.default:
+            continue
+        parts.append(k.name if k.kind == "bool" else f"{k.name}={d[k.name]}")
+    parts.append("nets " + "/".join(t.places for t in TIERS) + "="
+                 + "/".join(str(d[t.name]) for t in TIERS))
+    return " ".join(parts)
+
+
+def glossary() -> str:
+    """Every knob with its values and meaning, for --help and the README."""
+    return "\n".join("  " + k.help() for k in KNOBS)
