@@ -94,3 +94,25 @@ def test_h100_rule_is_the_same_against_a100():
 def test_gb200_outer_tier_holds_whole_racks():
     s = opt.load_system("gb200-186g-nvl72")
     assert s.networks[1].size == 72 * 1024
+
+
+# ------------------------------------------------------------ model presets
+
+def test_every_model_preset_has_a_description_with_a_year():
+    import re
+    from optimizer.spec import preset_names
+    root = Path(__file__).parent.parent / "models"
+    for name in preset_names("models"):
+        data = yaml.safe_load((root / f"{name}.yaml").read_text())
+        assert re.search(r"\b(19|20)\d\d\b", data.get("description", "")), name
+
+
+def test_existing_presets_keep_vocab_zero_until_the_refit():
+    # real vocabularies are comments only on the presets the calibration was
+    # fitted with; the llama presets carry theirs
+    for name in ("megatron-22B", "gpt3-175B", "turing-530B", "megatron-1T", "palm-540B", "1T", "128T"):
+        assert opt.load_model(name).vocab == 0, name
+    for name in ("llama3-8B", "llama3-70B", "llama3.1-405B"):
+        m = opt.load_model(name)
+        assert (m.vocab, m.kv_heads, m.gated_mlp, m.norm, m.tied_embeddings, m.seq_len) == (
+            128256, 8, True, "rmsnorm", False, 8192)
