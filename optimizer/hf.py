@@ -127,6 +127,20 @@ def _name(config: Mapping, source: str, arch: str) -> str:
     return arch
 
 
+def _check_sliding_window(config: Mapping, arch: str, seq_len: int, source: str):
+    """Sliding-window attention (Mistral 7B v0.1; Qwen2 when switched on) is
+    full attention for sequences up to the window, which is all the Model
+    describes; longer sequences would overstate the attention cost."""
+    window = config.get("sliding_window")
+    if arch == "Qwen2ForCausalLM" and not config.get("use_sliding_window", False):
+        return
+    if arch in ("MistralForCausalLM", "Qwen2ForCausalLM") and isinstance(window, int) \
+            and not isinstance(window, bool) and 0 < window < seq_len:
+        raise ConfigError(source, "sliding_window", window,
+                          f"no window shorter than seq_len {seq_len}: sliding-window attention "
+                          f"is not modelled yet (pass seq_len <= {window})")
+
+
 def model_dict_from_hf(config: Mapping, source: str, seq_len: int | None = None) -> dict:
     """The project's model keys for a Hugging Face config. `seq_len`
     replaces the config's longest position (max_position_embeddings, or
@@ -158,6 +172,7 @@ def model_dict_from_hf(config: Mapping, source: str, seq_len: int | None = None)
         seq_len = _int(config, keys["seq_len"], source)
     elif isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len <= 0:
         raise ConfigError(source, "seq_len", seq_len, "a positive integer")
+    _check_sliding_window(config, arch, seq_len, source)
     tied = config.get("tie_word_embeddings", spec["tied"])
     if not isinstance(tied, bool):
         raise ConfigError(source, "tie_word_embeddings", tied, "true or false")

@@ -16,7 +16,8 @@ HF = Path(__file__).parent / "data" / "hf"
 
 def hf_model(name):
     path = HF / name / "config.json"
-    return opt.load_model(model_dict_from_hf(read_hf_config(path), str(path)))
+    # seq_len does not change the count; 4096 fits Mistral's sliding window
+    return opt.load_model(model_dict_from_hf(read_hf_config(path), str(path), seq_len=4096))
 
 
 # Published totals. Sources: the Hugging Face model pages' parameter counts

@@ -51,8 +51,19 @@ def test_qwen3_head_dim_key_wins():
 def test_qwen25_and_mistral():
     q = load("qwen2.5-7B")
     assert (q["hidden"], q["heads"], q["kv_heads"], q["head_dim"]) == (3584, 28, 4, 128)
-    m = load("mistral-7B")
-    assert (m["vocab"], m["seq_len"], m["kv_heads"]) == (32000, 32768, 8)
+    # Mistral 7B v0.1: 32768 positions, but a 4096-token sliding window
+    with pytest.raises(ConfigError, match="sliding_window.*4096"):
+        load("mistral-7B")
+    m = load("mistral-7B", seq_len=4096)
+    assert (m["vocab"], m["seq_len"], m["kv_heads"]) == (32000, 4096, 8)
+    cfg = read_hf_config(HF / "mistral-7B" / "config.json")
+    cfg["sliding_window"] = None      # v0.2 and later: no window
+    assert model_dict_from_hf(cfg, "x")["seq_len"] == 32768
+    # Qwen2.5 carries a window that is switched off
+    cfg = read_hf_config(HF / "qwen2.5-7B" / "config.json")
+    assert model_dict_from_hf(cfg, "x")["seq_len"] == 131072
+    with pytest.raises(ConfigError, match="sliding_window"):
+        model_dict_from_hf({**cfg, "use_sliding_window": True, "sliding_window": 4096}, "x")
 
 
 def test_gpt_neox_and_gpt2():
