@@ -40,7 +40,10 @@ ARCHITECTURES = {
 }
 _MODEL_TYPES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
                 "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
-                "gpt_neox": "GPTNeoXForCausalLM", "gpt2": "GPT2LMHeadModel"}
+                "gpt_neox": "GPTNeoXForCausalLM", "gpt2": "GPT2LMHeadModel",
+                "mixtral": "MixtralForCausalLM", "qwen2_moe": "Qwen2MoeForCausalLM",
+                "qwen3_moe": "Qwen3MoeForCausalLM", "deepseek_v3": "DeepseekV3ForCausalLM",
+                "gpt_oss": "GptOssForCausalLM"}
 
 # Known architectures the Model cannot describe yet, and what it lacks.
 _MOE = "mixture-of-experts is not modelled yet"

@@ -44,7 +44,8 @@ def resolve_system_name(name: str) -> tuple[str, dict] | None:
     or None when `name` is not a variant (a base file's own name included)."""
     if not isinstance(name, str):
         return None
-    m = _NAME.fullmatch(name.strip())
+    name = name.strip()
+    m = _NAME.fullmatch(name)
     if m is None or m["gpu"] not in BASES:
         return None
     base, base_hbm, base_nvl = BASES[m["gpu"]]

@@ -102,6 +102,11 @@ def test_moe_rejected_in_one_line(arch):
     assert arch in msg and "mixture-of-experts is not modelled yet" in msg and "\n" not in msg
 
 
+def test_moe_model_type_alone_rejected():
+    with pytest.raises(ConfigError, match="MixtralForCausalLM.*mixture-of-experts"):
+        model_dict_from_hf({"model_type": "mixtral"}, "x")
+
+
 def test_moe_sample_file_rejected():
     with pytest.raises(ConfigError, match="Qwen3MoeForCausalLM.*mixture-of-experts"):
         load("qwen3-30B-A3B")
