@@ -19,6 +19,8 @@ import yaml
 
 from . import knobs
 from .errors import ConfigError
+from .hf import is_hf_config, model_dict_from_hf
+from .presets import resolve_system_name, system_variant_names
 
 DATATYPES = ("fp8", "bf16", "fp16", "fp32")
 BYTES_PER_ELEMENT = {"fp8": 1, "bf16": 2, "fp16": 2, "fp32": 4}
@@ -38,6 +40,8 @@ def preset_names(kind: str) -> list[str]:
     names = set()
     for d in _preset_dirs(kind):
         names.update(p.stem for p in d.glob("*.yaml"))
+    if kind == "systems":
+        names.update(system_variant_names())
     return sorted(names)
 
 
@@ -167,6 +171,8 @@ def load_model(x) -> Model:
     if isinstance(x, Model):
         return x
     data, source = _read_source(x, "models")
+    if is_hf_config(data):
+        data = model_dict_from_hf(data, source)
     r = _Reader(data, source)
     name = r.get("name", str, default=Path(source).stem if not source.startswith("<") else "custom")
     r.get("description", str, default="")
@@ -264,6 +270,9 @@ def load_system(x, **overrides) -> System:
     """A System from a preset name (see `systems/`), a YAML path or a dict.
     Overrides: hbm_gib, offload_gib, offload_gbps ('unlimited' or math.inf
     allowed), nvlink_size (size of the first network tier)."""
+    variant = resolve_system_name(x) if isinstance(x, str) else None
+    if variant is not None:
+        return dataclasses.replace(load_system(variant[0], **{**variant[1], **overrides}), name=x)
     if isinstance(x, System):
         data, source = None, x.name
         base = x
