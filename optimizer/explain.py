@@ -143,8 +143,8 @@ def _placeable(q: Problem, r: dict) -> np.ndarray:
     sizes = [r["tp"][:, None], r["pp"][:, None], r["dp"][:, None]]
     ok = np.ones((len(r["tp"]), len(trip)), dtype=bool)
     for i, knob in enumerate(NET_PINS):
-        # a group of one GPU sits on tier 0 (it uses no network)
-        ok &= ((sizes[i] > 1) | (trip[:, i] == 0)) & q.allowed(knob, trip[:, i])
+        # a group of one GPU sits on tier 0 (it uses no network; a pin says nothing there)
+        ok &= np.where(sizes[i] > 1, q.allowed(knob, trip[:, i]), trip[:, i] == 0)
     bad = perf.placement_violation(q.system, {"tp": sizes[0], "pp": sizes[1], "dp": sizes[2],
                                               **{k: trip[:, i] for i, k in enumerate(NET_PINS)}})
     return (ok & ~bad).any(axis=1)
@@ -215,8 +215,8 @@ def _allowed(q: Problem, r: dict, tier: bool) -> np.ndarray:
     dps, dinv = np.unique(r["dp"], return_inverse=True)
     for d_i, d in enumerate(dps):
         rows = group_rest(qq, int(d))
-        over = K.BY_NAME["dp_overlap"]
-        has_overlap = q.allowed("dp_overlap", [0, 1])[[0, 1] if over.matters({"dp": d}) else [0]].any()
+        # some dp_overlap value the pins admit (where it has no effect, any)
+        has_overlap = not K.BY_NAME["dp_overlap"].matters({"dp": d}) or q.allowed("dp_overlap", [0, 1]).any()
         if has_overlap and len(rows):
             f = np.zeros((2,) * n, dtype=bool)
             f[tuple(rows.T)] = True

@@ -15,7 +15,8 @@ A strategy is split in the three levels of optimizer.knobs:
 Each level is the product of its knobs' domains, filtered by every rule
 (optimizer.rules) whose knobs are known once the level's are, by the pins,
 and by the registry's `matters`: a knob without effect stays at its idle
-code, so no two strategies of the space are the same to the model. The
+code (and a pin on it says nothing there), so no two strategies of the
+space are the same to the model. The
 domains are the values a knob can take at all:
 
   tp          divisors of gpus
@@ -160,10 +161,13 @@ def keep(p: Problem, k: dict, new: tuple, known: tuple) -> np.ndarray:
     shape = np.broadcast(*(np.asarray(k[n]) for n in known)).shape
     ok = np.ones(shape, dtype=bool)
     for n in new:
-        ok &= p.allowed(n, k[n])
         knob = K.BY_NAME[n]
         if knob.matters is not None and set(knob.matters_reads) <= set(known):
-            ok &= knob.matters(k) | (np.asarray(k[n]) == knob.idle)
+            # without effect, a knob sits at its idle code and its pin says nothing
+            matters = knob.matters(k)
+            ok &= np.where(matters, p.allowed(n, k[n]), np.asarray(k[n]) == knob.idle)
+        else:
+            ok &= p.allowed(n, k[n])
     known_set = set(known)
     for rule in R.RULES:
         if set(rule.reads) <= known_set and set(rule.reads) & set(new):

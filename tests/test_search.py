@@ -10,6 +10,8 @@ from optimizer import perf
 from optimizer.search import Tables, plan
 from optimizer.space import make_problem, structures
 
+from conftest import tiered_system
+
 
 def tiny(hidden, heads, head_dim, blocks, seq=1024, ff=None):
     return {"name": f"tiny-{hidden}-{blocks}", "hidden": hidden, "feedforward": ff or 4 * hidden,
@@ -44,12 +46,20 @@ CASES = [
     ("chinchilla-70B", OFF, {}, 32, 64, {"tp": 4}),
     ("1T", "h100-80g-nvl8-off1t-100gbps", {}, 512, 512, {"tp": 8, "pp": 16, "microbatch": 1}),
     ("megatron-1T", H100, {"hbm_gib": 120}, 1024, 256, {"tp": 8, "pp": 32}),
+    # 3, 4 and 5 network tiers (first tier of 2 or 4 so that small problems span several)
+    (tiny(2048, 16, 128, 8), tiered_system(3, hbm_gib=6, first=2, growth=4), {}, 32, 32, {}),
+    (tiny(2048, 16, 128, 8), tiered_system(4, hbm_gib=6, first=2, growth=2), {}, 16, 32, {}),
+    (tiny(1024, 16, 64, 8), tiered_system(4, hbm_gib=3, offload_gib=16, offload_gbps=20, first=2, growth=2),
+     {}, 16, 16, {}),
+    (tiny(1024, 8, 128, 8), tiered_system(5, hbm_gib=4, first=2, growth=2, must_fill=False), {}, 32, 32, {}),
+    (tiny(1024, 16, 64, 8), tiered_system(4, hbm_gib=4, first=2, growth=2), {}, 16, 32,
+     {"tp_overlap": ["ring", "pipe"], "tp_net": [2, 3]}),
 ]
 
 
 def _solve(case, **kw):
     model, system, over, gpus, max_batch, pins = case
-    sysobj = opt.load_system(system, **over)
+    sysobj = opt.load_system(system, **over) if over else opt.load_system(system)
     dt = "fp8" if "fp8" in sysobj.matrix_tflops else "bf16"
     return plan(model, sysobj, gpus, max_batch=max_batch, datatype=dt, pin=pins, **kw)
 
@@ -82,10 +92,10 @@ def test_top_k_matches_brute_force():
     assert times == sorted(times) and len(times) == 5
 
 
-@pytest.mark.parametrize("case", [CASES[4], CASES[5], CASES[8], CASES[14], CASES[21]])
+@pytest.mark.parametrize("case", [CASES[4], CASES[5], CASES[8], CASES[14], CASES[21]] + CASES[-5:])
 def test_bounds_never_exceed_exact(case):
     model, system, over, gpus, max_batch, pins = case
-    sysobj = opt.load_system(system, **over)
+    sysobj = opt.load_system(system, **over) if over else opt.load_system(system)
     p = make_problem(opt.load_model(model), sysobj, gpus, max_batch, "fp8", pins)
     t = Tables(p, structures(p))
     rng = np.random.default_rng(0)

@@ -7,12 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 FINDINGS = ("mappings", "model_size", "offload_bandwidth", "offload_capacity", "strong_scaling", "beyond_10t")
 
 
+@pytest.mark.slow
 def test_quick_study_writes_every_finding(tmp_path):
     out, doc = tmp_path / "study", tmp_path / "study.md"
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "study" / "report.py"), "--quick", "--quiet",
@@ -41,6 +43,7 @@ def test_quick_study_writes_every_finding(tmp_path):
     assert re.findall(r"\*\*Verdict: (\w+)", doc.read_text()) == [v for v, _ in verdicts]
 
 
+@pytest.mark.slow
 def test_model_size_finding_agrees_with_plan(tmp_path):
     """The 18T point of the model-size grid is the same answer plan gives."""
     sys.path.insert(0, str(ROOT / "scripts" / "study"))

@@ -55,11 +55,13 @@ def test_rows_agree_with_plan_and_explain_infeasible_points(serial_small):
     assert [r["status"] for r in res.rows[2:]] == ["infeasible", "optimal"]
 
 
+@pytest.mark.slow
 def test_local_processes_give_the_serial_rows(serial_small):
     local = opt.sweep(SMALL, executor="local", workers=2)
     assert [comparable(r) for r in local.rows] == [comparable(r) for r in serial_small.rows]
 
 
+@pytest.mark.slow
 def test_real_local_dask_cluster_gives_the_local_rows(tmp_path):
     from distributed import Client, LocalCluster    # the dask extra is part of the test set-up
     grid = {**SMALL, "models": ["1T", "2T", "18T"]}
@@ -116,6 +118,7 @@ def test_a_bad_line_in_the_middle_names_file_and_line(tmp_path):
         opt.sweep(SMALL, executor="serial", results=out)
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_without_solving_a_finished_point(tmp_path):
     grid = {"name": "kill", "models": ["1T", "2T", "4T"], "gpus": [4096, 8192],
             "overrides": {"offload_gib": [0, 512], "offload_gbps": 100}}

@@ -1,0 +1,83 @@
+"""The space the search walks equals the raw cross product of every knob,
+filtered by the rules (optimizer.rules) and canonicalised (a knob without
+effect at its idle code): a missing option or an extra one fails here."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+import optimizer as opt
+from optimizer import knobs as K
+from optimizer import rules as R
+from optimizer.space import count_space, enumerate_all, make_problem, structures
+
+TINY = {"name": "tiny", "hidden": 64, "feedforward": 256, "seq_len": 16, "heads": 4, "head_dim": 16,
+        "blocks": 4}
+
+
+def system(tiers, offload=False):
+    """A system with `tiers` network tiers of sizes 2, 4, 8, ... (the first
+    must be filled) and an outermost tier of 1024."""
+    sizes = [2 ** (i + 1) for i in range(tiers - 1)] + [1024]
+    return opt.load_system({
+        "name": f"tiers{tiers}", "matrix_tflops": {"bf16": 100}, "vector_tflops": {"bf16": 10},
+        "matrix_efficiency": [[1, 0.5]], "vector_efficiency": [[1, 0.5]],
+        "hbm": {"gib": 80, "gbps": 1000, "efficiency": [[1, 0.9]]},
+        "offload": {"gib": 64, "gbps": 10} if offload else {"gib": 0, "gbps": 0},
+        "networks": [{"name": f"t{i}", "size": n, "gbps": 100 / (i + 1), "efficiency": 0.9, "latency_us": 5,
+                      "must_fill": i == 0, "processor_share": 0.1} for i, n in enumerate(sizes)]})
+
+
+def raw_space(model, sys_, gpus, max_batch, pins):
+    """Every combination of every knob's raw values (integers up to the GPU
+    count, the batch limit or the blocks; every enum, boolean and tier),
+    kept where the rules hold, the pins admit it and the batch follows the
+    space's policy (the largest multiple of dp within the limit);
+    canonicalised; as a set of tuples in registry order."""
+    out = set()
+    ints = range(1, gpus + 1)
+    struct = [(tp, pp, gpus // (tp * pp)) for tp in ints for pp in ints if gpus % (tp * pp) == 0]
+    T = len(sys_.networks)
+    rest = [k for k in K.KNOBS if k.level != "structure"]
+    doms = [range(len(k.enum)) if k.kind == "enum" else range(2) if k.kind == "bool" else range(T) for k in rest]
+    grid = np.array(list(itertools.product(*doms)), dtype=np.int64)
+    for tp, pp, dp in struct:
+        for batch, mb, v in itertools.product(range(1, max_batch + 1), range(1, max_batch + 1),
+                                              range(1, model.blocks + 1)):
+            if batch != (max_batch // dp) * dp:
+                continue
+            k = {"tp": tp, "pp": pp, "dp": dp, "batch": batch, "microbatch": mb, "interleave": v}
+            k = {**{n: np.full(len(grid), x) for n, x in k.items()},
+                 **{knob.name: grid[:, i] for i, knob in enumerate(rest)}}
+            broken = R.check(model, sys_, "bf16", k, (len(grid),))
+            ok = ~np.logical_or.reduce(list(broken.values()))
+            for name, codes in pins.items():
+                ok &= np.isin(k[name], sorted(codes))
+            if ok.any():
+                c = K.canonical({n: x[ok] for n, x in k.items()})
+                out.update(map(tuple, np.stack([c[n] for n in K.NAMES], 1).tolist()))
+    return out
+
+
+CASES = [
+    (2, False, 8, 4, {}),
+    (3, False, 8, 4, {}),
+    (4, False, 16, 4, {}),
+    (2, True, 8, 8, {}),
+    (3, True, 4, 4, {"tp_comm": "p2p_rs_ag"}),
+    (4, False, 8, 4, {"recompute": ["none", "full"], "pp_net": 2}),
+]
+
+
+@pytest.mark.parametrize("tiers, offload, gpus, max_batch, pins", CASES)
+def test_space_is_the_raw_product_filtered_by_the_rules(tiers, offload, gpus, max_batch, pins):
+    model, sys_ = opt.load_model(TINY), system(tiers, offload)
+    p = make_problem(model, sys_, gpus, max_batch, "bf16", pins)
+    walked = []
+    for chunk in enumerate_all(p):
+        walked.extend(map(tuple, np.stack([chunk[n] for n in K.NAMES], 1).tolist()))
+    assert len(walked) == len(set(walked))                      # no strategy twice
+    raw = raw_space(model, sys_, gpus, max_batch, p.pins)
+    assert set(walked) == raw, (len(set(walked) - raw), len(raw - set(walked)))
+    assert count_space(p, structures(p)) == len(raw)            # counted == enumerated
