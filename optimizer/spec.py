@@ -238,8 +238,15 @@ def read_yaml_mapping(path: Path, key: str, empty_ok=False) -> dict:
     return data
 
 
+def fmt_limit(v) -> str:
+    """A limit as people write it: 16777216, 2147483647, 1e+06, 0.001."""
+    if isinstance(v, int) or (isinstance(v, float) and v.is_integer() and abs(v) < 2 ** 53):
+        return str(int(v))
+    return f"{v:g}"
+
+
 def _range_text(low, high) -> str:
-    return f"in [{low:g}, {high:g}]"
+    return f"in [{fmt_limit(low)}, {fmt_limit(high)}]"
 
 
 class _Reader:
@@ -514,12 +521,12 @@ def load_system(x, **overrides) -> System:
         n = r.get("nvlink_size", int, low=1, high=MAX_GPUS)
         nets = list(base.networks)
         nets[0] = dataclasses.replace(nets[0], size=n)
-        bad = _network_size_conflict(nets)
-        if bad is not None:
-            i = bad
-            expected = (f"a divisor of the next tier's size {nets[1].size}" if i == 1
-                        else f"a size that keeps every tier a multiple of the inner one")
-            raise ConfigError("override", "nvlink_size", n, expected)
+        i = _network_size_conflict(nets)
+        if i is not None:             # only tier 1 can conflict: the others did on load
+            whole = len(nets) > 2 or nets[1].must_fill
+            raise ConfigError("override", "nvlink_size", n,
+                              f"{'a divisor of' if whole else 'at most'} the size of tier 1 "
+                              f"({nets[1].name}, {nets[1].size} GPUs), as in a system file")
         changes["networks"] = tuple(nets)
     merged = {**dict(base.overrides), **{k: changes.get(k, overrides[k]) if k != "nvlink_size"
                                          else changes["networks"][0].size for k in overrides}}
@@ -528,12 +535,24 @@ def load_system(x, **overrides) -> System:
 
 
 def _network_size_conflict(nets) -> int | None:
-    """The first tier whose size is not a multiple of the inner tier's, or
-    None: every tier groups whole domains of the tier inside it."""
+    """The first tier whose size does not fit the tier inside it, or None.
+    A tier holds at least the inner tier's domain, and a whole number of
+    them when it is not the outermost tier or must be filled; the outermost
+    tier (the scale-out fabric) is otherwise a capacity: a 65,536-GPU
+    fabric may connect NVLink domains of 72 (what explain's NVLink fix
+    tries)."""
     for i in range(1, len(nets)):
-        if nets[i].size < nets[i - 1].size or nets[i].size % nets[i - 1].size:
+        whole = i < len(nets) - 1 or nets[i].must_fill
+        if nets[i].size < nets[i - 1].size or (whole and nets[i].size % nets[i - 1].size):
             return i
     return None
+
+
+def _network_size_expected(nets, i) -> str:
+    inner = nets[i - 1].size
+    if i < len(nets) - 1 or nets[i].must_fill:
+        return f"a multiple of the inner tier's size {inner}"
+    return f"at least the inner tier's size {inner}"
 
 
 def _parse_network(n, source: str, i: int) -> Network:
@@ -586,8 +605,7 @@ def _parse_system(data: dict, source: str) -> System:
     nets = [_parse_network(n, source, i) for i, n in enumerate(nets_raw)]
     i = _network_size_conflict(nets)
     if i is not None:
-        raise ConfigError(source, f"networks[{i}].size", nets[i].size,
-                          f"a multiple of the inner tier's size {nets[i - 1].size}")
+        raise ConfigError(source, f"networks[{i}].size", nets[i].size, _network_size_expected(nets, i))
     r.done()
     return System(name=name, matrix_tflops=matrix, vector_tflops=vector,
                   matrix_efficiency=m_eff, vector_efficiency=v_eff,
