@@ -560,7 +560,7 @@ def _main(argv) -> int:
     try:
         return args.func(args)
     except OptimizerError as e:         # ConfigError and the other errors raised on purpose
-        print(f"optimize: error: {one_line(e)}", file=sys.stderr)
+        print(f"optimize: error: {one_line(e, 1500)}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 

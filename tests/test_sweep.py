@@ -21,7 +21,8 @@ SMALL = {"name": "small", "models": ["1T", "18T"], "gpus": [4096],
 
 def test_grid_is_the_cross_product_with_defaults():
     g = load_grid({"models": ["1T", "2T"], "gpus": [4096, 8192, 16384],
-                   "overrides": {"hbm_gib": [80, 120], "offload_gbps": [50, "unlimited"]},
+                   "overrides": {"hbm_gib": [80, 120], "offload_gib": 1024,
+                                 "offload_gbps": [50, "unlimited"]},
                    "options": {"max_batch": [1536, 3072]}})
     assert len(g.points) == 2 * 3 * 2 * 2 * 2
     assert len({point_key(p) for p in g.points}) == len(g.points)
