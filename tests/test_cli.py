@@ -271,3 +271,16 @@ def test_usage_errors_are_one_line():
     for args in (["--model", "1T"], ["frobnicate", "--x"], ["--model", "1T", "--gpus", "eight"],
                  ["--model", "1T", "--gpus", "8", "--datatype", "fp4"]):
         _one_line_exit_2(args)
+
+
+def test_list_shows_a_broken_preset_and_the_rest(monkeypatch, capsys):
+    real = cli.load_model
+
+    def load(name):
+        if name == "2T":
+            raise optimizer.ConfigError("models/2T.yaml", "hidden", float("nan"), "a finite number")
+        return real(name)
+    monkeypatch.setattr(cli, "load_model", load)
+    assert main(["list", "models"]) == 0
+    out = capsys.readouterr().out
+    assert "2T" in out and "does not load" in out and "11T" in out
