@@ -2,11 +2,15 @@
 
     optimize --model 1T --gpus 16384            best strategy, proven (plan)
     optimize evaluate --model M --system S --set tp=8 --set pp=64 ...
+    optimize sweep grid.yaml --csv grid.csv     plan every point of a grid, resumable
     optimize validate                           the model against Megatron on Selene
-    optimize list                               the model and system presets
+    optimize list [models|systems] [--json]     the presets, with their sizes
+    optimize --version
 
 Exit codes: 0 success; 1 an answer that is "no" (infeasible problem or
-strategy, explained); 2 bad input.
+strategy, explained); 2 bad input (one line naming the source, the key and
+what was expected); 3 an internal error (a bug: one line, please report it);
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -14,18 +18,23 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import textwrap
 from pathlib import Path
 
-from . import knobs
-from .errors import ConfigError, InfeasibleStrategy, OptimizerError
+from . import __version__, knobs
+from .errors import ConfigError, InfeasibleStrategy, OptimizerError, one_line
 from .evaluate import BREAKDOWN, MEMORY, Report, evaluate
+from .presets import resolve_system_name
 from .sweep import EXECUTORS
-from .spec import (STRATEGY_KEYS, SYSTEM_OVERRIDES, load_model, load_strategy, load_system,
-                   parse_value, preset_names, strategy_from_dict)
+from .spec import (DATATYPES, MAX_GBPS, MAX_GIB, MAX_GPUS, MAX_INT_FIELD, STRATEGY_KEYS,
+                   SYSTEM_OVERRIDES, check_input_file, default_datatype, fmt_limit, load_model, load_strategy,
+                   load_system, parse_value, preset_names, preset_path, read_yaml_mapping,
+                   strategy_from_dict)
 
-EXIT_OK, EXIT_INFEASIBLE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_INFEASIBLE, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+MAX_TOP, MAX_THREADS, MAX_TIME_LIMIT_S = 10_000, 1024, 1e7
 GIB = 1024 ** 3
 
 
@@ -70,16 +79,26 @@ def format_report(rep: Report, system=None) -> str:
 
 
 def _print_json(obj):
-    print(json.dumps(obj, indent=2, default=_json_default))
+    """One strict JSON document (RFC 8259: no NaN or Infinity; a
+    non-finite number, an infinite bound or gap, is null)."""
+    print(json.dumps(_jsonable(obj), indent=2, allow_nan=False))
 
 
-def _json_default(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
+def _jsonable(x):
+    """`x` as plain JSON values: objects with to_dict() and NumPy scalars
+    converted, tuples as lists, non-finite floats as None."""
+    if isinstance(x, bool) or x is None or isinstance(x, (int, str)):
+        return x
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
     if hasattr(x, "to_dict"):
-        return x.to_dict()
+        return _jsonable(x.to_dict())
     if hasattr(x, "item"):
-        return x.item()
+        return _jsonable(x.item())
     raise TypeError(f"not serialisable: {type(x).__name__}")
 
 
@@ -95,12 +114,18 @@ def _system_overrides(args) -> dict:
 
 
 def _pairs(items, what) -> dict:
+    """KEY=VALUE arguments as a dict; each key once."""
     out = {}
     for item in items or []:
         if "=" not in item:
             raise ConfigError(f"--{what}", item, item, "key=value")
         k, v = item.split("=", 1)
-        out[k.strip()] = parse_value(v)
+        k = k.strip()
+        if not k:
+            raise ConfigError(f"--{what}", item, item, "key=value with a key")
+        if k in out:
+            raise ConfigError(f"--{what}", k, v, f"each key once (also given as {k}={out[k]})")
+        out[k] = parse_value(v)
     return out
 
 
@@ -186,7 +211,8 @@ def cmd_plan(args) -> int:
         def progress(n, best):
             print(f"\r  searching: {n} structures opened, best {1 / best if best < math.inf else 0:,.3f} "
                   f"samples/s", end="", file=sys.stderr, flush=True)
-    res = plan(model, system, args.gpus, max_batch=args.max_batch, datatype=args.datatype,
+    datatype = args.datatype or default_datatype(system)
+    res = plan(model, system, args.gpus, max_batch=args.max_batch, datatype=datatype,
                pin=_pins(args), top_k=args.top, time_limit_s=args.time_limit, threads=args.threads,
                method=args.method, progress=progress)
     if progress:
@@ -200,6 +226,7 @@ def cmd_plan(args) -> int:
 
 def cmd_sweep(args) -> int:
     from .sweep import check_output, format_rows, progress_printer, sweep
+    check_input_file(args.grid, "grid")
     out = args.out or str(Path(args.grid).with_suffix(".results.jsonl"))
     if args.csv:
         check_output(args.csv, "--csv")
@@ -249,43 +276,152 @@ def cmd_validate(args) -> int:
     return EXIT_OK
 
 
+MODEL_SIZE_KEYS = ("hidden", "feedforward", "seq_len", "heads", "head_dim", "kv_heads", "blocks", "vocab")
+
+
+def _fmt_count(n: float) -> str:
+    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M")):
+        if n >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{n:,.0f}"
+
+
+def _description(kind: str, name: str) -> str:
+    """The preset's `description`; a system variant name gets its base's,
+    with the overrides the name stands for."""
+    path = preset_path(kind, name)
+    variant = resolve_system_name(name) if kind == "systems" and path is None else None
+    if variant is not None:
+        base = _description(kind, variant[0])
+        return one_line(f"{base}; {', '.join(f'{k}={v}' for k, v in variant[1].items())}", 200)
+    desc = read_yaml_mapping(path, kind[:-1]).get("description", "") if path else ""
+    return one_line(desc, 200) if isinstance(desc, str) else ""
+
+
+def preset_info(kind: str, name: str) -> dict:
+    """What `optimize list` shows of one preset: a model's parameter count
+    and size keys, a system's memories, NVLink domain and peak rates; the
+    description where the file has one."""
+    from .perf import model_params
+    if kind == "models":
+        m = load_model(name)
+        info = {"params": model_params(m), **{k: getattr(m, k) for k in MODEL_SIZE_KEYS}}
+    else:
+        s = load_system(name)
+        info = {"hbm_gib": s.hbm_gib, "hbm_gbps": s.hbm_gbps, "nvlink_size": s.nvlink_size,
+                "offload_gib": s.offload_gib, "offload_gbps": s.offload_gbps,
+                "matrix_tflops": dict(s.matrix_tflops), "vector_tflops": dict(s.vector_tflops)}
+    info["description"] = _description(kind, name)
+    return info
+
+
+def _format_info(kind: str, name: str, info: dict) -> str:
+    if "error" in info:
+        return f"{name:<16} (does not load: {info['error']})"
+    if kind == "models":
+        sizes = (f"hidden {info['hidden']}  ff {info['feedforward']}  seq {info['seq_len']}  "
+                 f"heads {info['heads']}x{info['head_dim']}"
+                 + (f" (kv {info['kv_heads']})" if info["kv_heads"] != info["heads"] else "")
+                 + f"  blocks {info['blocks']}" + (f"  vocab {info['vocab']}" if info["vocab"] else ""))
+        line = f"{name:<16} {_fmt_count(info['params']):>6} params  {sizes}"
+    else:
+        off = ("no offload" if not info["offload_gib"] or not info["offload_gbps"] else
+               f"offload {info['offload_gib']:g} GiB at "
+               + ("unlimited" if math.isinf(info["offload_gbps"]) else f"{info['offload_gbps']:g} GB/s"))
+        peaks = "/".join(f"{v:g}" for v in info["matrix_tflops"].values())
+        line = (f"{name:<32} HBM {info['hbm_gib']:g} GiB  NVLink {info['nvlink_size']}  {off}  "
+                f"peak {peaks} TFLOP/s ({'/'.join(info['matrix_tflops'])})")
+    return line + (f"\n{'':<6}{info['description']}" if info["description"] else "")
+
+
 def cmd_list(args) -> int:
     kinds = [args.kind] if args.kind else ["models", "systems"]
-    out = {k: preset_names(k) for k in kinds}
+    out = {}
+    for kind in kinds:
+        out[kind] = {}
+        for name in preset_names(kind):
+            try:
+                out[kind][name] = preset_info(kind, name)
+            except ConfigError as e:      # one broken file must not hide the others
+                out[kind][name] = {"error": str(e)}
     if args.json:
         _print_json(out)
     else:
-        for k, names in out.items():
-            print(f"{k}:\n  " + "\n  ".join(names))
+        for kind, infos in out.items():
+            print(f"{kind}:")
+            for name, info in infos.items():
+                print("  " + _format_info(kind, name, info).replace("\n", "\n  "))
     return EXIT_OK
+
+
+def _number(kind, low, high, what, unlimited=False, open_low=False):
+    """An argparse type: a finite `kind` in [low, high] (or (low, high] with
+    `open_low`; 'unlimited' as +inf when allowed), else a one-line usage
+    error."""
+    def parse(text):
+        if unlimited and text.strip().lower() in ("unlimited", "inf"):
+            return math.inf
+        try:
+            v = kind(text)
+        except (ValueError, OverflowError):
+            v = None
+        ok = v is not None and (kind is int or math.isfinite(v)) and (
+            low < v <= high if open_low else low <= v <= high)
+        if not ok:
+            rng = f"{'(' if open_low else '['}{fmt_limit(low)}, {fmt_limit(high)}]"
+            raise argparse.ArgumentTypeError(
+                f"got {one_line(repr(text), 40)}, expected {what} in {rng}"
+                + (" or 'unlimited'" if unlimited else ""))
+        return v
+    parse.__name__ = what           # argparse names the type in its messages
+    return parse
+
+
+GPUS_ARG = _number(int, 1, MAX_GPUS, "an integer")
+BATCH_ARG = _number(int, 1, MAX_INT_FIELD, "an integer")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors on one line (the house rule for bad
+    input) and exit code 2."""
+
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {one_line(message)} (see `{self.prog} --help`)\n")
 
 
 def _add_system_args(p):
     p.add_argument("--system", default="h100-80g-nvl8",
                    help="system preset name or YAML path (default: h100-80g-nvl8; see `optimize list`)")
-    p.add_argument("--hbm-gib", dest="hbm_gib", type=float, help="override HBM capacity per GPU (GiB)")
-    p.add_argument("--offload-gib", dest="offload_gib", type=float,
-                   help="override the offload tier's capacity per GPU (GiB; 0 = none)")
-    p.add_argument("--offload-gbps", dest="offload_gbps", type=lambda x: float("inf") if x == "unlimited" else float(x),
-                   help="override the offload bandwidth per direction (GB/s, or 'unlimited')")
-    p.add_argument("--nvlink-size", dest="nvlink_size", type=int, help="override the NVLink domain size (GPUs)")
+    p.add_argument("--hbm-gib", dest="hbm_gib", type=_number(float, 0, MAX_GIB, "a number", open_low=True),
+                   help="override HBM capacity per GPU (GiB)")
+    p.add_argument("--offload-gib", dest="offload_gib", type=_number(float, 0, MAX_GIB, "a number"),
+                   help="override the offload tier's capacity per GPU (GiB; 0 = none); on a system "
+                        "without an offload tier give --offload-gbps too")
+    p.add_argument("--offload-gbps", dest="offload_gbps",
+                   type=_number(float, 0, MAX_GBPS, "a number", unlimited=True),
+                   help="override the offload bandwidth per direction (GB/s, or 'unlimited'); on a "
+                        "system without an offload tier give --offload-gib too")
+    p.add_argument("--nvlink-size", dest="nvlink_size", type=GPUS_ARG,
+                   help="override the NVLink domain size (GPUs)")
 
 
 def _add_plan_args(p):
     p.add_argument("--model", required=True, help="model preset name or YAML path (see `optimize list`)")
-    p.add_argument("--gpus", required=True, type=int, help="number of GPUs (tp * pp * dp)")
+    p.add_argument("--gpus", required=True, type=GPUS_ARG, help="number of GPUs (tp * pp * dp)")
     _add_system_args(p)
-    p.add_argument("--max-batch", dest="max_batch", type=int, default=3072,
+    p.add_argument("--max-batch", dest="max_batch", type=BATCH_ARG, default=3072,
                    help="global batch limit in sequences (default 3072); the batch is the largest "
                         "multiple of dp not above it")
-    p.add_argument("--datatype", default="fp8", choices=["fp8", "bf16", "fp16", "fp32"],
-                   help="training datatype (default fp8, as in the study)")
+    p.add_argument("--datatype", default=None, choices=DATATYPES,
+                   help="training datatype (default: the fastest the system has rates for: fp8, "
+                        "else bf16, fp16, fp32)")
     p.add_argument("--pin", action="append", metavar="KNOB=VALUE",
                    help="fix a knob (repeatable): tp=8, recompute=full, pp=4,8 for a set")
-    p.add_argument("--top", type=int, default=1, help="also list the K best strategies")
-    p.add_argument("--time-limit", dest="time_limit", type=float,
+    p.add_argument("--top", type=_number(int, 1, MAX_TOP, "an integer"), default=1, help="also list the K best strategies")
+    p.add_argument("--time-limit", dest="time_limit",
+                   type=_number(float, 0, MAX_TIME_LIMIT_S, "a number", open_low=True),
                    help="seconds; then the best found and its gap to the proven bound")
-    p.add_argument("--threads", type=int, help="CP-SAT workers (default 1)")
+    p.add_argument("--threads", type=_number(int, 1, MAX_THREADS, "an integer"), help="CP-SAT workers (default 1)")
     p.add_argument("--method", default="cpsat", choices=["cpsat", "enumerate"],
                    help="cpsat (default) or plain brute force over the same space")
     p.add_argument("--json", action="store_true", help="print one JSON document")
@@ -296,7 +432,7 @@ SUBCOMMANDS = ("plan", "evaluate", "sweep", "validate", "list")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="optimize",
         description="Find the fastest parallel training strategy (TP, PP, DP, microbatch, "
                     "interleaving, recomputation, overlap, offload, ...) for a transformer on a GPU "
@@ -305,11 +441,13 @@ def build_parser() -> argparse.ArgumentParser:
                "  optimize --model 1T --gpus 16384\n"
                "  optimize --model 1T --gpus 4096 --pin tp=8 --top 3 --json\n"
                "  optimize evaluate --model megatron-1T --system a100-80g --set tp=8 --set pp=64 "
-               "--set dp=1 --set batch=512 --set datatype=fp16\n"
+               "--set dp=1 --set batch=512 --set recompute=full --set datatype=fp16\n"
                "  optimize sweep grid.yaml --csv grid.csv\n"
                "  optimize validate\n"
-               "Exit codes: 0 success, 1 infeasible (explained), 2 bad input.",
+               "Exit codes: 0 success, 1 infeasible (explained), 2 bad input, 3 internal error, "
+               "130 interrupted.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"optimize {__version__}")
     sub = p.add_subparsers(dest="command", metavar="{plan,evaluate,sweep,validate,list}",
                            help="plan is the default: `optimize --model 1T --gpus 16384` = `optimize plan ...`")
     pl = sub.add_parser("plan", help="the fastest strategy, proven optimal (default command)",
@@ -352,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  optimize sweep grid.yaml --csv grid.csv\n"
                "  optimize sweep grid.yaml --executor dask --address tcp://scheduler:8786\n"
                "Exit codes: 0 done (infeasible points are rows, not failures), 2 bad input, "
-               "130 interrupted.",
+               "3 internal error, 130 interrupted.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sw.add_argument("grid", help="grid YAML file")
     sw.add_argument("--out", help="results file, JSON lines (default: GRID.results.jsonl beside the grid)")
@@ -360,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--executor", default="local", choices=EXECUTORS,
                     help="local processes (default), serial (this process), or a Dask cluster "
                          "(needs the dask extra)")
-    sw.add_argument("--workers", type=int, help="processes (local) or workers of a local Dask "
+    sw.add_argument("--workers", type=_number(int, 1, MAX_THREADS, "an integer"), help="processes (local) or workers of a local Dask "
                                                  "cluster (default: all cores)")
     sw.add_argument("--address", help="Dask scheduler address, e.g. tcp://host:8786 (default: "
                                       "start a local cluster)")
@@ -376,17 +514,42 @@ def build_parser() -> argparse.ArgumentParser:
     va.add_argument("--json", action="store_true", help="print one JSON document")
     va.set_defaults(func=cmd_validate)
 
-    ls = sub.add_parser("list", help="list model and system presets")
+    ls = sub.add_parser("list", help="list model and system presets, with their sizes",
+                        description="The model presets (parameters, size keys) and system presets "
+                                    "(HBM, NVLink domain, offload, peak rates), in natural order.")
     ls.add_argument("kind", nargs="?", choices=["models", "systems"])
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--json", action="store_true", help="print one JSON document")
     ls.set_defaults(func=cmd_list)
     return p
 
 
 def main(argv=None) -> int:
+    """Run the command; the exit code says how it went (see the module
+    docstring). Never a traceback: bad input is one line and 2, a bug one
+    line and 3, a closed pipe (`optimize list | head -1`) a quiet 0."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # the reader went away: nothing more to say, and nothing to say it to;
+        # point stdout at /dev/null so the interpreter's final flush is quiet too
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return EXIT_OK
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:                # a bug: one line, and not 1 (that means "infeasible")
+        print(f"optimize: internal error: {type(e).__name__}: {one_line(e, 300)}", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _main(argv) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if argv and argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help"):
+    if argv and argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help", "--version"):
         argv = ["plan", *argv]
     try:
         args = parser.parse_args(argv)
@@ -397,11 +560,8 @@ def main(argv=None) -> int:
         return EXIT_BAD_INPUT
     try:
         return args.func(args)
-    except ConfigError as e:
-        print(f"optimize: error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except OptimizerError as e:
-        print(f"optimize: error: {e}", file=sys.stderr)
+    except OptimizerError as e:         # ConfigError and the other errors raised on purpose
+        print(f"optimize: error: {one_line(e, 1500)}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 

@@ -9,7 +9,9 @@ the key, the value and what was expected (ConfigError).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +20,29 @@ from typing import Any, Mapping
 import yaml
 
 from . import knobs
-from .errors import ConfigError
+from .errors import ConfigError, one_line
 from .hf import is_hf_config, model_dict_from_hf
 from .presets import resolve_system_name, system_variant_names
 
 DATATYPES = ("fp8", "bf16", "fp16", "fp32")
 BYTES_PER_ELEMENT = {"fp8": 1, "bf16": 2, "fp16": 2, "fp32": 4}
 
+
+
+# ------------------------------------------------------------------ limits
+# Every number read from a file, a dict or the command line is checked
+# against these: beyond them a value is a typo or an attack, and past int64
+# it would overflow the solver's tables (see README, "Limits on inputs").
+
+MAX_GPUS = 2 ** 24              # GPUs in a system, a network tier or a plan (16.7 M)
+MAX_INT_FIELD = 2 ** 31 - 1     # any other integer: model sizes, batch, strategy knobs
+MIN_TFLOPS, MAX_TFLOPS = 1e-3, 1e6   # peak rate per GPU and datatype, TFLOP/s
+MAX_GBPS = 1e6                  # any bandwidth, GB/s per direction per GPU
+MAX_GIB = 2.0 ** 20             # any memory capacity per GPU, GiB (1 PiB)
+MAX_LATENCY_US = 1e6            # a network latency below 1 s
+MAX_OP_SIZE = 1e15              # sizes in efficiency curves (GFLOP or MB per operation)
+MAX_FILE_BYTES = 16 * 2 ** 20   # a YAML input file
+MAX_YAML_DEPTH = 64             # nesting of a YAML input file
 
 
 def _preset_dirs(kind: str) -> list[Path]:
@@ -35,14 +53,48 @@ def _preset_dirs(kind: str) -> list[Path]:
     return [d for d in (here, installed) if d.is_dir()]
 
 
+def natural_key(name: str) -> list:
+    """Sort key that orders digits by value: 1T, 2T, 11T, 128T."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", name) if t]
+
+
 def preset_names(kind: str) -> list[str]:
-    """Names of the presets of one kind ('models' or 'systems')."""
+    """Names of the presets of one kind ('models' or 'systems'), in natural
+    order (1T before 11T)."""
     names = set()
     for d in _preset_dirs(kind):
         names.update(p.stem for p in d.glob("*.yaml"))
     if kind == "systems":
         names.update(system_variant_names())
-    return sorted(names)
+    return sorted(names, key=natural_key)
+
+
+def preset_path(kind: str, name: str) -> Path | None:
+    """The file of preset `name` (exact spelling), or None."""
+    for d in _preset_dirs(kind):
+        candidate = d / f"{name}.yaml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _find_preset(x: str, kind: str) -> Path:
+    """A preset by name: exact, else case-insensitive when that is
+    unambiguous; a miss suggests close names."""
+    names = preset_names(kind)
+    if x in names:
+        return preset_path(kind, x)
+    folded = [n for n in names if n.lower() == x.lower()]
+    if len(folded) == 1:
+        return preset_path(kind, folded[0])
+    what = kind[:-1]
+    if folded:
+        raise ConfigError(None, what, x, f"one of {', '.join(folded)} (the name is ambiguous "
+                                         "without its case)")
+    lower = {n.lower(): n for n in names}
+    close = [lower[n] for n in difflib.get_close_matches(x.lower(), list(lower), n=3, cutoff=0.6)]
+    hint = f"did you mean {' or '.join(close)}?" if close else f"see `optimize list {kind}`"
+    raise ConfigError(None, what, x, f"a {what} preset name ({hint}) or a path to a YAML file")
 
 
 def _read_source(x, kind: str) -> tuple[dict, str]:
@@ -51,31 +103,136 @@ def _read_source(x, kind: str) -> tuple[dict, str]:
         return dict(x), f"<{kind[:-1]} dict>"
     if not isinstance(x, (str, Path)):
         raise ConfigError(None, kind[:-1], x, "a preset name, a YAML path or a dict")
+    if isinstance(x, str) and not x.strip():
+        raise ConfigError(None, kind[:-1], x, "a preset name or a path to a YAML file, not empty")
     path = Path(x)
-    if not (path.suffix in (".yaml", ".yml") or path.exists()):
-        for d in _preset_dirs(kind):
-            candidate = d / f"{x}.yaml"
-            if candidate.exists():
-                path = candidate
-                break
-        else:
-            raise ConfigError(None, kind[:-1], str(x),
-                              f"a preset name (one of: {', '.join(preset_names(kind))}) "
-                              "or a path to a YAML file")
+    if isinstance(x, str) and path.suffix not in (".yaml", ".yml") and not _exists(path, kind[:-1]):
+        path = _find_preset(x, kind)
     return read_yaml_mapping(path, kind[:-1]), str(path)
 
 
-def read_yaml_mapping(path: Path, key: str, empty_ok=False) -> dict:
-    """The mapping in a YAML file; a missing file, bad YAML or anything but
-    a mapping is a ConfigError naming the file (`key` names what it was
-    meant to be). An empty file is {} when `empty_ok`."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(str(path), key, str(path), "an existing YAML file")
+def _exists(path: Path, key: str) -> bool:
+    """path.exists(), with a name the OS refuses (NUL byte, too long) a
+    ConfigError instead of a ValueError or OSError."""
     try:
-        data = yaml.safe_load(path.read_text())
+        return path.exists()
+    except (OSError, ValueError) as e:
+        raise ConfigError(None, key, str(path), f"a usable file name ({type(e).__name__})") from None
+
+
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    def __init__(self, key, mark):
+        super().__init__(None, None, f"duplicate key {key!r}", mark)
+        self.key = key
+
+
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is
+    an error (the safe loader keeps the last one, silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":      # `<<: *base` may repeat keys
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    dup = key in seen
+                    seen.add(key)
+                except TypeError:                    # unhashable: the base class says so
+                    continue
+                if dup:
+                    raise _DuplicateKey(key, key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_depth_ok(node, limit: int) -> bool:
+    """Whether the composed YAML node tree nests at most `limit` deep
+    (iterative: a 3,000-deep file must not blow the stack here)."""
+    stack, seen = [(node, 1)], set()
+    while stack:
+        n, d = stack.pop()
+        if d > limit:
+            return False
+        if id(n) in seen:                       # aliases share nodes; visit each once
+            continue
+        seen.add(id(n))
+        if isinstance(n, yaml.SequenceNode):
+            stack.extend((c, d + 1) for c in n.value)
+        elif isinstance(n, yaml.MappingNode):
+            stack.extend((c, d + 1) for kv in n.value for c in kv)
+    return True
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """A PyYAML error as 'line L, column C: problem', one line."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    problem = getattr(e, "problem", None) or getattr(e, "context", None) or type(e).__name__
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return one_line(f"{where}{problem}", 160)
+
+
+def check_input_file(path, key: str) -> Path:
+    """A file to read: given, existing, a regular file (not a directory, a
+    device or a pipe) and not larger than MAX_FILE_BYTES; else a ConfigError
+    naming it."""
+    if isinstance(path, str) and not path.strip():
+        raise ConfigError(None, key, path, "a file path, not empty")
+    path = Path(path)
+    if not _exists(path, key):
+        raise ConfigError(str(path), key, str(path), "an existing file")
+    if path.is_dir():
+        raise ConfigError(str(path), key, str(path), "a file, not a directory")
+    if not path.is_file():
+        raise ConfigError(str(path), key, str(path), "a regular file")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ConfigError(str(path), key, f"{size:,} bytes", f"a file of at most {MAX_FILE_BYTES:,} bytes")
+    return path
+
+
+def read_text_file(path: Path, key: str) -> str:
+    """The text of an input file, which must be UTF-8 (a ConfigError naming
+    the file and the line of the first bad byte otherwise)."""
+    path = check_input_file(path, key)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(str(path), key, str(path), f"a readable file ({e.strerror or type(e).__name__})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ConfigError(str(path), "<file>", f"byte 0x{data[e.start]:02x} on line {line}",
+                          "UTF-8 text") from None
+
+
+def read_yaml_mapping(path: Path, key: str, empty_ok=False) -> dict:
+    """The mapping in a YAML file; a missing file, a directory, bytes that
+    are not UTF-8, bad YAML, a key given twice, nesting deeper than
+    MAX_YAML_DEPTH or anything but a mapping is a ConfigError naming the
+    file (`key` names what it was meant to be). An empty file is {} when
+    `empty_ok`."""
+    text = read_text_file(path, key)
+    path = Path(path)
+    loader = StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None and not _yaml_depth_ok(node, MAX_YAML_DEPTH):
+            raise ConfigError(str(path), "<file>", "deeper nesting",
+                              f"YAML nested at most {MAX_YAML_DEPTH} levels deep")
+        data = loader.construct_document(node) if node is not None else None
+    except _DuplicateKey as e:
+        raise ConfigError(str(path), e.key, f"a second value on line {e.problem_mark.line + 1}",
+                          "each key once in a mapping") from None
     except yaml.YAMLError as e:
-        raise ConfigError(str(path), "<file>", "unparsable YAML", f"valid YAML ({e})") from None
+        raise ConfigError(str(path), "<file>", "unparsable YAML", f"valid YAML ({_yaml_problem(e)})") from None
+    except RecursionError:
+        raise ConfigError(str(path), "<file>", "deeper nesting",
+                          f"YAML nested at most {MAX_YAML_DEPTH} levels deep") from None
+    finally:
+        loader.dispose()
     if data is None and empty_ok:
         return {}
     if not isinstance(data, dict):
@@ -83,9 +240,22 @@ def read_yaml_mapping(path: Path, key: str, empty_ok=False) -> dict:
     return data
 
 
+def fmt_limit(v) -> str:
+    """A limit as people write it: 16777216, 2147483647, 1e+06, 0.001."""
+    if isinstance(v, int) or (isinstance(v, float) and v.is_integer() and abs(v) < 2 ** 53):
+        return str(int(v))
+    return f"{v:g}"
+
+
+def _range_text(low, high) -> str:
+    return f"in [{fmt_limit(low)}, {fmt_limit(high)}]"
+
+
 class _Reader:
     """Takes keys out of one mapping with type and range checks, then
-    complains about whatever is left over."""
+    complains about whatever is left over. Integers must lie within
+    +-MAX_INT_FIELD (or [low, high] when given); floats must be finite
+    (+inf only with `allow_inf`, as 'unlimited') and within [low, high]."""
 
     def __init__(self, data: Mapping, source: str, prefix: str = ""):
         self.data, self.source, self.prefix = dict(data), source, prefix
@@ -94,7 +264,8 @@ class _Reader:
     def _key(self, key):
         return f"{self.prefix}{key}"
 
-    def get(self, key, kind, default=..., positive=False, nonneg=False, choices=None):
+    def get(self, key, kind, default=..., positive=False, nonneg=False, choices=None,
+            low=None, high=None, allow_inf=False):
         self.used.add(key)
         if key not in self.data:
             if default is ...:
@@ -102,26 +273,44 @@ class _Reader:
             return default
         v = self.data[key]
         if kind is float and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        if kind is float and isinstance(v, str) and v.strip().lower() in ("unlimited", "inf"):
+            try:
+                v = float(v)
+            except OverflowError:
+                raise ConfigError(self.source, self._key(key), v, "a number of sensible size") from None
+        if kind is float and isinstance(v, str) and v.strip().lower() in ("unlimited", "inf") and allow_inf:
             v = math.inf
         if kind is int and isinstance(v, float) and v.is_integer():
             v = int(v)
         if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
-            raise ConfigError(self.source, self._key(key), v, f"a {kind.__name__}")
+            expected = f"a {kind.__name__}" + (" or 'unlimited'" if allow_inf else "")
+            raise ConfigError(self.source, self._key(key), v, expected)
+        if kind is float and not (math.isfinite(v) or (allow_inf and v == math.inf)):
+            raise ConfigError(self.source, self._key(key), v,
+                              "a finite number" + (" or 'unlimited'" if allow_inf else ""))
         if positive and not v > 0:
             raise ConfigError(self.source, self._key(key), v, "a positive number")
         if nonneg and not v >= 0:
             raise ConfigError(self.source, self._key(key), v, "a number >= 0")
+        if kind is int:
+            lo = -MAX_INT_FIELD if low is None else low
+            hi = MAX_INT_FIELD if high is None else high
+            if not lo <= v <= hi:
+                raise ConfigError(self.source, self._key(key), v, f"an integer {_range_text(lo, hi)}")
+        if kind is float and (low is not None or high is not None) and not (allow_inf and v == math.inf):
+            lo = -math.inf if low is None else low
+            hi = math.inf if high is None else high
+            if not lo <= v <= hi:
+                raise ConfigError(self.source, self._key(key), v, f"a number {_range_text(lo, hi)}")
         if choices is not None and v not in choices:
             raise ConfigError(self.source, self._key(key), v, f"one of {', '.join(map(str, choices))}")
         return v
 
     def done(self):
-        extra = sorted(set(self.data) - self.used)
+        # keys need not be strings (`1: x` in YAML): sort and name them as text
+        extra = sorted(set(self.data) - self.used, key=lambda k: (str(type(k)), str(k)))
         if extra:
             raise ConfigError(self.source, self._key(extra[0]), self.data[extra[0]],
-                              f"no such key (known: {', '.join(sorted(self.used))})")
+                              f"no such key (known: {', '.join(sorted(map(str, self.used)))})")
 
 
 # --------------------------------------------------------------------- model
@@ -212,7 +401,11 @@ class System:
     """One GPU and the networks and memories around it. Rates per datatype;
     efficiency curves are (size, efficiency) points interpolated on a log
     scale of the operation size: matrix and vector curves by GFLOP per
-    operation, the HBM curve by MB moved per operation."""
+    operation, the HBM curve by MB moved per operation.
+
+    A system loaded with overrides is named after them
+    (`h100-80g-nvl8+hbm120g+nvl16`); `base` keeps the name it had before and
+    `overrides` the values given, as (key, value) pairs."""
 
     name: str
     matrix_tflops: Mapping[str, float]
@@ -226,6 +419,12 @@ class System:
     offload_gbps: float
     networks: tuple
     compute_memory_overlap: bool = False
+    base: str = ""
+    overrides: tuple = ()
+
+    def __post_init__(self):
+        if not self.base:
+            object.__setattr__(self, "base", self.name)
 
     @property
     def nvlink_size(self) -> int:
@@ -235,15 +434,27 @@ class System:
         return datatype in self.matrix_tflops and datatype in self.vector_tflops
 
 
+def default_datatype(system: System) -> str:
+    """The datatype to train in when none is asked for: the fastest the
+    system has rates for (fp8, else bf16, else fp16, else fp32)."""
+    for dt in DATATYPES:
+        if system.supports(dt):
+            return dt
+    raise ConfigError(system.name, "matrix_tflops", dict(system.matrix_tflops),
+                      f"rates for one of {', '.join(DATATYPES)} in both matrix_tflops and vector_tflops")
+
+
 def _curve(r: _Reader, key: str) -> tuple:
     pts = r.get(key, list)
     out = []
     for i, p in enumerate(pts):
         ok = (isinstance(p, list) and len(p) == 2
               and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in p)
-              and p[0] > 0 and 0 < p[1] <= 1)
+              and all(math.isfinite(float(v)) for v in p)
+              and 0 < p[0] <= MAX_OP_SIZE and 0 < p[1] <= 1)
         if not ok:
-            raise ConfigError(r.source, f"{r._key(key)}[{i}]", p, "[size > 0, efficiency in (0, 1]]")
+            raise ConfigError(r.source, f"{r._key(key)}[{i}]", p,
+                              f"[size in (0, {MAX_OP_SIZE:g}], efficiency in (0, 1]]")
         out.append((float(p[0]), float(p[1])))
     if not out:
         raise ConfigError(r.source, r._key(key), pts, "at least one [size, efficiency] point")
@@ -258,23 +469,37 @@ def _rates(r: _Reader, key: str) -> dict:
     for dt, v in rates.items():
         if dt not in DATATYPES:
             raise ConfigError(r.source, f"{r._key(key)}.{dt}", v, f"a datatype among {', '.join(DATATYPES)}")
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-            raise ConfigError(r.source, f"{r._key(key)}.{dt}", v, "a positive number of TFLOP/s")
+        if (isinstance(v, bool) or not isinstance(v, (int, float))
+                or not MIN_TFLOPS <= v <= MAX_TFLOPS):        # also rejects NaN and inf
+            raise ConfigError(r.source, f"{r._key(key)}.{dt}", v,
+                              f"a number of TFLOP/s in [{MIN_TFLOPS:g}, {MAX_TFLOPS:g}]")
     return {k: float(v) for k, v in rates.items()}
 
 
 SYSTEM_OVERRIDES = ("hbm_gib", "offload_gib", "offload_gbps", "nvlink_size")
 
 
+def override_suffix(overrides: Mapping) -> str:
+    """How overrides show in a system's name: hbm_gib=120 -> '+hbm120g',
+    offload_gib=1024 -> '+off1024g', offload_gbps=100 -> '+100gbps' (or
+    '+unlimited'), nvlink_size=16 -> '+nvl16'; in SYSTEM_OVERRIDES order."""
+    def num(v):
+        return f"{v:g}" if isinstance(v, float) else str(v)
+    fmt = {"hbm_gib": lambda v: f"hbm{num(v)}g", "offload_gib": lambda v: f"off{num(v)}g",
+           "offload_gbps": lambda v: "unlimited" if v == math.inf else f"{num(v)}gbps",
+           "nvlink_size": lambda v: f"nvl{v}"}
+    return "".join(f"+{fmt[k](overrides[k])}" for k in SYSTEM_OVERRIDES if k in overrides)
+
+
 def load_system(x, **overrides) -> System:
     """A System from a preset name (see `systems/`), a YAML path or a dict.
     Overrides: hbm_gib, offload_gib, offload_gbps ('unlimited' or math.inf
-    allowed), nvlink_size (size of the first network tier)."""
+    allowed), nvlink_size (size of the first network tier). An overridden
+    system is checked like a system file and named after its overrides."""
     variant = resolve_system_name(x) if isinstance(x, str) else None
     if variant is not None:
         return dataclasses.replace(load_system(variant[0], **{**variant[1], **overrides}), name=x)
     if isinstance(x, System):
-        data, source = None, x.name
         base = x
     else:
         data, source = _read_source(x, "systems")
@@ -287,19 +512,74 @@ def load_system(x, **overrides) -> System:
     r = _Reader(overrides, "override")
     changes = {}
     if "hbm_gib" in overrides:
-        changes["hbm_gib"] = r.get("hbm_gib", float, positive=True)
+        changes["hbm_gib"] = r.get("hbm_gib", float, positive=True, high=MAX_GIB)
     if "offload_gib" in overrides:
-        changes["offload_gib"] = r.get("offload_gib", float, nonneg=True)
+        changes["offload_gib"] = r.get("offload_gib", float, nonneg=True, high=MAX_GIB)
     if "offload_gbps" in overrides:
-        changes["offload_gbps"] = r.get("offload_gbps", float, nonneg=True)
+        changes["offload_gbps"] = r.get("offload_gbps", float, nonneg=True, high=MAX_GBPS, allow_inf=True)
+    # a tier needs both a capacity and a bandwidth: one alone on a system
+    # without a tier would be silently useless (or silently ignored)
+    for given, other in (("offload_gib", "offload_gbps"), ("offload_gbps", "offload_gib")):
+        if given in changes and other not in changes and changes[given] > 0 and getattr(base, other) == 0:
+            raise ConfigError("override", given, overrides[given],
+                              f"to come with {other} too: {base.name} has no offload tier "
+                              "(give both --offload-gib and --offload-gbps)")
     if "nvlink_size" in overrides:
-        n = r.get("nvlink_size", int, positive=True)
+        n = r.get("nvlink_size", int, low=1, high=MAX_GPUS)
         nets = list(base.networks)
-        if len(nets) > 1 and n > nets[1].size:
-            raise ConfigError("override", "nvlink_size", n, f"at most the next tier's size {nets[1].size}")
         nets[0] = dataclasses.replace(nets[0], size=n)
+        i = _network_size_conflict(nets)
+        if i is not None:             # only tier 1 can conflict: the others did on load
+            whole = len(nets) > 2 or nets[1].must_fill
+            raise ConfigError("override", "nvlink_size", n,
+                              f"{'a divisor of' if whole else 'at most'} the size of tier 1 "
+                              f"({nets[1].name}, {nets[1].size} GPUs), as in a system file")
         changes["networks"] = tuple(nets)
-    return dataclasses.replace(base, **changes)
+    merged = {**dict(base.overrides), **{k: changes.get(k, overrides[k]) if k != "nvlink_size"
+                                         else changes["networks"][0].size for k in overrides}}
+    return dataclasses.replace(base, **changes, name=base.base + override_suffix(merged),
+                               base=base.base, overrides=tuple(merged.items()))
+
+
+def _network_size_conflict(nets) -> int | None:
+    """The first tier whose size does not fit the tier inside it, or None.
+    A tier holds at least the inner tier's domain, and a whole number of
+    them when it is not the outermost tier or must be filled; the outermost
+    tier (the scale-out fabric) is otherwise a capacity: a 65,536-GPU
+    fabric may connect NVLink domains of 72 (what explain's NVLink fix
+    tries)."""
+    for i in range(1, len(nets)):
+        whole = i < len(nets) - 1 or nets[i].must_fill
+        if nets[i].size < nets[i - 1].size or (whole and nets[i].size % nets[i - 1].size):
+            return i
+    return None
+
+
+def _network_size_expected(nets, i) -> str:
+    inner = nets[i - 1].size
+    if i < len(nets) - 1 or nets[i].must_fill:
+        return f"a multiple of the inner tier's size {inner}"
+    return f"at least the inner tier's size {inner}"
+
+
+def _parse_network(n, source: str, i: int) -> Network:
+    if not isinstance(n, dict):
+        raise ConfigError(source, f"networks[{i}]", n, "a mapping")
+    nr = _Reader(n, source, f"networks[{i}].")
+    net = Network(
+        name=nr.get("name", str, default=f"tier{i}"),
+        size=nr.get("size", int, low=1, high=MAX_GPUS),
+        gbps=nr.get("gbps", float, positive=True, high=MAX_GBPS),
+        efficiency=nr.get("efficiency", float, positive=True, high=1.0),
+        latency_s=nr.get("latency_us", float, nonneg=True, high=MAX_LATENCY_US) * 1e-6,
+        must_fill=nr.get("must_fill", bool, default=False),
+        processor_share=nr.get("processor_share", float, default=0.0, nonneg=True),
+    )
+    if net.processor_share >= 1:
+        raise ConfigError(source, f"networks[{i}].processor_share", net.processor_share,
+                          "a value in [0, 1)")
+    nr.done()
+    return net
 
 
 def _parse_system(data: dict, source: str) -> System:
@@ -308,48 +588,31 @@ def _parse_system(data: dict, source: str) -> System:
     r.get("description", str, default="")
     matrix = _rates(r, "matrix_tflops")
     vector = _rates(r, "vector_tflops")
+    if not any(dt in matrix and dt in vector for dt in DATATYPES):
+        raise ConfigError(source, "matrix_tflops", matrix,
+                          "rates for at least one datatype that vector_tflops has too")
     m_eff = _curve(r, "matrix_efficiency")
     v_eff = _curve(r, "vector_efficiency")
     overlap = r.get("compute_memory_overlap", bool, default=False)
 
     hbm = _Reader(r.get("hbm", dict), source, "hbm.")
-    hbm_gib = hbm.get("gib", float, positive=True)
-    hbm_gbps = hbm.get("gbps", float, positive=True)
+    hbm_gib = hbm.get("gib", float, positive=True, high=MAX_GIB)
+    hbm_gbps = hbm.get("gbps", float, positive=True, high=MAX_GBPS)
     hbm_eff = _curve(hbm, "efficiency")
     hbm.done()
 
     off = _Reader(r.get("offload", dict, default={}), source, "offload.")
-    off_gib = off.get("gib", float, default=0.0, nonneg=True)
-    off_gbps = off.get("gbps", float, default=0.0, nonneg=True)
+    off_gib = off.get("gib", float, default=0.0, nonneg=True, high=MAX_GIB)
+    off_gbps = off.get("gbps", float, default=0.0, nonneg=True, high=MAX_GBPS, allow_inf=True)
     off.done()
 
     nets_raw = r.get("networks", list)
     if not nets_raw:
         raise ConfigError(source, "networks", nets_raw, "at least one network tier")
-    nets = []
-    for i, n in enumerate(nets_raw):
-        if not isinstance(n, dict):
-            raise ConfigError(source, f"networks[{i}]", n, "a mapping")
-        nr = _Reader(n, source, f"networks[{i}].")
-        nets.append(Network(
-            name=nr.get("name", str, default=f"tier{i}"),
-            size=nr.get("size", int, positive=True),
-            gbps=nr.get("gbps", float, positive=True),
-            efficiency=nr.get("efficiency", float, positive=True),
-            latency_s=nr.get("latency_us", float, nonneg=True) * 1e-6,
-            must_fill=nr.get("must_fill", bool, default=False),
-            processor_share=nr.get("processor_share", float, default=0.0, nonneg=True),
-        ))
-        if nets[-1].efficiency > 1:
-            raise ConfigError(source, f"networks[{i}].efficiency", nets[-1].efficiency, "a value in (0, 1]")
-        if nets[-1].processor_share >= 1:
-            raise ConfigError(source, f"networks[{i}].processor_share", nets[-1].processor_share,
-                              "a value in [0, 1)")
-        nr.done()
-    for i in range(1, len(nets)):
-        if nets[i].size < nets[i - 1].size or nets[i].size % nets[i - 1].size:
-            raise ConfigError(source, f"networks[{i}].size", nets[i].size,
-                              f"a multiple of the inner tier's size {nets[i - 1].size}")
+    nets = [_parse_network(n, source, i) for i, n in enumerate(nets_raw)]
+    i = _network_size_conflict(nets)
+    if i is not None:
+        raise ConfigError(source, f"networks[{i}].size", nets[i].size, _network_size_expected(nets, i))
     r.done()
     return System(name=name, matrix_tflops=matrix, vector_tflops=vector,
                   matrix_efficiency=m_eff, vector_efficiency=v_eff,
@@ -415,6 +678,8 @@ def load_strategy(x) -> Strategy:
     """A Strategy from a Strategy, a dict or a YAML path."""
     if isinstance(x, Strategy):
         return x
+    if not isinstance(x, (Mapping, str, Path)):
+        raise ConfigError(None, "strategy", x, "a Strategy, a mapping of strategy keys or a YAML path")
     if isinstance(x, Mapping):
         return strategy_from_dict(x)
     return strategy_from_dict(read_yaml_mapping(x, "strategy", empty_ok=True), str(x))
@@ -432,12 +697,14 @@ def parse_value(text: str):
     except ValueError:
         pass
     try:
-        return float(text)
+        v = float(text)
     except ValueError:
         return text
+    return v if math.isfinite(v) else text      # 'nan', 'inf', '1e999' stay text, and fail as such
 
 
 __all__ = ["Model", "System", "Network", "Strategy", "load_model", "load_system",
            "load_strategy", "strategy_from_dict", "preset_names", "DATATYPES",
            "BYTES_PER_ELEMENT", "STRATEGY_KEYS",
-           "SYSTEM_OVERRIDES", "parse_value"]
+           "SYSTEM_OVERRIDES", "parse_value", "default_datatype", "override_suffix",
+           "MAX_GPUS", "MAX_INT_FIELD"]

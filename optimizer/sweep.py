@@ -42,12 +42,14 @@ from . import knobs
 from .errors import ConfigError
 from .evaluate import BREAKDOWN
 from .space import normalise_pins
-from .spec import DATATYPES, SYSTEM_OVERRIDES, load_model, load_system, read_yaml_mapping
+from .spec import (DATATYPES, MAX_GPUS, MAX_INT_FIELD, SYSTEM_OVERRIDES, load_model, load_system,
+                   read_yaml_mapping)
 
 OPTION_KEYS = ("max_batch", "datatype", "pin", "time_limit_s")
 SWEPT_OPTIONS = ("max_batch", "datatype")
 DEFAULT_OPTIONS = {"max_batch": 3072, "datatype": "fp8"}
 EXECUTORS = ("local", "serial", "dask")
+MAX_TIME_LIMIT_S = 1e7        # a plan's time limit in a grid (about 4 months)
 DASK_CONNECT_S = 10           # seconds to reach a scheduler given by address
 STRATEGY_COLUMNS = knobs.NAMES
 CSV_COLUMNS = ("model", "system", "gpus", *SYSTEM_OVERRIDES, "max_batch", "datatype", "status",
@@ -104,6 +106,8 @@ def load_grid(x) -> Grid:
     for k in data:
         if k not in known:
             raise ConfigError(source, k, data[k], f"no such key (known: {', '.join(known)})")
+    if "name" in data and not isinstance(data["name"], (str, int)) or isinstance(data.get("name"), bool):
+        raise ConfigError(source, "name", data["name"], "a name for the sweep (text)")
     for k in ("models", "gpus"):
         if k not in data:
             raise ConfigError(source, k, "<missing>", "a value or a list of values")
@@ -111,8 +115,8 @@ def load_grid(x) -> Grid:
     systems = [_resolve(s, base) for s in _as_list(source, "systems", data.get("systems", "h100-80g-nvl8"))]
     gpus = _as_list(source, "gpus", data["gpus"])
     for g in gpus:
-        if isinstance(g, bool) or not isinstance(g, int) or g < 1:
-            raise ConfigError(source, "gpus", g, "a positive integer or a list of them")
+        if isinstance(g, bool) or not isinstance(g, int) or not 1 <= g <= MAX_GPUS:
+            raise ConfigError(source, "gpus", g, f"an integer in [1, {MAX_GPUS}] or a list of them")
 
     overrides = _section(data, source, "overrides", SYSTEM_OVERRIDES)
     over_axes = [[(k, _unlimited(v)) for v in _as_list(source, f"overrides.{k}", overrides[k])]
@@ -122,9 +126,10 @@ def load_grid(x) -> Grid:
     opts = {**DEFAULT_OPTIONS, **options}
     opt_axes = [[(k, v) for v in _as_list(source, f"options.{k}", opts[k])] for k in SWEPT_OPTIONS]
     for k, v in itertools.chain(*opt_axes):
-        if k == "max_batch" and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise ConfigError(source, "options.max_batch", v, "a positive integer or a list of them")
-        if k == "datatype" and v not in DATATYPES:
+        if k == "max_batch" and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_INT_FIELD):
+            raise ConfigError(source, "options.max_batch", v,
+                              f"an integer in [1, {MAX_INT_FIELD}] or a list of them")
+        if k == "datatype" and (not isinstance(v, str) or v not in DATATYPES):
             raise ConfigError(source, "options.datatype", v, f"one of {', '.join(DATATYPES)}")
     fixed = {k: opts[k] for k in ("pin", "time_limit_s") if k in opts}
     if "pin" in fixed:
@@ -132,8 +137,10 @@ def load_grid(x) -> Grid:
             raise ConfigError(source, "options.pin", fixed["pin"], "a mapping knob: value")
         normalise_pins(fixed["pin"], f"{source}: options.pin")
     tl = fixed.get("time_limit_s")
-    if tl is not None and (isinstance(tl, bool) or not isinstance(tl, (int, float)) or tl <= 0):
-        raise ConfigError(source, "options.time_limit_s", tl, "a positive number of seconds")
+    if tl is not None and (isinstance(tl, bool) or not isinstance(tl, (int, float))
+                           or not 0 < tl <= MAX_TIME_LIMIT_S):        # also refuses NaN and inf
+        raise ConfigError(source, "options.time_limit_s", tl,
+                          f"a number of seconds in (0, {MAX_TIME_LIMIT_S:.0f}]")
 
     # load every model and system (with each override set) once, so that a
     # bad entry fails here, named, and not in a worker; the loaded inputs
@@ -259,38 +266,59 @@ def solve_point(point: dict) -> dict:
 
 def read_results(path: Path) -> dict:
     """Rows already in a results file, by key (a later row of a key wins).
-    A last line cut short (the sweep was killed while writing it) is dropped
-    from the file, a complete last line missing its newline gets one; a bad
-    line elsewhere is an error naming the file and line."""
+    A last line cut short (the sweep was killed while writing it, maybe in
+    the middle of a character) is dropped from the file, a complete last
+    line missing its newline gets one; a bad line elsewhere (not JSON, not
+    UTF-8, not a row) is an error naming the file and line."""
     rows = {}
+    path = Path(path)
     if not path.exists():
         return rows
-    text = path.read_text()
-    lines = text.splitlines(keepends=True)
-    for n, line in enumerate(lines, 1):
+    if path.is_dir() or not path.is_file():
+        raise ConfigError(str(path), "results", str(path), "a results file, not a directory or a device")
+    data = _read_bytes(path)
+    lines = data.splitlines(keepends=True)
+    for n, raw in enumerate(lines, 1):
         try:
+            line = raw.decode("utf-8")
             row = json.loads(line)
-            if not isinstance(row, dict) or "key" not in row or "status" not in row:
+            if not isinstance(row, dict) or not isinstance(row.get("key"), str) or "status" not in row:
                 raise ValueError
-        except ValueError:
-            if n == len(lines) and not line.endswith("\n"):
-                path.write_text("".join(lines[:-1]))
+        except (ValueError, RecursionError):     # UnicodeDecodeError is a ValueError
+            if n == len(lines) and not raw.endswith(b"\n"):
+                path.write_bytes(b"".join(lines[:-1]))
                 break
-            raise ConfigError(f"{path}:{n}", "<line>", line[:60],
-                              "one JSON row with 'key' and 'status' per line") from None
+            raise ConfigError(f"{path}:{n}", "<line>", raw[:60].decode("utf-8", "replace"),
+                              "one JSON row (UTF-8) with 'key' and 'status' per line") from None
         rows[row["key"]] = row
     else:
-        if lines and not text.endswith("\n"):
-            with path.open("a") as f:
-                f.write("\n")
+        if lines and not data.endswith(b"\n"):
+            with path.open("ab") as f:
+                f.write(b"\n")
     return rows
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ConfigError(str(path), "results", str(path),
+                          f"a readable results file ({e.strerror or type(e).__name__})") from None
 
 
 def check_output(path, key) -> Path:
     """A file the sweep will write: not a directory, in a directory that exists."""
+    if isinstance(path, str) and not path.strip():
+        raise ConfigError("sweep", key, path, "a file path, not empty")
     path = Path(path)
-    if path.is_dir():
+    try:
+        is_dir = path.is_dir()
+    except (OSError, ValueError) as e:
+        raise ConfigError("sweep", key, str(path), f"a usable file name ({type(e).__name__})") from None
+    if is_dir:
         raise ConfigError("sweep", key, str(path), "a file path, not a directory")
+    if path.exists() and not path.is_file():
+        raise ConfigError("sweep", key, str(path), "a regular file (not a device or a pipe)")
     if not path.parent.is_dir():
         raise ConfigError("sweep", key, str(path), f"a file in an existing directory ({path.parent} is not one)")
     return path

@@ -21,7 +21,8 @@ SMALL = {"name": "small", "models": ["1T", "18T"], "gpus": [4096],
 
 def test_grid_is_the_cross_product_with_defaults():
     g = load_grid({"models": ["1T", "2T"], "gpus": [4096, 8192, 16384],
-                   "overrides": {"hbm_gib": [80, 120], "offload_gbps": [50, "unlimited"]},
+                   "overrides": {"hbm_gib": [80, 120], "offload_gib": 1024,
+                                 "offload_gbps": [50, "unlimited"]},
                    "options": {"max_batch": [1536, 3072]}})
     assert len(g.points) == 2 * 3 * 2 * 2 * 2
     assert len({point_key(p) for p in g.points}) == len(g.points)
@@ -255,3 +256,68 @@ def test_outputs_in_missing_directories_are_bad_input_before_solving(tmp_path, c
         err = capsys.readouterr().err
         assert f"'{key}'" in err and "Traceback" not in err
     assert not (tmp_path / "g.results.jsonl").exists()
+
+
+# ------------------------------------------------------- input hardening (issue 13)
+
+@pytest.mark.parametrize("data, key", [
+    ({"models": ["1T"], "gpus": [2 ** 63]}, "gpus"),
+    ({"models": ["1T"], "gpus": [1e308]}, "gpus"),
+    ({"models": ["1T"], "gpus": 4096, "options": {"max_batch": 2 ** 63}}, "options.max_batch"),
+    ({"models": ["1T"], "gpus": 4096, "options": {"time_limit_s": float("nan")}}, "options.time_limit_s"),
+    ({"models": ["1T"], "gpus": 4096, "options": {"time_limit_s": float("inf")}}, "options.time_limit_s"),
+    ({"models": ["1T"], "gpus": 4096, "options": {"datatype": ["fp8", ["x"]]}}, "options.datatype"),
+    ({"models": ["1T"], "gpus": 4096, "overrides": {"offload_gib": 1024}}, "overrides.offload_gib"),
+    ({"models": ["1T"], "gpus": 4096, "overrides": {"nvlink_size": 2 ** 63}}, "overrides.nvlink_size"),
+    ({"models": ["1T"], "gpus": 4096, "overrides": {"hbm_gib": float("nan")}}, "overrides.hbm_gib"),
+    ({"models": ["1T"], "gpus": 4096, "name": {"a": 1}}, "name"),
+    ("models: [1T]\ngpus: 4096\ngpus: 8192\n", "gpus"),
+    ("models: [1T]\ngpus: " + "[" * 3000 + "]" * 3000 + "\n", "<file>"),
+])
+def test_grid_limits_name_file_and_key(tmp_path, capsys, data, key):
+    path = _grid_file(tmp_path, data)
+    assert main(["sweep", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and f"'{key}'" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_grid_not_utf8_or_a_directory(tmp_path, capsys):
+    bad = tmp_path / "b.yaml"
+    bad.write_bytes(b"\xff\xfe x\n")
+    for grid in (str(bad), str(tmp_path), ""):
+        assert main(["sweep", grid, "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    with pytest.raises(ConfigError, match="UTF-8"):
+        load_grid(str(bad))
+
+
+def test_results_file_not_utf8_names_file_and_line(tmp_path):
+    out = tmp_path / "r.jsonl"
+    opt.sweep({**SMALL, "models": ["1T"]}, executor="serial", results=out)
+    lines = out.read_bytes().splitlines(keepends=True)
+    out.write_bytes(lines[0] + b"\xff\xfe\n" + b"".join(lines[1:]))
+    with pytest.raises(ConfigError, match=r"r\.jsonl:2"):
+        read_results(out)
+    # a last line cut in the middle of a character is a cut-short row: dropped
+    out.write_bytes(b"".join(lines) + json.dumps({"key": "k", "status": "ok", "x": "é"}).encode()[:-4])
+    assert len(read_results(out)) == len(lines)
+    assert out.read_bytes() == b"".join(lines)
+
+
+@pytest.mark.parametrize("content", ['{"key": ["a"], "status": "ok"}\n', "[" * 100000 + "\n", "{}\n"])
+def test_results_file_bad_rows_are_bad_input(tmp_path, content):
+    out = tmp_path / "r.jsonl"
+    out.write_text(content + '{"key": "k", "status": "ok"}\n')
+    with pytest.raises(ConfigError, match=r"r\.jsonl:1"):
+        read_results(out)
+
+
+def test_results_path_a_directory_is_bad_input(tmp_path):
+    with pytest.raises(ConfigError, match="directory"):
+        read_results(tmp_path)
+    with pytest.raises(ConfigError, match="directory"):
+        opt.sweep(SMALL, executor="serial", results=tmp_path)
+    with pytest.raises(ConfigError, match="empty"):
+        opt.sweep(SMALL, executor="serial", results="")
