@@ -32,6 +32,7 @@ Knob codes are those of optimizer.knobs; rules live in optimizer.rules.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -208,9 +209,22 @@ def stage_extras(model: Model, datatype: str, tp, microbatch, sp) -> tuple[list,
     return [embedding], [_norm(model, "final_norm", nh, e, h), logits, loss]
 
 
+@functools.lru_cache(maxsize=256)
+def _whole_block(model: Model) -> dict:
+    """Sums over one whole (unsharded) block's operators, per sequence:
+    parameters, forward matrix FLOPs, and the FLOPs each recomputation mode
+    redoes."""
+    ops = block_ops(model, "bf16", 1, 1, False, False, False)
+    flops = {mode: sum(float(np.sum(op.model_flops)) for op in ops if op.matrix and mode in op.redo)
+             for mode in (Recompute.ATTN, Recompute.FULL)}
+    return {"params": float(sum(np.sum(op.params) for op in ops)),
+            "flops": sum(float(np.sum(op.model_flops)) for op in ops if op.matrix),
+            "redo_flops": flops}
+
+
 def block_params(model: Model) -> float:
     """Parameters of one transformer block (whole, unsharded)."""
-    return float(sum(np.sum(op.params) for op in block_ops(model, "bf16", 1, 1, False, False, False)))
+    return _whole_block(model)["params"]
 
 
 def model_params(model: Model) -> float:
@@ -227,26 +241,27 @@ def model_flops_per_sequence(model: Model) -> float:
     """Forward matrix FLOPs of one sequence through the whole model:
     the blocks and the logits (Megatron's throughput formula counts these,
     times 3 for the backward, attention without the causal mask)."""
-    blk = sum(float(np.sum(op.model_flops))
-              for op in block_ops(model, "bf16", 1, 1, False, False, False) if op.matrix)
     _, last = stage_extras(model, "bf16", 1, 1, False)
-    return blk * model.blocks + sum(float(np.sum(op.model_flops)) for op in last if op.matrix)
+    return _whole_block(model)["flops"] * model.blocks + sum(float(np.sum(op.model_flops))
+                                                             for op in last if op.matrix)
 
 
 def block_matrix_flops(model: Model, tokens):
     """Forward matrix FLOPs of one block for `tokens` tokens, unsharded."""
-    per_seq = sum(float(np.sum(op.model_flops))
-                  for op in block_ops(model, "bf16", 1, 1, False, False, False) if op.matrix)
-    return per_seq * np.asarray(tokens, dtype=float) / model.seq_len
+    return _whole_block(model)["flops"] * np.asarray(tokens, dtype=float) / model.seq_len
 
 
 # ----------------------------------------------------------- efficiencies
 
+@functools.lru_cache(maxsize=64)
+def _log_curve(curve: tuple):
+    return np.log([p[0] for p in curve]), np.array([p[1] for p in curve])
+
+
 def efficiency(curve, size):
     """Efficiency at `size` from (size, eff) points, linear in log(size),
     clamped at both ends."""
-    xs = np.log([p[0] for p in curve])
-    ys = np.array([p[1] for p in curve])
+    xs, ys = _log_curve(tuple(curve))
     return np.interp(np.log(np.maximum(size, 1e-30)), xs, ys)
 
 
@@ -320,8 +335,8 @@ def _tp_exposed(system, datatype, ops, times, tp, sp, ag_redo, tp_overlap, tp_ne
     tier = normalise_tier(system, tp_net)
     share = _tier_table(system, "processor_share")[tier]
     ar = collective_time(system, "all_reduce", tok_h_bytes, t, tier)
-    rs = collective_time(system, "reduce_scatter", tok_h_bytes, t, tier)
     ag = collective_time(system, "all_gather", tok_h_bytes, t, tier)
+    rs = ag             # a ring reduce-scatter moves what an all-gather does
     tp_overlap = np.asarray(tp_overlap)
     chunks = np.where(tp_overlap == TpOverlap.RING, t, PIPE_CHUNKS)
     on = tp_overlap > TpOverlap.NONE
@@ -331,12 +346,15 @@ def _tp_exposed(system, datatype, ops, times, tp, sp, ag_redo, tp_overlap, tp_ne
 
     fw = bw = 0.0
     for op, tm in zip(ops, times):
+        if op.tp is not None and op.matrix:
+            x_ag, x_ar = exposed(ag, tm), exposed(ar, tm)
+            x_rs = x_ag if rs is ag else exposed(rs, tm)
         if op.tp == "column":
-            fw = fw + np.where(sp, exposed(ag, tm), 0.0)
-            bw = bw + np.where(sp, exposed(rs, tm) + np.where(ag_redo, exposed(ag, tm), 0.0), exposed(ar, tm))
+            fw = fw + np.where(sp, x_ag, 0.0)
+            bw = bw + np.where(sp, x_rs + np.where(ag_redo, x_ag, 0.0), x_ar)
         elif op.tp == "row" and op.matrix:
-            fw = fw + np.where(sp, exposed(rs, tm), exposed(ar, tm))
-            bw = bw + np.where(sp, exposed(ag, tm), 0.0)
+            fw = fw + np.where(sp, x_rs, x_ar)
+            bw = bw + np.where(sp, x_ag, 0.0)
         elif op.tp == "row":
             # the embedding's output is reduced over the vocabulary shards
             fw = fw + np.where(sp, rs, ar)
@@ -351,25 +369,39 @@ def ops_terms(system: System, datatype: str, ops: list, tp, sp, ag_redo, tp_over
     the bytes kept for the backward (per recomputation mode: what the mode
     keeps; `working`, what a fully recomputed block holds while it runs)."""
     rec = np.asarray(recompute)
-    fw_t = [op_time(system, datatype, *op.fw, op.matrix) for op in ops]
+    if not ops:
+        zero = np.zeros(np.broadcast(rec, np.asarray(tp)).shape)
+        return dict(fw_compute=zero, bw_compute=zero, re_compute=zero, fw_tp=zero, bw_tp=zero,
+                    re_tp=zero, ag=zero, stored=zero, working=zero)
+    is_mode = {mode: rec == mode for mode in (Recompute.ATTN, Recompute.FULL)}
+    timed = {}          # a kernel shared by several passes is timed once
+
+    def kernel_time(op, k):
+        if id(k) not in timed:
+            timed[id(k)] = op_time(system, datatype, *k, op.matrix)
+        return timed[id(k)]
+
+    fw_t = [kernel_time(op, op.fw) for op in ops]
     fw = sum(fw_t, 0.0)
-    bw = sum((op_time(system, datatype, *k, op.matrix) for op in ops for k in op.ig + op.wg), 0.0)
+    bw = sum((kernel_time(op, k) for op in ops for k in op.ig + op.wg), 0.0)
+    # recomputation: the forward of every operator the mode redoes
     re = 0.0
-    for op, tm in zip(ops, fw_t):
-        redo = np.zeros(rec.shape, dtype=bool)
-        for mode in op.redo:
-            redo = redo | (rec == mode)
-        re = re + np.where(redo, tm, 0.0)
+    for mode, on in is_mode.items():
+        redone = sum((tm for op, tm in zip(ops, fw_t) if mode in op.redo), 0.0)
+        re = re + np.where(on, redone, 0.0)
     fw_tp, bw_tp, ag = _tp_exposed(system, datatype, ops, fw_t, tp, sp, ag_redo, tp_overlap, tp_net,
                                    tok_h_bytes)
-    re_tp = np.where(rec == Recompute.FULL, fw_tp, 0.0)
-    kept = {mode: sum((b for op in ops for b, drop in op.kept if mode not in drop), 0.0)
-            for mode in Recompute}
-    stored = np.select([rec == Recompute.FULL, rec == Recompute.ATTN],
-                       [kept[Recompute.FULL], kept[Recompute.ATTN]], kept[Recompute.NONE])
+    re_tp = np.where(is_mode[Recompute.FULL], fw_tp, 0.0)
+    # kept tensors by the modes that drop them: none, full only, both
+    by_drop = {}
+    for op in ops:
+        for nbytes, drop in op.kept:
+            by_drop[drop] = by_drop.get(drop, 0.0) + nbytes
+    kept = {mode: sum((v for drop, v in by_drop.items() if mode not in drop), 0.0) for mode in Recompute}
+    stored = np.where(is_mode[Recompute.FULL], kept[Recompute.FULL],
+                      np.where(is_mode[Recompute.ATTN], kept[Recompute.ATTN], kept[Recompute.NONE]))
     return dict(fw_compute=fw, bw_compute=bw, re_compute=re, fw_tp=fw_tp, bw_tp=bw_tp, re_tp=re_tp,
-                ag=ag, stored=stored,
-                working=np.where(rec == Recompute.FULL, kept[Recompute.NONE], 0.0))
+                ag=ag, stored=stored, working=np.where(is_mode[Recompute.FULL], kept[Recompute.NONE], 0.0))
 
 
 def block_terms(model: Model, system: System, datatype: str, tp, microbatch, recompute,
@@ -560,6 +592,29 @@ def dp_exposed_time(system: System, dp_time, window, dp_overlap, dp_net):
 
 # ------------------------------------------------------------ the model
 
+DISTINCT_FROM = 4096     # below this many strategies, computing per row is cheaper
+
+
+def distinct_rows(cols: list):
+    """(the distinct rows of equal-length integer columns, as columns; the
+    index of each row among them), or (cols, None) for short inputs."""
+    n = np.asarray(cols[0]).size
+    if n < DISTINCT_FROM:
+        return cols, None
+    key = np.zeros(n, dtype=np.int64)
+    radix = 1
+    for c in cols:
+        c = np.asarray(c).reshape(-1)
+        lo, hi = int(c.min()), int(c.max())
+        if (hi - lo + 1) * radix >= 2 ** 62:           # would overflow: factorise the column first
+            values, c = np.unique(c, return_inverse=True)
+            lo, hi = 0, len(values) - 1
+        key += (c - lo) * radix
+        radix *= hi - lo + 1
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    return [np.asarray(c).reshape(-1)[first] for c in cols], inverse.reshape(np.shape(cols[0]))
+
+
 def _as_arrays(knobs: dict):
     k = K.codes(knobs)
     shape = np.broadcast(*k.values()).shape
@@ -592,10 +647,17 @@ def evaluate_arrays(model: Model, system: System, datatype: str, knobs: dict) ->
     sp = k["tp_comm"] > TpComm.AR
     m = np.maximum(np.floor(batch / np.maximum(dp, 1) / np.maximum(k["microbatch"], 1)), 1.0)
 
-    blk = block_terms(model, system, datatype, k["tp"], k["microbatch"], k["recompute"],
-                      k["tp_comm"], k["tp_overlap"], k["ag_redo"], k["fused_activation"], k["tp_net"])
-    first, last = extras_terms(model, system, datatype, k["tp"], k["microbatch"], k["recompute"],
-                               k["tp_comm"], k["tp_overlap"], k["tp_net"])
+    # block and extras terms depend on a few knobs: computed once per distinct tuple
+    cols = ("tp", "microbatch", "recompute", "tp_comm", "tp_overlap", "ag_redo", "fused_activation", "tp_net")
+    distinct, inverse = distinct_rows([k[c] for c in cols])
+    u = dict(zip(cols, distinct))
+    blk = block_terms(model, system, datatype, u["tp"], u["microbatch"], u["recompute"],
+                      u["tp_comm"], u["tp_overlap"], u["ag_redo"], u["fused_activation"], u["tp_net"])
+    first, last = extras_terms(model, system, datatype, u["tp"], u["microbatch"], u["recompute"],
+                               u["tp_comm"], u["tp_overlap"], u["tp_net"])
+    if inverse is not None:
+        blk, first, last = ({key: np.asarray(v)[inverse] if np.ndim(v) else v for key, v in d.items()}
+                            for d in (blk, first, last))
     one_stage = pp == 1
     if model.vocab > 0:
         # one stage carries both ends (a tied output layer shares the embedding's weights there)
@@ -661,8 +723,7 @@ def evaluate_arrays(model: Model, system: System, datatype: str, knobs: dict) ->
     rec = k["recompute"]
     peak = system.matrix_tflops[datatype] * 1e12
     model_flops = 3 * model_flops_per_sequence(model) * batch
-    redone = {mode: sum(float(np.sum(op.model_flops)) for op in block_ops(model, "bf16", 1, 1, False, False, False)
-                        if mode in op.redo) for mode in (Recompute.ATTN, Recompute.FULL)}
+    redone = _whole_block(model)["redo_flops"]
     recompute_flops = batch * model.blocks * np.select(
         [rec == Recompute.FULL, rec == Recompute.ATTN], [redone[Recompute.FULL], redone[Recompute.ATTN]], 0.0)
     any_offload = (k["offload_weights"].astype(bool) | k["offload_activations"].astype(bool)

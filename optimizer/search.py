@@ -101,16 +101,15 @@ class Tables:
         inv = inv.reshape(-1)
         sig = sigmas(p, pairs[:, 0])
         nU, nG = sig["ok"].shape
-        rows = []        # (u, sigma, tp_comm, tp_overlap, tp_net)
-        choices = {}
+        parts = []       # rows (u, sigma, tp_comm, tp_overlap, tp_net)
         for u in range(nU):
-            tp = int(pairs[u, 0])
-            for j in np.flatnonzero(sig["ok"][u]):
-                key = (tp, bool(sig["sp"][j]))
-                if key not in choices:
-                    choices[key] = tp_choices(p, *key)
-                rows.extend((u, j, *c) for c in choices[key])
-        rows = np.array(rows, dtype=np.int64).reshape(-1, 5)
+            for sp in (False, True):
+                js = np.flatnonzero(sig["ok"][u] & (sig["sp"] == sp))
+                c = tp_choices(p, int(pairs[u, 0]), sp)
+                if len(js) and len(c):
+                    parts.append(np.column_stack([np.full(len(js) * len(c), u), np.repeat(js, len(c)),
+                                                  np.tile(c, (len(js), 1))]))
+        rows = np.concatenate(parts) if parts else np.zeros((0, 5), dtype=np.int64)
         u, j = rows[:, 0], rows[:, 1]
         blk = perf.block_terms(m, sys_, dt, pairs[u, 0], pairs[u, 1], sig["recompute"][j],
                                rows[:, 2], rows[:, 3], sig["ag_redo"][j], sig["fused_activation"][j], rows[:, 4])
@@ -148,14 +147,13 @@ class Tables:
         # ---- groups: structure x sigma x the rest of the group key (ZeRO-1, offload flags)
         valid = self.has[inv]                                   # nS x nG
         gi, gj, gr = [], [], []
-        rests = {}
-        for dp in set(S["dp"].tolist()):
-            rests[dp] = group_rest(p, dp)
-        for i, j in zip(*np.nonzero(valid)):
-            rr = rests[int(S["dp"][i])]
-            gi.append(np.full(len(rr), i))
-            gj.append(np.full(len(rr), j))
-            gr.append(rr)
+        vi, vj = np.nonzero(valid)
+        for dp in np.unique(S["dp"]):
+            rr = group_rest(p, int(dp))
+            at = S["dp"][vi] == dp
+            gi.append(np.repeat(vi[at], len(rr)))
+            gj.append(np.repeat(vj[at], len(rr)))
+            gr.append(np.tile(rr, (int(at.sum()), 1)))
         gi = np.concatenate(gi) if gi else np.zeros(0, dtype=np.int64)
         gj = np.concatenate(gj) if gj else np.zeros(0, dtype=np.int64)
         ex = np.concatenate(gr) if gr else np.zeros((0, len(GROUP_REST)), dtype=np.int64)

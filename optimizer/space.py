@@ -68,6 +68,7 @@ class Problem:
     max_batch: int
     datatype: str
     pins: dict = field(default_factory=dict)
+    memo: dict = field(default_factory=dict, init=False, compare=False, repr=False)  # derived levels, by key
 
     @property
     def has_offload(self) -> bool:
@@ -232,6 +233,18 @@ def sigmas(p: Problem, tp) -> dict:
     return {**sig, "sp": view(sig["tp_comm"]), "ok": ok}
 
 
+def _memo(f):
+    """Cache a level's rows on the problem, by the function and its arguments."""
+    def cached(p: Problem, *args):
+        key = (f.__name__,) + tuple(int(a) for a in args)
+        if key not in p.memo:
+            p.memo[key] = f(p, *args)
+        return p.memo[key]
+    cached.__doc__, cached.__name__ = f.__doc__, f.__name__
+    return cached
+
+
+@_memo
 def group_rest(p: Problem, dp) -> np.ndarray:
     """Rows of the other group knobs (ZeRO-1, offload flags) valid for a
     dp: shape (n, len(GROUP_REST))."""
@@ -240,6 +253,7 @@ def group_rest(p: Problem, dp) -> np.ndarray:
     return np.stack([k[n][ok] for n in GROUP_REST], 1).reshape(-1, len(GROUP_REST))
 
 
+@_memo
 def members_of(p: Problem, tp, pp, dp, sp) -> np.ndarray:
     """Member choices of a group: rows in MEMBER order, tp_comm restricted
     to the group's memory view `sp`."""
@@ -253,6 +267,7 @@ def members_of(p: Problem, tp, pp, dp, sp) -> np.ndarray:
 TP_CHOICE = ("tp_comm", "tp_overlap", "tp_net")
 
 
+@_memo
 def tp_choices(p: Problem, tp, sp) -> np.ndarray:
     """The TP choices (tp_comm, tp_overlap, tp_net) a tp admits on its own:
     the members of a structure whose other groups are single GPUs, with the
