@@ -9,7 +9,7 @@ from importlib import resources
 import yaml
 
 from . import perf
-from .evaluate import evaluate
+from .evaluate import evaluate, report_from_arrays, strategy_knobs
 from .spec import Strategy, load_model, load_system
 
 REFERENCE = "megatron_selene.yaml"
@@ -63,10 +63,9 @@ def validate(system="a100-80g") -> dict:
             times.append(_point(name, variant, published, rep.time_s))
 
         def stored_gib(variant):
-            rep = evaluate(model, roomy, reference_strategy(cfg, variant))
-            r = perf.evaluate_arrays(model, roomy, "fp16",
-                                     {k: getattr(rep.strategy, k) for k in perf.KNOBS})
-            return float(r["stored_activations_bytes"]) / perf.GIB, rep
+            st = reference_strategy(cfg, variant)
+            r = perf.evaluate_arrays(model, roomy, st.datatype, strategy_knobs(st))
+            return float(r["stored_activations_bytes"]) / perf.GIB, report_from_arrays(model, roomy, st, r)
 
         pub = ref["memory_gib"][name]
         none_gib, rep = stored_gib("none")
