@@ -48,7 +48,7 @@ from ortools.sat.python import cp_model
 from . import knobs as K
 from . import perf
 from . import rules as R
-from .space import (GROUP_REST, STRUCTURE, Problem, divisors, group_rest, knob_rows_to_strategy, sigmas,
+from .space import (GROUP_REST, SIGMA, STRUCTURE, Problem, divisors, group_rest, knob_rows_to_strategy, sigmas,
                     tp_choices)
 from .spec import Strategy, load_system
 
@@ -161,8 +161,8 @@ def _memory(p: Problem, r: dict):
     inv = inv.reshape(-1)
     sig = sigmas(p, pairs[:, 0])
     G = len(sig["recompute"])
-    blk = perf.block_terms(m, p.system, dt, pairs[:, :1], pairs[:, 1:], sig["recompute"][None, :],
-                           sig["tp_comm"][None, :], 0, sig["ag_redo"][None, :], sig["fused_activation"][None, :], 0)
+    blk = perf.block_terms(m, p.system, dt, {"tp": pairs[:, :1], "microbatch": pairs[:, 1:], "tp_overlap": 0,
+                                             "tp_net": 0, **{n: sig[n][None, :] for n in SIGMA}})
     R_ = len(r["tp"])
     one = (1,) * len(GROUP_REST)
     stored = np.broadcast_to(blk["stored"], (len(pairs), G))[inv].reshape(R_, G, *one)
@@ -295,8 +295,7 @@ def _smallest(p: Problem, which: str):
     i, j, *flags = np.unravel_index(flat, value.shape)
     sig = sigmas(p, r["tp"][i:i + 1])
     tp = int(r["tp"][i])
-    knobs = {k: int(r[k][i]) for k in STRUCT_PINS} | {k: int(sig[k][j]) for k in ("recompute", "tp_comm", "ag_redo",
-                                                                              "fused_activation")} | {
+    knobs = {k: int(r[k][i]) for k in STRUCT_PINS} | {k: int(sig[k][j]) for k in SIGMA} | {
         k: int(f) for k, f in zip(GROUP_REST, flags)} | {
         "tp_overlap": 0, "dp_overlap": 0,
         "tp_net": 0 if tp <= p.system.nvlink_size else -1, "pp_net": -1, "dp_net": -1}

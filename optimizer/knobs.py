@@ -53,9 +53,11 @@ class Knob:
     """One strategy knob. `kind` is 'int', 'bool', 'enum' or 'tier';
     `default` None means the knob is required in a Strategy. A tier knob
     places the group of the size knob `places`. `matters` says, from the
-    codes of the knobs `matters_reads`, where the knob has any effect; elsewhere the space
-    holds it at its canonical code (`idle`). `memory_view`, for a member
-    knob, is the part of its value that memory reads (its group key)."""
+    codes of the knobs `matters_reads`, where the knob has any effect;
+    elsewhere the space holds it at its canonical code (`idle`).
+    `memory_view`, for a member knob, is the part of its value that memory
+    reads (its group key). `block`: the per-block terms read it (the search
+    tabulates those terms over these knobs alone)."""
 
     name: str
     kind: str
@@ -69,6 +71,7 @@ class Knob:
     matters_reads: tuple = ()
     idle: int = 0
     memory_view: Callable | None = None
+    block: bool = False
 
     @property
     def choices(self) -> tuple:
@@ -106,30 +109,33 @@ def _dp_gt_1(k):
 
 
 KNOBS: tuple[Knob, ...] = (
-    Knob("tp", "int", "structure", "tensor-parallel degree: each block's matrices split over tp GPUs"),
+    Knob("tp", "int", "structure", "tensor-parallel degree: each block's matrices split over tp GPUs",
+         block=True),
     Knob("pp", "int", "structure", "pipeline-parallel degree: the blocks split into pp stages"),
     Knob("dp", "int", "structure", "data-parallel degree: replicas that split the batch"),
     Knob("batch", "int", "structure", "global batch in sequences"),
-    Knob("microbatch", "int", "structure", "sequences per microbatch on one replica", default=1),
+    Knob("microbatch", "int", "structure", "sequences per microbatch on one replica", default=1, block=True),
     Knob("interleave", "int", "structure",
          "virtual stages per GPU (interleaved 1F1B schedule); 1 is the plain schedule", default=1),
     Knob("recompute", "enum", "group", "activation recomputation: none, attn (core attention only) "
-         "or full (each block's forward again)", default="none", enum=Recompute),
+         "or full (each block's forward again)", default="none", enum=Recompute, block=True),
     Knob("tp_comm", "enum", "member", "TP communication: ar (all-reduce), rs_ag (sequence parallel: "
          "reduce-scatter + all-gather) or p2p_rs_ag (the same from point-to-point sends)",
-         default="ar", enum=TpComm, memory_view=lambda c: np.asarray(c) > TpComm.AR),
+         default="ar", enum=TpComm, memory_view=lambda c: np.asarray(c) > TpComm.AR, block=True),
     Knob("tp_overlap", "enum", "member", "TP communication hidden behind the matmuls: none, ring "
          "(a chunk per rank, needs p2p_rs_ag) or pipe (fixed chunks); costs the network's processor "
-         "share", default="none", enum=TpOverlap),
+         "share", default="none", enum=TpOverlap, block=True),
     Knob("ag_redo", "bool", "group", "with sequence parallelism, gather the inputs of qkv and mlp1 "
          "again for the weight gradients instead of keeping them whole", default=False,
-         matters=lambda k: np.asarray(k["tp_comm"]) > TpComm.AR, matters_reads=("tp_comm",)),
+         matters=lambda k: np.asarray(k["tp_comm"]) > TpComm.AR, matters_reads=("tp_comm",), block=True),
     Knob("dp_overlap", "bool", "member", "DP gradient reduction hidden behind the last backward",
          default=False, matters=_dp_gt_1, matters_reads=("dp",)),
     Knob("optimizer_sharding", "bool", "group", "ZeRO-1: optimizer state sharded over DP "
          "(gradients reduce-scattered, weights all-gathered)", default=False, matters=_dp_gt_1, matters_reads=("dp",)),
     Knob("fused_activation", "bool", "group", "activation function fused into the first MLP matmul "
-         "(its output recomputed, not stored)", default=False),
+         "(its output recomputed, not stored)", default=False, block=True),
+    Knob("flash_attention", "bool", "group", "fused attention (FlashAttention): no sequence x sequence "
+         "tensors stored; the backward recomputes the scores inside the kernel", default=False, block=True),
     Knob("offload_weights", "bool", "group", "weights and their gradients kept in the offload tier, "
          "two blocks' worth in HBM", default=False),
     Knob("offload_activations", "bool", "group", "stored activations kept in the offload tier",
@@ -137,7 +143,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob("offload_optimizer", "bool", "group", "optimizer state kept in the offload tier and "
          "streamed through the step", default=False),
     Knob("tp_net", "tier", "member", "network tier of the TP groups (0 = NVLink)", default=0,
-         places="tp", matters=lambda k: np.asarray(k["tp"]) > 1, matters_reads=("tp",)),
+         places="tp", matters=lambda k: np.asarray(k["tp"]) > 1, matters_reads=("tp",), block=True),
     Knob("pp_net", "tier", "member", "network tier of the pipeline sends (-1 = outermost)", default=-1,
          places="pp", matters=lambda k: np.asarray(k["pp"]) > 1, matters_reads=("pp",)),
     Knob("dp_net", "tier", "member", "network tier of the DP groups (-1 = outermost)", default=-1,
@@ -148,6 +154,9 @@ BY_NAME = {k.name: k for k in KNOBS}
 NAMES = tuple(k.name for k in KNOBS)
 PINNABLE = tuple(k.name for k in KNOBS if k.pinnable)
 TIERS = tuple(k for k in KNOBS if k.kind == "tier")
+
+
+BLOCK = tuple(k.name for k in KNOBS if k.block)
 
 
 def at_level(level: str) -> tuple[Knob, ...]:

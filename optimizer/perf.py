@@ -127,11 +127,29 @@ def _norm(model, name, n_tokens_h, e, h, drop=FULL_ONLY):
                    params=params)
 
 
-def block_ops(model: Model, datatype: str, tp, microbatch, sp, ag_redo, fused) -> list:
+def _gated(op: Op, on) -> Op:
+    """`op` where `on` (a boolean array) holds, nothing elsewhere: its
+    kernels and kept bytes scaled by 0 or 1 (a kernel shared by several
+    passes stays shared)."""
+    w = np.asarray(on, dtype=float)
+    scaled = {}
+
+    def k(kernel):
+        if id(kernel) not in scaled:
+            scaled[id(kernel)] = (kernel[0] * w, kernel[1] * w)
+        return scaled[id(kernel)]
+
+    return Op(op.name, op.matrix, k(op.fw), tuple(map(k, op.ig)), tuple(map(k, op.wg)), params=op.params,
+              kept=tuple((b * w, drop) for b, drop in op.kept), redo=op.redo, tp=op.tp,
+              model_flops=op.model_flops)
+
+
+def block_ops(model: Model, datatype: str, tp, microbatch, sp, ag_redo, fused, flash=False) -> list:
     """The operators of one block for one microbatch on one GPU, in order.
     `sp`: sequence parallelism (the h-wide tensors sharded over tp);
     `ag_redo`: qkv's and mlp1's inputs kept sharded and gathered again for
-    the backward; `fused`: the activation function fused into mlp1."""
+    the backward; `fused`: the activation function fused into mlp1;
+    `flash`: the core attention as one fused kernel (FlashAttention)."""
     e = BYTES_PER_ELEMENT[datatype]
     h, f, s = float(model.hidden), float(model.feedforward), float(model.seq_len)
     a, d = float(model.heads), float(model.head_dim)
@@ -156,15 +174,34 @@ def block_ops(model: Model, datatype: str, tp, microbatch, sp, ag_redo, fused) -
         k = (flops, nbytes)
         return Op(name, True, k, (k, k), kept=kept, redo=core, model_flops=flops * t)
 
-    ops = [
-        # the block's input: what full recomputation keeps (its checkpoint)
-        _norm(model, "ln1", nh, e, h, drop=NEVER),
-        _linear("qkv", tok, h, A + 2 * KV, t, e, "column", ((gathered, FULL_ONLY),), bias),
+    # the core attention, unfused: scores, softmax, dropout, product with V
+    unfused = [
         bmm("scores", 2 * att * d, (q + kv + att) * e, ((q * e + kv * e, FULL_ONLY),)),
         _vector("softmax", 5 * att, 2 * att * e, kept=((att * e, ALL_MODES),), redo=core),
         _vector("attn_dropout", att, 2 * att * e + att * MASK_BYTES,
                 kept=((att * MASK_BYTES, ALL_MODES),), redo=core),
         bmm("attn_v", 2 * att * d, (att + q + kv) * e, ((att * e, ALL_MODES), (kv * e, FULL_ONLY))),
+    ]
+    # fused (Dao et al. 2022): one kernel reads Q, K, V and writes the output
+    # and the softmax statistics (4 bytes per row); nothing s x s reaches
+    # HBM. Its backward recomputes the scores and runs four more matmuls of
+    # the forward's size (dV, dP, dQ, dK): 5/2 of the forward's FLOPs. The
+    # output is the projection's input, kept there.
+    flash = np.asarray(flash, dtype=bool)
+    stats = np.asarray(microbatch, dtype=float) * (a / t) * s * 4.0
+    fw_fused = (4 * att * d, (2 * q + 2 * kv) * e + stats)
+    bw_fused = (10 * att * d, (3 * q + 2 * kv) * e + stats + (q + 2 * kv) * e)
+    fused_attn = Op("flash_attention", True, fw_fused, (bw_fused,), kept=((q * e + 2 * kv * e, FULL_ONLY),
+                                                                           (stats, FULL_ONLY)))
+    if flash.any():
+        attention = [_gated(op, ~flash) for op in unfused] + [_gated(fused_attn, flash)]
+    else:
+        attention = unfused
+    ops = [
+        # the block's input: what full recomputation keeps (its checkpoint)
+        _norm(model, "ln1", nh, e, h, drop=NEVER),
+        _linear("qkv", tok, h, A + 2 * KV, t, e, "column", ((gathered, FULL_ONLY),), bias),
+        *attention,
         _linear("proj", tok, A, h, t, e, "row", ((q * e, FULL_ONLY),), bias),
         _vector("residual1", 2 * nh, 3 * nh * e + nh * MASK_BYTES, kept=((nh * MASK_BYTES, FULL_ONLY),)),
         _norm(model, "ln2", nh, e, h),
@@ -404,18 +441,19 @@ def ops_terms(system: System, datatype: str, ops: list, tp, sp, ag_redo, tp_over
                 ag=ag, stored=stored, working=np.where(is_mode[Recompute.FULL], kept[Recompute.NONE], 0.0))
 
 
-def block_terms(model: Model, system: System, datatype: str, tp, microbatch, recompute,
-                tp_comm, tp_overlap, ag_redo, fused_activation, tp_net) -> dict:
+def block_terms(model: Model, system: System, datatype: str, k: dict) -> dict:
     """One block, one microbatch, on one GPU: compute times of the forward,
     backward and recomputation, exposed TP communication of each, and the
-    activation bytes kept for the backward. Depends on nothing about the
-    pipeline or data parallelism, so the search tabulates it over
-    (tp, microbatch, recomputation, TP communication) alone."""
-    sp = np.asarray(tp_comm) > TpComm.AR
-    ag_redo = np.asarray(ag_redo).astype(bool) & sp
-    ops = block_ops(model, datatype, tp, microbatch, sp, ag_redo, fused_activation)
-    tok_h_bytes = np.asarray(microbatch, dtype=float) * model.seq_len * model.hidden * BYTES_PER_ELEMENT[datatype]
-    return ops_terms(system, datatype, ops, tp, sp, ag_redo, tp_overlap, tp_net, tok_h_bytes, recompute)
+    activation bytes kept for the backward. `k` holds the codes of the
+    knobs the block reads (knobs.BLOCK) and nothing about the pipeline or
+    data parallelism, so the search tabulates these terms over them alone."""
+    sp = np.asarray(k["tp_comm"]) > TpComm.AR
+    ag_redo = np.asarray(k["ag_redo"]).astype(bool) & sp
+    ops = block_ops(model, datatype, k["tp"], k["microbatch"], sp, ag_redo, k["fused_activation"],
+                    k["flash_attention"])
+    tok_h_bytes = np.asarray(k["microbatch"], dtype=float) * model.seq_len * model.hidden * BYTES_PER_ELEMENT[datatype]
+    return ops_terms(system, datatype, ops, k["tp"], sp, ag_redo, k["tp_overlap"], k["tp_net"], tok_h_bytes,
+                     k["recompute"])
 
 
 def extras_terms(model: Model, system: System, datatype: str, tp, microbatch, recompute, tp_comm,
@@ -648,11 +686,9 @@ def evaluate_arrays(model: Model, system: System, datatype: str, knobs: dict) ->
     m = np.maximum(np.floor(batch / np.maximum(dp, 1) / np.maximum(k["microbatch"], 1)), 1.0)
 
     # block and extras terms depend on a few knobs: computed once per distinct tuple
-    cols = ("tp", "microbatch", "recompute", "tp_comm", "tp_overlap", "ag_redo", "fused_activation", "tp_net")
-    distinct, inverse = distinct_rows([k[c] for c in cols])
-    u = dict(zip(cols, distinct))
-    blk = block_terms(model, system, datatype, u["tp"], u["microbatch"], u["recompute"],
-                      u["tp_comm"], u["tp_overlap"], u["ag_redo"], u["fused_activation"], u["tp_net"])
+    distinct, inverse = distinct_rows([k[c] for c in K.BLOCK])
+    u = dict(zip(K.BLOCK, distinct))
+    blk = block_terms(model, system, datatype, u)
     first, last = extras_terms(model, system, datatype, u["tp"], u["microbatch"], u["recompute"],
                                u["tp_comm"], u["tp_overlap"], u["tp_net"])
     if inverse is not None:

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from .knobs import TIERS, TpComm, TpOverlap
+from .knobs import TIERS, Recompute, TpComm, TpOverlap
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,11 @@ RULES: tuple[Rule, ...] = (
          lambda m, s, dt, k: (np.asarray(k["tp_comm"]) > TpComm.AR)
          & ((np.asarray(k["tp"]) == 1) | (_mod(m.seq_len, k["tp"]) != 0)),
          lambda m, s, st: f"tp={st.tp}, tp_comm={st.tp_comm}, seq_len={m.seq_len}", "divisibility"),
+    Rule("selective_needs_unfused", ("recompute", "flash_attention"),
+         "selective recomputation redoes the core attention, which fused attention never stores",
+         lambda m, s, dt, k: (np.asarray(k["recompute"]) == Recompute.ATTN)
+         & np.asarray(k["flash_attention"]).astype(bool),
+         lambda m, s, st: f"recompute={st.recompute}, flash_attention={st.flash_attention}", "divisibility"),
     Rule("overlap_needs_tp", ("tp", "tp_overlap"), "TP overlap needs tp > 1",
          lambda m, s, dt, k: (np.asarray(k["tp_overlap"]) > TpOverlap.NONE) & (np.asarray(k["tp"]) == 1),
          lambda m, s, st: f"tp_overlap={st.tp_overlap}, tp={st.tp}", "divisibility"),

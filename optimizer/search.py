@@ -43,7 +43,7 @@ from .errors import ConfigError
 from .evaluate import Report, evaluate
 from .spec import load_model, load_system
 from .knobs import TpComm, TpOverlap
-from .space import (GROUP_REST, Problem, count_space, enumerate_all, group_rest, group_rows,
+from .space import (GROUP_REST, SIGMA, TP_CHOICE, Problem, count_space, enumerate_all, group_rest, group_rows,
                     knob_rows_to_strategy, make_problem, members_of, sigmas, structures, tp_choices)
 
 RELATIVE_SLACK = 1e-9     # a bound within this of the incumbent is still explored
@@ -111,8 +111,9 @@ class Tables:
                                                   np.tile(c, (len(js), 1))]))
         rows = np.concatenate(parts) if parts else np.zeros((0, 5), dtype=np.int64)
         u, j = rows[:, 0], rows[:, 1]
-        blk = perf.block_terms(m, sys_, dt, pairs[u, 0], pairs[u, 1], sig["recompute"][j],
-                               rows[:, 2], rows[:, 3], sig["ag_redo"][j], sig["fused_activation"][j], rows[:, 4])
+        blk = perf.block_terms(m, sys_, dt, {"tp": pairs[u, 0], "microbatch": pairs[u, 1],
+                                             **{n: sig[n][j] for n in SIGMA},
+                                             **{n: rows[:, 2 + c] for c, n in enumerate(TP_CHOICE)}})
         flat = u * nG + j
 
         def reduce(values, how, fill):

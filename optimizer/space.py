@@ -45,8 +45,8 @@ from .spec import DATATYPES, Model, Strategy, System
 
 STRUCTURE = tuple(k.name for k in K.at_level("structure"))
 MEMBER = tuple(k.name for k in K.at_level("member"))
-# group knobs the block terms read (with the memory view of tp_comm): sigma
-SIGMA = ("recompute", "tp_comm", "ag_redo", "fused_activation")
+# the knobs of a group the block terms read (with the memory view of tp_comm): sigma
+SIGMA = tuple(k.name for k in K.KNOBS if k.block and (k.level == "group" or k.memory_view is not None))
 # the other group knobs: the rest of a group's key
 GROUP_REST = tuple(k.name for k in K.at_level("group") if k.name not in SIGMA)
 
@@ -220,8 +220,8 @@ def sigmas(p: Problem, tp) -> dict:
     view = K.BY_NAME["tp_comm"].memory_view
     comm = domain(p, "tp_comm")
     reps = [int(comm[view(comm) == v][0]) for v in (False, True)]
-    grid = np.array(list(itertools.product(domain(p, "recompute"), reps, domain(p, "ag_redo"),
-                                           domain(p, "fused_activation"))), dtype=np.int64)
+    grid = np.array(list(itertools.product(*(reps if n == "tp_comm" else domain(p, n) for n in SIGMA))),
+                    dtype=np.int64)
     sig = {n: grid[:, i] for i, n in enumerate(SIGMA)}
     tp = np.asarray(tp)[:, None]
     k = {"tp": tp, **{n: v[None, :] for n, v in sig.items()}}

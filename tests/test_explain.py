@@ -83,7 +83,7 @@ def test_128t_needs_more_hbm_than_80_but_at_most_120():
 
 
 def test_pinned_request_names_the_pin_and_batch_fix_is_exact():
-    pin = {"tp": 1}
+    pin = {"tp": 1, "flash_attention": False}     # fused attention alone makes tp=1 fit
     e = ex.explain(problem("1T", pin=pin))
     assert "pin:tp" in e["conflicts"]
     assert "tp=1" in e["summary"]

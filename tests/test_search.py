@@ -24,7 +24,7 @@ OFF = "h100-80g-nvl8-off256g-50gbps"
 # (model, system, system overrides, gpus, max_batch, pins)
 CASES = [
     (tiny(1024, 16, 64, 8), H100, {"hbm_gib": 4}, 16, 32, {}),
-    (tiny(4096, 32, 128, 16), H100, {"hbm_gib": 8}, 16, 32, {}),
+    (tiny(4096, 32, 128, 16), H100, {"hbm_gib": 5}, 16, 32, {}),
     (tiny(2048, 16, 128, 12), H100, {"hbm_gib": 8}, 32, 64, {}),
     (tiny(2048, 32, 80, 16, seq=2048), H100, {"hbm_gib": 6}, 32, 32, {}),
     (tiny(1536, 12, 128, 12), OFF, {"hbm_gib": 3, "offload_gib": 16}, 24, 48, {}),
