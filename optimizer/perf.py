@@ -32,6 +32,7 @@ Knob codes are those of optimizer.knobs; rules live in optimizer.rules.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -55,6 +56,18 @@ ADAM_FLOPS_PER_PARAM = 11
 # The pipelined TP overlap splits each linear layer and its collective in
 # this many chunks; the ring overlap uses one chunk per TP rank.
 PIPE_CHUNKS = 4
+# With fp8 training only the linear layers' matrix multiplies run in fp8
+# (Transformer Engine's recipe, as in the published H100 runs): their
+# operands are cast to fp8 as they go in; parameters, activations,
+# attention, element-wise work and communication stay in bf16.
+ACTIVATION_DTYPE = {"fp8": "bf16", "bf16": "bf16", "fp16": "fp16", "fp32": "fp32"}
+
+
+def act_bytes(datatype: str) -> int:
+    """Bytes per element of activations, stored weights and messages."""
+    return BYTES_PER_ELEMENT[ACTIVATION_DTYPE[datatype]]
+
+
 # Dropout masks: one byte per element.
 MASK_BYTES = 1
 # The loss reads the logits in fp32 (Megatron's vocab-parallel cross entropy).
@@ -78,6 +91,8 @@ class Op:
     kept        tensors kept for the backward: (bytes, recomputation modes
                 that do not keep them)
     redo        recomputation modes that run it again in the backward
+    low         timed at the training datatype's matrix rate (the linear
+                layers); everything else at the activations' datatype
     tp          TP collective: 'column' (input gathered with sequence
                 parallelism, input gradient reduced), 'row' (output
                 reduced), or None
@@ -93,21 +108,34 @@ class Op:
     redo: frozenset = FULL_ONLY
     tp: str | None = None
     model_flops: object = 0.0
+    low: bool = False
 
 
-def _linear(name, tok, n_in, n_out, t, e, tp_role, kept_in, bias=True, redo=FULL_ONLY):
+def _linear(name, tok, n_in, n_out, t, e, tp_role, kept_in, bias=True, redo=FULL_ONLY, e_mm=None):
     """A linear layer split over t GPUs (column- or row-parallel): `tok`
     tokens, n_in -> n_out whole. Its input gradient and weight gradient are
-    matmuls of the forward's size, each reading two operands and writing
-    one, as the forward does."""
+    matmuls of the forward's size, each reading two operands (`e_mm` bytes
+    an element, fp8 in fp8 training) and writing one (`e` bytes), as the
+    forward does."""
+    e_mm = e if e_mm is None else e_mm
     col = tp_role == "column"
     w = n_in * n_out / t
     x_in = tok * (n_in if col else n_in / t)
     x_out = tok * (n_out / t if col else n_out)
-    kernel = (2 * tok * w, (x_in + w + x_out) * e)
+    kernel = (2 * tok * w, (x_in + w) * e_mm + x_out * e)
     b = (n_out / t if col else n_out) if bias else 0.0
     return Op(name, True, kernel, (kernel,), (kernel,), params=w + b, kept=kept_in, redo=redo,
-              tp=tp_role, model_flops=2.0 * tok * n_in * n_out)
+              tp=tp_role, model_flops=2.0 * tok * n_in * n_out, low=True)
+
+
+def _cast(linear: Op, tok, n_in, n_out, t, e, e_mm):
+    """fp8 casts around a linear layer: its input on the way in (with the
+    scaling's max), the output gradient on the way back; read e, write e_mm
+    bytes an element. (Weights are cast once a step, not per microbatch.)"""
+    col = linear.tp == "column"
+    x_in = tok * (n_in if col else n_in / t)
+    x_out = tok * (n_out / t if col else n_out)
+    return Op(linear.name + "_cast", False, (2 * x_in, x_in * (e + e_mm)), ((2 * x_out, x_out * (e + e_mm)),))
 
 
 def _vector(name, flops, nbytes, kept=(), redo=FULL_ONLY, params=0.0):
@@ -150,7 +178,7 @@ def block_ops(model: Model, datatype: str, tp, microbatch, sp, ag_redo, fused, f
     `ag_redo`: qkv's and mlp1's inputs kept sharded and gathered again for
     the backward; `fused`: the activation function fused into mlp1;
     `flash`: the core attention as one fused kernel (FlashAttention)."""
-    e = BYTES_PER_ELEMENT[datatype]
+    e, e_mm = act_bytes(datatype), BYTES_PER_ELEMENT[datatype]
     h, f, s = float(model.hidden), float(model.feedforward), float(model.seq_len)
     a, d = float(model.heads), float(model.head_dim)
     A, KV = float(model.attn_width), float(model.kv_width)
@@ -200,21 +228,25 @@ def block_ops(model: Model, datatype: str, tp, microbatch, sp, ag_redo, fused, f
     ops = [
         # the block's input: what full recomputation keeps (its checkpoint)
         _norm(model, "ln1", nh, e, h, drop=NEVER),
-        _linear("qkv", tok, h, A + 2 * KV, t, e, "column", ((gathered, FULL_ONLY),), bias),
+        _linear("qkv", tok, h, A + 2 * KV, t, e, "column", ((gathered, FULL_ONLY),), bias, e_mm=e_mm),
         *attention,
-        _linear("proj", tok, A, h, t, e, "row", ((q * e, FULL_ONLY),), bias),
+        _linear("proj", tok, A, h, t, e, "row", ((q * e, FULL_ONLY),), bias, e_mm=e_mm),
         _vector("residual1", 2 * nh, 3 * nh * e + nh * MASK_BYTES, kept=((nh * MASK_BYTES, FULL_ONLY),)),
         _norm(model, "ln2", nh, e, h),
-        _linear("mlp1", tok, h, width, t, e, "column", ((gathered, FULL_ONLY),), bias),
+        _linear("mlp1", tok, h, width, t, e, "column", ((gathered, FULL_ONLY),), bias, e_mm=e_mm),
         # the activation (and the gate's product when gated) reads mlp1's
         # output; fused into mlp1's epilogue it writes nothing to HBM and
         # its output is recomputed for mlp2's weight gradient, not kept
         _vector("activation", (8 + (1 if model.gated_mlp else 0)) * nf,
                 np.where(fused, 0.0, (width / f + 1) * nf * e),
                 kept=((width / f * nf * e, FULL_ONLY), (np.where(fused, 0.0, nf * e), FULL_ONLY))),
-        _linear("mlp2", tok, f, h, t, e, "row", (), bias),
+        _linear("mlp2", tok, f, h, t, e, "row", (), bias, e_mm=e_mm),
         _vector("residual2", 2 * nh, 3 * nh * e + nh * MASK_BYTES, kept=((nh * MASK_BYTES, FULL_ONLY),)),
     ]
+    if e_mm != e:
+        shapes = {"qkv": (h, A + 2 * KV), "proj": (A, h), "mlp1": (h, width), "mlp2": (f, h)}
+        ops = [x for op in ops for x in ([op, _cast(op, tok, *shapes[op.name], t, e, e_mm)]
+                                          if op.name in shapes else [op])]
     return ops
 
 
@@ -225,7 +257,7 @@ def stage_extras(model: Model, datatype: str, tp, microbatch, sp) -> tuple[list,
     Megatron. Empty without a vocabulary."""
     if model.vocab <= 0:
         return [], []
-    e = BYTES_PER_ELEMENT[datatype]
+    e = act_bytes(datatype)                     # the output layer stays in 16 bits
     h, V = float(model.hidden), float(model.vocab)
     t = np.asarray(tp, dtype=float)
     tok = np.asarray(microbatch, dtype=float) * model.seq_len
@@ -235,12 +267,13 @@ def stage_extras(model: Model, datatype: str, tp, microbatch, sp) -> tuple[list,
     # lookup: read the rows, write the activations; the gradient scatters back
     embedding = Op("embedding", False, (0.0, 2 * tok * h * e), ((0.0, 2 * tok * h * e),),
                    params=emb_params, tp="row")
-    logits = _linear("logits", tok, h, V, t, e, "column", ((np.where(sp, tok * h * e / t, tok * h * e),
-                                                             FULL_ONLY),), bias=False)
+    logits = dataclasses.replace(_linear("logits", tok, h, V, t, e, "column",
+                                         ((np.where(sp, tok * h * e / t, tok * h * e), FULL_ONLY),), bias=False),
+                                 low=False)
     if model.tied_embeddings:
         # the last stage holds its own copy when the pipeline splits them
         # (Megatron); counted once in the parameter total (model_params)
-        logits = Op(**{**logits.__dict__, "params": emb_params})
+        logits = dataclasses.replace(logits, params=emb_params)
     nv = tok * V / t
     loss = _vector("cross_entropy", 5 * nv, 2 * nv * LOGIT_BYTES, kept=((nv * LOGIT_BYTES, FULL_ONLY),))
     return [embedding], [_norm(model, "final_norm", nh, e, h), logits, loss]
@@ -349,13 +382,18 @@ def collective_time(system: System, op: str, nbytes, group, tier):
 
 
 def overlapped(comm, compute, chunks, share):
-    """A collective hidden behind the linear layer it feeds or follows, split
-    in `chunks`: the compute runs slower by the processor share the network's
-    collectives take, one chunk of the shorter side cannot hide. Returns the
-    exposed time (total minus the compute alone)."""
-    slowed = compute / (1.0 - share)
-    total = np.maximum(slowed, comm) + np.minimum(slowed, comm) / chunks
-    return total - compute
+    """Exposed time of a collective run alongside `compute` (the matmul it
+    feeds or follows, or the backward DP hides behind), both split in
+    `chunks`. While the collective runs it takes `share` of the processor
+    (the network's kernels occupy compute units), so the compute loses
+    share x comm; the two end together at max(comm, compute + share x comm);
+    one chunk of the shorter side cannot hide (pipeline fill). Returns that
+    total minus the compute alone: non-decreasing in comm, and with
+    chunks = inf non-increasing in compute."""
+    total = np.maximum(comm, compute + share * comm)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fill = np.where(np.isinf(chunks), 0.0, np.minimum(comm, compute) / chunks)
+    return total + fill - compute
 
 
 def _tp_exposed(system, datatype, ops, times, tp, sp, ag_redo, tp_overlap, tp_net, tok_h_bytes):
@@ -415,7 +453,7 @@ def ops_terms(system: System, datatype: str, ops: list, tp, sp, ag_redo, tp_over
 
     def kernel_time(op, k):
         if id(k) not in timed:
-            timed[id(k)] = op_time(system, datatype, *k, op.matrix)
+            timed[id(k)] = op_time(system, datatype if op.low else ACTIVATION_DTYPE[datatype], *k, op.matrix)
         return timed[id(k)]
 
     fw_t = [kernel_time(op, op.fw) for op in ops]
@@ -451,7 +489,7 @@ def block_terms(model: Model, system: System, datatype: str, k: dict) -> dict:
     ag_redo = np.asarray(k["ag_redo"]).astype(bool) & sp
     ops = block_ops(model, datatype, k["tp"], k["microbatch"], sp, ag_redo, k["fused_activation"],
                     k["flash_attention"])
-    tok_h_bytes = np.asarray(k["microbatch"], dtype=float) * model.seq_len * model.hidden * BYTES_PER_ELEMENT[datatype]
+    tok_h_bytes = np.asarray(k["microbatch"], dtype=float) * model.seq_len * model.hidden * act_bytes(datatype)
     return ops_terms(system, datatype, ops, k["tp"], sp, ag_redo, k["tp_overlap"], k["tp_net"], tok_h_bytes,
                      k["recompute"])
 
@@ -462,7 +500,7 @@ def extras_terms(model: Model, system: System, datatype: str, tp, microbatch, re
     their parameters under 'params'. Zero without a vocabulary."""
     sp = np.asarray(tp_comm) > TpComm.AR
     first, last = stage_extras(model, datatype, tp, microbatch, sp)
-    tok_h_bytes = np.asarray(microbatch, dtype=float) * model.seq_len * model.hidden * BYTES_PER_ELEMENT[datatype]
+    tok_h_bytes = np.asarray(microbatch, dtype=float) * model.seq_len * model.hidden * act_bytes(datatype)
     out = []
     for ops in (first, last):
         terms = ops_terms(system, datatype, ops, tp, sp, False, tp_overlap, tp_net, tok_h_bytes, recompute)
@@ -494,7 +532,7 @@ def pipeline_p2p_time(model: Model, system: System, datatype: str, tp, microbatc
     boundary; without sequence parallelism the receiver all-gathers them over
     the TP network (`ag`). Each microbatch crosses the boundary once per model
     chunk, forward and backward; the sends are not overlapped with compute."""
-    e = BYTES_PER_ELEMENT[datatype]
+    e = act_bytes(datatype)
     pp = np.asarray(pp, dtype=float)
     tok = np.asarray(microbatch, dtype=float) * model.seq_len
     p2p = collective_time(system, "p2p", tok * model.hidden * e / np.asarray(tp, dtype=float),
@@ -528,7 +566,7 @@ def state_bytes(model: Model, datatype: str, tp, pp, dp, optimizer_sharding, ext
     p_stage = p_block * n_s + extra_params
     shard = np.where(np.asarray(optimizer_sharding).astype(bool), np.asarray(dp, dtype=float), 1.0)
     return dict(p_block=p_block, p_stage=p_stage, n_s=n_s, shard=shard,
-                weights=p_stage * BYTES_PER_ELEMENT[datatype],
+                weights=p_stage * act_bytes(datatype),
                 gradients=p_stage * GRAD_BYTES_PER_PARAM,
                 optimizer=p_stage * OPTIMIZER_BYTES_PER_PARAM[datatype] / shard)
 
@@ -544,7 +582,7 @@ def memory_terms(datatype: str, states: dict, stored, working, blocks_live, reco
     n_s = states["p_stage"] / states["p_block"]
     two = np.minimum(2, n_s)
     act_total = stored * blocks_live
-    weights = np.where(ow, two * states["p_block"] * BYTES_PER_ELEMENT[datatype], states["weights"])
+    weights = np.where(ow, two * states["p_block"] * act_bytes(datatype), states["weights"])
     grads = np.where(ow, two * states["p_block"] * GRAD_BYTES_PER_PARAM, states["gradients"])
     optim = np.where(oo, two * states["optimizer"] / n_s, states["optimizer"])
     acts_hbm = np.where(oa, np.minimum(2, blocks_live) * stored, act_total)
@@ -567,7 +605,7 @@ def offload_traffic(datatype: str, p_block, stored, offload_weights, offload_act
     gradient accumulator, and writes it back."""
     ow = np.asarray(offload_weights).astype(bool)
     oa = np.asarray(offload_activations).astype(bool)
-    w = p_block * BYTES_PER_ELEMENT[datatype]
+    w = p_block * act_bytes(datatype)
     g = p_block * GRAD_BYTES_PER_PARAM
     return (np.where(ow, w, 0.0), np.where(oa, stored, 0.0),
             np.where(ow, w + g, 0.0) + np.where(oa, stored, 0.0), np.where(ow, g, 0.0))
@@ -600,7 +638,7 @@ def optimizer_time(system: System, datatype: str, states: dict, offload_optimize
     oo = np.asarray(offload_optimizer).astype(bool)
     opt_bpp = OPTIMIZER_BYTES_PER_PARAM[datatype]
     p_opt = states["p_stage"] / states["shard"]
-    hbm_bytes = p_opt * (2 * opt_bpp + GRAD_BYTES_PER_PARAM + BYTES_PER_ELEMENT[datatype])
+    hbm_bytes = p_opt * (2 * opt_bpp + GRAD_BYTES_PER_PARAM + act_bytes(datatype))
     t = op_time(system, datatype, ADAM_FLOPS_PER_PARAM * p_opt, np.where(oo, 0.0, hbm_bytes), False)
     link = system.offload_gbps * 1e9
     move = p_opt * opt_bpp / link if link > 0 else np.full(np.shape(p_opt), np.inf)
@@ -621,10 +659,10 @@ def dp_comm_time(system: System, datatype: str, states: dict, dp, optimizer_shar
 def dp_exposed_time(system: System, dp_time, window, dp_overlap, dp_net):
     """DP time on the critical path. Overlapped, it hides behind the backward
     of the last microbatch (`window`: the gradients are final only then),
-    which it slows by the network's processor share. Non-increasing in the
-    window."""
+    which it slows by the network's processor share (`overlapped`).
+    Non-increasing in the window."""
     u = _tier_table(system, "processor_share")[normalise_tier(system, dp_net)]
-    hidden = np.maximum(dp_time - window, 0.0) + u * np.minimum(dp_time, window)
+    hidden = overlapped(dp_time, window, np.inf, u)      # gradient buckets stream: no fill
     return np.where(np.asarray(dp_overlap).astype(bool), hidden, dp_time)
 
 

@@ -108,7 +108,7 @@ def test_offload_moves_memory_and_costs_with_bandwidth():
 
 
 def test_breakdown_sums_to_time():
-    r = opt.evaluate("gpt3-175B", opt.load_system("h100-80g-nvl8", offload_gib=512, offload_gbps=50),
+    r = opt.evaluate("gpt3-175B", opt.load_system("h100-80g-nvl8", hbm_gib=200, offload_gib=512, offload_gbps=50),
                      dict(tp=8, pp=4, dp=4, batch=128, microbatch=2, interleave=3, recompute="attn",
                           tp_comm="rs_ag", ag_redo=True, dp_overlap=True, offload_weights=True,
                           datatype="fp8"))

@@ -28,7 +28,7 @@ CASES = [
     (tiny(2048, 16, 128, 12), H100, {"hbm_gib": 8}, 32, 64, {}),
     (tiny(2048, 32, 80, 16, seq=2048), H100, {"hbm_gib": 6}, 32, 32, {}),
     (tiny(1536, 12, 128, 12), OFF, {"hbm_gib": 3, "offload_gib": 16}, 24, 48, {}),
-    (tiny(4096, 32, 128, 8), OFF, {"hbm_gib": 2, "offload_gib": 64}, 16, 32, {}),
+    (tiny(4096, 32, 128, 8), OFF, {"hbm_gib": 1.5, "offload_gib": 64}, 16, 32, {}),
     (tiny(4096, 32, 128, 16), OFF, {"hbm_gib": 3, "offload_gbps": "unlimited"}, 16, 16, {}),
     (tiny(4096, 32, 128, 16), H100, {"hbm_gib": 1}, 8, 16, {}),
     (tiny(4096, 32, 128, 8), H100, {"hbm_gib": 12, "nvlink_size": 16}, 32, 32, {}),
