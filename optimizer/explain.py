@@ -67,8 +67,9 @@ LIMIT_NAMES = {
     "hbm_capacity": "HBM capacity",
     "offload_capacity": "offload capacity",
 }
-# the divisibility rules a structure alone decides
-DIVISIBILITY_RULES = tuple(r for r in R.RULES if r.limit == "divisibility" and set(r.reads) <= set(STRUCTURE))
+def _divisibility_rules(p: Problem) -> tuple:
+    """The divisibility rules of the plan that a structure alone decides."""
+    return tuple(r for r in p.rules if r.limit == "divisibility" and set(r.reads) <= set(STRUCTURE))
 
 
 def _tp_unit(m) -> int:
@@ -123,7 +124,7 @@ def _relaxed_triples(p: Problem, extra_dp=()) -> np.ndarray:
 
 def _struct_bits(p: Problem, r: dict) -> dict:
     """One boolean per row for each structural limit group and pin."""
-    broken = R.check(p.model, p.system, p.datatype, r, r["tp"].shape, DIVISIBILITY_RULES)
+    broken = R.check(p.model, p.system, p.datatype, r, r["tp"].shape, _divisibility_rules(p))
     bits = {
         "gpu_count": r["tp"] * r["pp"] * r["dp"] == p.gpus,
         "divisibility": ~np.logical_or.reduce(list(broken.values())),
@@ -165,18 +166,18 @@ def _memory(p: Problem, r: dict):
                                              "tp_net": 0, **{n: sig[n][None, :] for n in SIGMA}})
     R_ = len(r["tp"])
     one = (1,) * len(GROUP_REST)
-    stored = np.broadcast_to(blk["stored"], (len(pairs), G))[inv].reshape(R_, G, *one)
-    working = np.broadcast_to(blk["working"], (len(pairs), G))[inv].reshape(R_, G, *one)
+    per_row = lambda x: np.broadcast_to(x, (len(pairs), G))[inv].reshape(R_, G, *one)  # noqa: E731
+    extras = (None, None)
+    if m.vocab > 0:
+        ends = perf.extras_terms(m, p.system, dt, pairs[:, :1], pairs[:, 1:], sig["recompute"][None, :],
+                                 sig["tp_comm"][None, :], 0, 0)
+        extras = [{key: per_row(x[key]) for key in ("params", "stored")} for x in ends]
     col = lambda x: np.asarray(x, dtype=float).reshape(R_, 1, *one)  # noqa: E731
-    tp, pp, dp, v = col(r["tp"]), col(r["pp"]), col(r["dp"]), col(r["interleave"])
     z, ow, oa, oo = _flag_axes()
-    micro = np.maximum(np.floor(col(r["batch"]) / dp / col(r["microbatch"])), 1)
-    # a stage holds ceil(blocks / pp) blocks at most (exactly blocks / pp when
-    # pp divides them; the bound for the uneven splits the core may relax to)
-    per_stage = np.ceil(m.blocks / pp)
-    states = perf.state_bytes(m, dt, tp, m.blocks / per_stage, dp, z)
-    live = perf.in_flight_chunks(pp, v, micro) * per_stage / v
-    mem = perf.memory_terms(dt, states, stored, working, live, sig["recompute"].reshape(1, G, *one), ow, oa, oo)
+    micro = np.maximum(np.floor(col(r["batch"]) / col(r["dp"]) / col(r["microbatch"])), 1)
+    mem, _ = perf.pipeline_memory(m, dt, col(r["tp"]), np.asarray(r["pp"]).reshape(R_, 1, *one), col(r["dp"]),
+                                  col(r["interleave"]), micro, z, per_row(blk["stored"]), per_row(blk["working"]),
+                                  sig["recompute"].reshape(1, G, *one), (ow, oa, oo), *extras)
     shape = (R_, G) + (2,) * len(GROUP_REST)
     return np.broadcast_to(mem["hbm"], shape), np.broadcast_to(mem["offload"], shape)
 
@@ -340,7 +341,8 @@ def fix_gpus(p: Problem):
     limit = p.system.networks[-1].size
     m = p.model
     tps = [t for t in divisors(_tp_unit(m)).tolist() if p.allowed("tp", [t])[0]]
-    pps = [x for x in divisors(m.blocks).tolist() if p.allowed("pp", [x])[0]]
+    pp_all = divisors(m.blocks) if p.even_stages else np.arange(1, m.blocks + 1)
+    pps = [x for x in pp_all.tolist() if p.allowed("pp", [x])[0]]
     pairs = np.array([(t, x) for t in tps for x in pps], dtype=np.int64).reshape(-1, 2)
     if len(pairs) == 0:
         return None, None

@@ -548,6 +548,40 @@ def microbatch_time(blocks, compute, tp_exposed, offload, pp_comm, extra=0.0):
     return blocks * (compute + tp_exposed + offload) + extra + pp_comm
 
 
+EXTRA_TIMES = ("fw_compute", "bw_compute", "re_compute", "fw_tp", "bw_tp", "re_tp")
+
+
+def slowest_stage(stages, compute, tp_exposed, offload, pp_comm):
+    """The microbatch time of the slowest of `stages` (pipeline_memory's
+    list), and that stage's blocks and extras' times: every stage's blocks
+    (microbatch_time) plus its extras' time."""
+    t_mb, slow = None, None
+    for blocks, _, x, exists in stages:
+        ex = {n: np.asarray(x.get(n, 0.0)) for n in EXTRA_TIMES}
+        t = np.where(exists, microbatch_time(blocks, compute, tp_exposed, offload, pp_comm, sum(ex.values())),
+                     -np.inf)
+        if t_mb is None:
+            t_mb, slow = t, {"blocks": blocks, **ex}
+        else:
+            more = t > t_mb
+            t_mb = np.where(more, t, t_mb)
+            slow = {"blocks": np.where(more, blocks, slow["blocks"]),
+                    **{n: np.where(more, ex[n], slow[n]) for n in EXTRA_TIMES}}
+    return t_mb, slow
+
+
+def step_times(system: System, datatype: str, stages, dp, optimizer_sharding, dp_net, offload_optimizer):
+    """The optimizer step and the DP gradient reduction of the stage that
+    takes longest (each stage steps and reduces its own parameters)."""
+    optimizer_t = dp_time = 0.0
+    for _, states, _, exists in stages:
+        optimizer_t = np.maximum(optimizer_t, np.where(
+            exists, optimizer_time(system, datatype, states, offload_optimizer), 0.0))
+        dp_time = np.maximum(dp_time, np.where(
+            exists, dp_comm_time(system, datatype, states, dp, optimizer_sharding, dp_net), 0.0))
+    return optimizer_t, dp_time
+
+
 def iteration_time(microbatches, pp, interleave, t_mb, optimizer, dp_exposed):
     """Seconds per batch: the 1F1B schedule runs m microbatches plus a bubble
     of (pp-1)/v microbatch times of the slowest stage, then the optimizer
@@ -557,12 +591,12 @@ def iteration_time(microbatches, pp, interleave, t_mb, optimizer, dp_exposed):
 
 # --------------------------------------------------------------- memory
 
-def state_bytes(model: Model, datatype: str, tp, pp, dp, optimizer_sharding, extra_params=0.0) -> dict:
+def state_bytes(model: Model, datatype: str, tp, blocks, dp, optimizer_sharding, extra_params=0.0) -> dict:
     """Parameters of one block on one GPU, and the weights, weight gradients
-    and optimizer state of a whole stage (its blocks and `extra_params`,
-    bytes per GPU)."""
+    and optimizer state of a whole stage of `blocks` blocks and the extras'
+    `extra_params` (bytes per GPU)."""
     p_block = block_params(model) / np.asarray(tp, dtype=float)
-    n_s = np.maximum(model.blocks / np.asarray(pp, dtype=float), 1.0)
+    n_s = np.asarray(blocks, dtype=float)
     p_stage = p_block * n_s + extra_params
     shard = np.where(np.asarray(optimizer_sharding).astype(bool), np.asarray(dp, dtype=float), 1.0)
     return dict(p_block=p_block, p_stage=p_stage, n_s=n_s, shard=shard,
@@ -571,20 +605,43 @@ def state_bytes(model: Model, datatype: str, tp, pp, dp, optimizer_sharding, ext
                 optimizer=p_stage * OPTIMIZER_BYTES_PER_PARAM[datatype] / shard)
 
 
+def stage_layout(blocks: int, pp):
+    """Blocks on the stages that can be the fullest or the slowest: (first,
+    busiest middle, last). Balanced: no stage holds more than c =
+    ceil(blocks / pp); the pp*c - blocks blocks short are taken from the
+    last stage (it carries the logits) and the first (the embedding), half
+    each, then one each from the middle stages nearest the end (the first
+    stages hold the most microbatches in flight). pp dividing the blocks
+    gives every stage blocks / pp; one stage holds them all."""
+    pp = np.asarray(pp, dtype=np.int64)
+    c = -(-blocks // pp)
+    short = pp * c - blocks
+    last = np.maximum(c - (short + 1) // 2, 0)
+    first = np.maximum(c - short // 2, 0)
+    rest = short - (c - last) - (c - first)            # middle stages holding c - 1
+    middle = np.where(pp - 2 - rest >= 1, c, c - 1)
+    one = pp == 1
+    return np.where(one, blocks, first), np.where(pp >= 3, middle, 0), np.where(one, blocks, last)
+
+
 def memory_terms(datatype: str, states: dict, stored, working, blocks_live, recompute,
                  offload_weights, offload_activations, offload_optimizer, extra_stored=0.0) -> dict:
-    """Bytes per GPU in HBM, per item, and in the offload tier. HBM keeps two
-    blocks' worth of what is offloaded: the one computing and the one being
-    prefetched (or written back). The stage extras' activations
-    (`extra_stored`, for all microbatches in flight) stay in HBM."""
+    """Bytes per GPU in HBM, per item, and in the offload tier. What is
+    offloaded is the blocks' (weights with their gradients, optimizer state,
+    stored activations); HBM keeps two blocks' worth of it: the one
+    computing and the one being prefetched (or written back). The stage
+    extras' state and activations (`extra_stored`, for all microbatches in
+    flight) stay in HBM."""
     ow, oa, oo = (np.asarray(x).astype(bool) for x in
                   (offload_weights, offload_activations, offload_optimizer))
-    n_s = states["p_stage"] / states["p_block"]
-    two = np.minimum(2, n_s)
+    two = np.minimum(2, states["n_s"])
+    e, opt_bpp = act_bytes(datatype), OPTIMIZER_BYTES_PER_PARAM[datatype]
+    p_blocks, p_extra = states["p_block"] * states["n_s"], states["p_stage"] - states["p_block"] * states["n_s"]
     act_total = stored * blocks_live
-    weights = np.where(ow, two * states["p_block"] * act_bytes(datatype), states["weights"])
-    grads = np.where(ow, two * states["p_block"] * GRAD_BYTES_PER_PARAM, states["gradients"])
-    optim = np.where(oo, two * states["optimizer"] / n_s, states["optimizer"])
+    kept = two * states["p_block"] + p_extra                # parameters whose state stays in HBM
+    weights = np.where(ow, kept * e, states["weights"])
+    grads = np.where(ow, kept * GRAD_BYTES_PER_PARAM, states["gradients"])
+    optim = np.where(oo, kept * opt_bpp / states["shard"], states["optimizer"])
     acts_hbm = np.where(oa, np.minimum(2, blocks_live) * stored, act_total)
     full = np.asarray(recompute) == Recompute.FULL
     ckpt = np.where(full, acts_hbm, 0.0)
@@ -592,8 +649,45 @@ def memory_terms(datatype: str, states: dict, stored, working, blocks_live, reco
     return dict(weights=weights, gradients=grads, optimizer=optim, activations=acts,
                 checkpoints=ckpt, stored_total=act_total + extra_stored,
                 hbm=weights + grads + optim + ckpt + acts,
-                offload=(np.where(ow, states["weights"] + states["gradients"], 0.0)
-                         + np.where(oo, states["optimizer"], 0.0) + np.where(oa, act_total, 0.0)))
+                offload=(np.where(ow, p_blocks * (e + GRAD_BYTES_PER_PARAM), 0.0)
+                         + np.where(oo, p_blocks * opt_bpp / states["shard"], 0.0) + np.where(oa, act_total, 0.0)))
+
+
+def pipeline_memory(model: Model, datatype: str, tp, pp, dp, interleave, microbatches, optimizer_sharding,
+                    stored, working, recompute, offloads, first=None, last=None) -> tuple[dict, list]:
+    """The memory of the fullest stage, and the states of every stage that
+    can be the fullest or the slowest, [(blocks, states, extras)]: the
+    first (the embedding, the most microbatches in flight), the busiest
+    middle one, the last (the logits, one microbatch in flight in the plain
+    schedule). `first` and `last`: the extras' terms (params, stored), or
+    None. One stage (pp = 1) carries both ends."""
+    pp = np.asarray(pp)
+    f_blocks, m_blocks, l_blocks = stage_layout(model.blocks, pp)
+    none = {"params": 0.0, "stored": 0.0}
+    first, last = first or none, last or none
+    one = pp == 1
+    tied = model.tied_embeddings
+    both = {key: first[key] + (np.where(tied, 0.0, last[key]) if key == "params" else last[key])
+            for key in first}
+    ends = [(f_blocks, np.zeros_like(pp), {key: np.where(one, both[key], first[key]) for key in both}, True)]
+    if np.any(pp >= 3):
+        ends.append((m_blocks, np.ones_like(pp), none, pp >= 3))
+    if np.any(pp >= 2):
+        ends.append((l_blocks, pp - 1, last, pp >= 2))
+    out, fullest = [], None
+    for blocks, stage, x, exists in ends:
+        stage = np.minimum(stage, np.maximum(pp - 1, 0))
+        states = state_bytes(model, datatype, tp, blocks, dp, optimizer_sharding, x["params"])
+        chunks = in_flight_chunks(pp, interleave, microbatches, stage)
+        mem = memory_terms(datatype, states, stored, working, chunks * states["n_s"] / np.asarray(interleave),
+                           recompute, *offloads, extra_stored=np.minimum(pp - stage, microbatches) * x["stored"])
+        if fullest is None:
+            fullest = mem
+        else:
+            more = exists & (mem["hbm"] > fullest["hbm"])
+            fullest = {key: np.where(more, mem[key], fullest[key]) for key in mem}
+        out.append((blocks, states, x, exists))
+    return fullest, out
 
 
 # -------------------------------------------------------------- offload
@@ -732,61 +826,29 @@ def evaluate_arrays(model: Model, system: System, datatype: str, knobs: dict) ->
     if inverse is not None:
         blk, first, last = ({key: np.asarray(v)[inverse] if np.ndim(v) else v for key, v in d.items()}
                             for d in (blk, first, last))
-    one_stage = pp == 1
-    if model.vocab > 0:
-        # one stage carries both ends (a tied output layer shares the embedding's weights there)
-        tied = model.tied_embeddings
-        for key in first:
-            both = first[key] + (np.where(tied, 0.0, last[key]) if key == "params" else last[key])
-            first[key] = np.where(one_stage, both, first[key])
-    # the stages that can be the fullest or the slowest: the first (most
-    # microbatches in flight, the embedding) and the last (the logits)
-    ends = [(first, in_flight_chunks(pp, v, m), np.minimum(pp, m))]
-    if model.vocab > 0:
-        ends.append((last, in_flight_chunks(pp, v, m, pp - 1), 1.0))
-    stages = []
-    for x, chunks, mbs_live in ends:
-        states = state_bytes(model, datatype, k["tp"], pp, dp, k["optimizer_sharding"], x["params"])
-        mem = memory_terms(datatype, states, blk["stored"], blk["working"], chunks * states["n_s"] / v,
-                           k["recompute"], k["offload_weights"], k["offload_activations"],
-                           k["offload_optimizer"], extra_stored=mbs_live * x["stored"])
-        stages.append((x, states, mem))
-    (_, states, mem), last_stage = stages[0], stages[-1]
-    if len(stages) > 1:
-        first_fuller = ~one_stage & (mem["hbm"] >= last_stage[2]["hbm"]) | one_stage
-        mem = {key: np.where(first_fuller, mem[key], last_stage[2][key]) for key in mem}
-    n_s = states["n_s"]
-
+    offloads = (k["offload_weights"], k["offload_activations"], k["offload_optimizer"])
+    mem, stages = pipeline_memory(model, datatype, k["tp"], k["pp"], dp, v, m, k["optimizer_sharding"],
+                                  blk["stored"], blk["working"], k["recompute"], offloads,
+                                  first if model.vocab > 0 else None, last if model.vocab > 0 else None)
+    p_block = stages[0][1]["p_block"]
     fw_pass = blk["fw_compute"] + blk["fw_tp"]
     bw_pass = blk["bw_compute"] + blk["bw_tp"] + blk["re_compute"] + blk["re_tp"]
-    traffic = offload_traffic(datatype, states["p_block"], blk["stored"],
-                              k["offload_weights"], k["offload_activations"])
+    traffic = offload_traffic(datatype, p_block, blk["stored"], *offloads[:2])
     off_over, need_gbps = offload_overhead(system, traffic, fw_pass, bw_pass)
     pp_mb = pipeline_p2p_time(model, system, datatype, k["tp"], k["microbatch"], sp, pp, v,
                               k["pp_net"], blk["ag"])
 
-    # the slower end sets the pipeline's pace (the blocks are alike)
-    times = ("fw_compute", "bw_compute", "re_compute", "fw_tp", "bw_tp", "re_tp")
-    if model.vocab > 0:
-        slow_first = one_stage | (sum(first[t] for t in times) >= sum(last[t] for t in times))
-        ex = {t: np.where(slow_first, first[t], last[t]) for t in times}
-    else:
-        ex = {t: 0.0 for t in times}
-    mb = dict(forward=n_s * blk["fw_compute"] + ex["fw_compute"],
-              backward=n_s * blk["bw_compute"] + ex["bw_compute"],
-              recompute=n_s * blk["re_compute"] + ex["re_compute"],
-              tp_comm=n_s * (blk["fw_tp"] + blk["bw_tp"] + blk["re_tp"]) + ex["fw_tp"] + ex["bw_tp"] + ex["re_tp"],
+    compute = blk["fw_compute"] + blk["bw_compute"] + blk["re_compute"]
+    tp_x = blk["fw_tp"] + blk["bw_tp"] + blk["re_tp"]
+    t_mb, slow = slowest_stage(stages, compute, tp_x, off_over, pp_mb)
+    n_s = slow["blocks"]
+    mb = dict(forward=n_s * blk["fw_compute"] + slow["fw_compute"],
+              backward=n_s * blk["bw_compute"] + slow["bw_compute"],
+              recompute=n_s * blk["re_compute"] + slow["re_compute"],
+              tp_comm=n_s * tp_x + slow["fw_tp"] + slow["bw_tp"] + slow["re_tp"],
               offload=n_s * off_over, pp_comm=pp_mb)
-    t_mb = microbatch_time(n_s, blk["fw_compute"] + blk["bw_compute"] + blk["re_compute"],
-                           blk["fw_tp"] + blk["bw_tp"] + blk["re_tp"], off_over, pp_mb,
-                           sum(ex.values()))
-    optimizer_t = optimizer_time(system, datatype, states, k["offload_optimizer"])
-    dp_time = dp_comm_time(system, datatype, states, dp, k["optimizer_sharding"], k["dp_net"])
-    if len(stages) > 1:
-        other = last_stage[1]
-        optimizer_t = np.maximum(optimizer_t, optimizer_time(system, datatype, other, k["offload_optimizer"]))
-        dp_time = np.maximum(dp_time, dp_comm_time(system, datatype, other, dp, k["optimizer_sharding"],
-                                                   k["dp_net"]))
+    optimizer_t, dp_time = step_times(system, datatype, stages, dp, k["optimizer_sharding"], k["dp_net"],
+                                      k["offload_optimizer"])
     dp_exposed = dp_exposed_time(system, dp_time, n_s * blk["bw_compute"] + n_s * blk["re_compute"],
                                  k["dp_overlap"] & (dp > 1), k["dp_net"])
     time_s = iteration_time(m, pp, v, t_mb, optimizer_t, dp_exposed)

@@ -90,12 +90,16 @@ RULES: tuple[Rule, ...] = (
     Rule("tp_divides_hidden", ("tp",), "tp must divide hidden and feedforward",
          lambda m, s, dt, k: (_mod(m.hidden, k["tp"]) != 0) | (_mod(m.feedforward, k["tp"]) != 0),
          lambda m, s, st: f"tp={st.tp}, hidden={m.hidden}, feedforward={m.feedforward}", "divisibility"),
-    Rule("pp_divides_blocks", ("pp",), "pp must divide the blocks",
-         lambda m, s, dt, k: _mod(m.blocks, k["pp"]) != 0,
+    Rule("pp_at_most_blocks", ("pp",), "pp must be at most the blocks",
+         lambda m, s, dt, k: np.asarray(k["pp"]) > m.blocks,
          lambda m, s, st: f"pp={st.pp}, blocks={m.blocks}", "divisibility"),
-    Rule("interleave_divides_stage", ("pp", "interleave"), "interleave must divide the blocks per stage",
-         lambda m, s, dt, k: _mod(_stage_blocks(m, k), k["interleave"]) != 0,
-         lambda m, s, st: f"interleave={st.interleave}, blocks per stage={m.blocks / st.pp:g}",
+    # uneven stages (perf.stage_layout) do not interleave: every stage's
+    # chunks must hold the same blocks
+    Rule("interleave_divides_stage", ("pp", "interleave"),
+         "interleave must divide the blocks per stage, which needs pp to divide the blocks",
+         lambda m, s, dt, k: (np.asarray(k["interleave"]) > 1)
+         & ((_mod(m.blocks, k["pp"]) != 0) | (_mod(_stage_blocks(m, k), k["interleave"]) != 0)),
+         lambda m, s, st: f"interleave={st.interleave}, pp={st.pp}, blocks={m.blocks}",
          "divisibility"),
     Rule("dp_divides_batch", ("dp", "batch"), "dp must divide the batch",
          lambda m, s, dt, k: _mod(k["batch"], k["dp"]) != 0,
@@ -150,14 +154,19 @@ RULES: tuple[Rule, ...] = (
          lambda m, s, st: f"offload gib={s.offload_gib:g}, gbps={s.offload_gbps:g}", "offload_capacity"),
 )
 
-BY_NAME = {r.name: r for r in RULES}
+# The planner's option `even_stages` adds this rule (the space the study counted).
+EVEN_STAGES = Rule("pp_divides_blocks", ("pp",), "pp must divide the blocks (even stages asked for)",
+                   lambda m, s, dt, k: _mod(m.blocks, k["pp"]) != 0,
+                   lambda m, s, st: f"pp={st.pp}, blocks={m.blocks}", "divisibility")
+
+BY_NAME = {r.name: r for r in RULES + (EVEN_STAGES,)}
 
 # The two rules that need the memory model (checked in perf.evaluate_arrays).
 CAPACITY = {
     "hbm_capacity": "memory per GPU must fit HBM",
     "offload_capacity": "offloaded memory must fit the offload tier",
 }
-TEXT = {**{r.name: r.text for r in RULES}, **CAPACITY}
+TEXT = {**{r.name: r.text for r in RULES + (EVEN_STAGES,)}, **CAPACITY}
 
 
 def check(model, system, datatype, k: dict, shape, rules=RULES) -> dict:
@@ -166,6 +175,6 @@ def check(model, system, datatype, k: dict, shape, rules=RULES) -> dict:
             for r in rules}
 
 
-def applicable(known: set, done: set) -> list:
-    """Rules whose knobs are all in `known` and that are not in `done`."""
-    return [r for r in RULES if r.name not in done and set(r.reads) <= known]
+def for_planning(even_stages: bool) -> tuple:
+    """The rules a plan keeps: all, and pp dividing the blocks when asked."""
+    return RULES + ((EVEN_STAGES,) if even_stages else ())

@@ -136,13 +136,23 @@ class Tables:
         self.pairs_inv, self.nG = inv, nG
         self.has = reduce(np.ones(len(rows), bool), np.logical_or, False)
         self.comp = reduce(compute, np.minimum, np.inf)
-        self.window_blk = reduce(blk["bw_compute"] + blk["re_compute"], np.minimum, np.inf)
+        self.window_blk = reduce(blk["bw_compute"] + blk["re_compute"], np.maximum, 0.0)
         self.tpx_min = reduce(tpx, np.minimum, np.inf)
         self.fw_pass_max = reduce(fw_pass, np.maximum, 0.0)
         self.bw_pass_max = reduce(bw_pass, np.maximum, 0.0)
         self.stored = reduce(blk["stored"], np.maximum, 0.0)
         self.working = reduce(blk["working"], np.maximum, 0.0)
         self.ag_min = reduce(blk["ag"], np.minimum, np.inf)
+        # the stage extras (embedding, logits): their state and stored bytes
+        # exactly, their times at the least any TP choice takes
+        self.extras = None
+        if m.vocab > 0:
+            ends = perf.extras_terms(m, sys_, dt, pairs[u, 0], pairs[u, 1], sig["recompute"][j],
+                                     rows[:, 2], rows[:, 3], rows[:, 4])
+            self.extras = [{key: reduce(np.broadcast_to(x[key], flat.shape),
+                                        np.maximum if key in ("params", "stored") else np.minimum,
+                                        0.0 if key in ("params", "stored") else np.inf)
+                            for key in ("params", "stored") + perf.EXTRA_TIMES} for x in ends]
         self.sig = sig
 
         # ---- groups: structure x sigma x the rest of the group key (ZeRO-1, offload flags)
@@ -168,27 +178,23 @@ class Tables:
         rec = sig["recompute"][gj]
         sp = sig["sp"][gj]
 
-        states = perf.state_bytes(m, dt, tp, pp, dp, self.g_zero1)
-        n_s = states["n_s"]
-        blocks_live = perf.in_flight_chunks(pp, v, micro) * n_s / v
-        stored, working = self.stored[ug, gj], self.working[ug, gj]
-        mem = perf.memory_terms(dt, states, stored, working, blocks_live, rec,
-                                self.g_ow, self.g_oa, self.g_oo)
+        mem, stages = self.pipeline(np.arange(len(gi)))
         self.g_hbm, self.g_offload = mem["hbm"], mem["offload"]
         self.g_fits = (mem["hbm"] <= sys_.hbm_gib * perf.GIB) & (mem["offload"] <= sys_.offload_gib * perf.GIB)
 
-        traffic = perf.offload_traffic(dt, states["p_block"], stored, self.g_ow, self.g_oa)
+        stored = self.stored[ug, gj]
+        traffic = perf.offload_traffic(dt, stages[0][1]["p_block"], stored, self.g_ow, self.g_oa)
         off_lb, _ = perf.offload_overhead(sys_, traffic, self.fw_pass_max[ug, gj], self.bw_pass_max[ug, gj])
         pp_lb = np.min([perf.pipeline_p2p_time(m, sys_, dt, tp, mb, sp, pp, v, n, self.ag_min[ug, gj])
                         for n in range(T)], axis=0)
-        opt = perf.optimizer_time(sys_, dt, states, self.g_oo)
-        window = n_s * self.window_blk[ug, gj]
+        t_mb, _ = perf.slowest_stage(stages, self.comp[ug, gj], self.tpx_min[ug, gj], off_lb, pp_lb)
+        # DP hides behind the last backward of the slowest stage: at most its blocks
+        window = self.max_blocks(stages) * self.window_blk[ug, gj]
         dp_lb = np.full(len(gi), np.inf)
-        for dov in (0, 1):
-            for n in range(T):
-                dpt = perf.dp_comm_time(sys_, dt, states, dp, self.g_zero1, n)
+        for n in range(T):
+            opt, dpt = perf.step_times(sys_, dt, stages, dp, self.g_zero1, n, self.g_oo)
+            for dov in (0, 1):
                 dp_lb = np.minimum(dp_lb, perf.dp_exposed_time(sys_, dpt, window, (dov == 1) & (dp > 1), n))
-        t_mb = perf.microbatch_time(n_s, self.comp[ug, gj], self.tpx_min[ug, gj], off_lb, pp_lb)
         self.g_bound = perf.iteration_time(micro, pp, v, t_mb, opt, dp_lb) / batch
         self.g_opt = opt
         self.g_traffic = traffic
@@ -201,6 +207,22 @@ class Tables:
         self.order = order
         self.starts = np.searchsorted(gi[order], np.arange(nS + 1))
         self.n_groups = len(gi)
+
+    def pipeline(self, g):
+        """perf.pipeline_memory for groups `g`: the fullest stage's memory,
+        and the stages that can be the fullest or the slowest."""
+        S, p = self.S, self.p
+        i, j = self.g_struct[g], self.g_sigma[g]
+        u = self.pairs_inv[i]
+        extras = ([{key: x[key][u, j] for key in x} for x in self.extras] if self.extras else (None, None))
+        return perf.pipeline_memory(p.model, p.datatype, S["tp"][i], S["pp"][i], S["dp"][i].astype(float),
+                                    S["interleave"][i].astype(float), self.micro[i], self.g_zero1[g],
+                                    self.stored[u, j], self.working[u, j], self.sig["recompute"][j],
+                                    (self.g_ow[g], self.g_oa[g], self.g_oo[g]), *extras)
+
+    @staticmethod
+    def max_blocks(stages):
+        return np.max([np.where(exists, blocks, 0) for blocks, _, _, exists in stages], axis=0)
 
     def groups_of(self, i: int) -> np.ndarray:
         """Group indices of structure i, best bound first."""
@@ -227,12 +249,13 @@ class Tables:
         sp = bool(self.sig["sp"][j])
         pp_m = perf.pipeline_p2p_time(p.model, p.system, p.datatype, tp, float(S["microbatch"][i]), sp,
                                       pp, v, knobs["pp_net"], self.row_ag[pos])
-        states = perf.state_bytes(p.model, p.datatype, tp, pp, dp, self.g_zero1[g])
-        window = states["n_s"] * self.window_blk[u, j]
-        dp_m = perf.dp_exposed_time(p.system, perf.dp_comm_time(p.system, p.datatype, states, dp,
-                                                                self.g_zero1[g], knobs["dp_net"]),
-                                    window, knobs["dp_overlap"].astype(bool) & (dp > 1), knobs["dp_net"])
-        t_mb = perf.microbatch_time(states["n_s"], self.row_compute[pos], self.row_tpx[pos], off, pp_m)
+        _, stages = self.pipeline(np.array([g]))
+        window = self.max_blocks(stages) * self.window_blk[u, j]
+        _, dpt = perf.step_times(p.system, p.datatype, stages, dp, self.g_zero1[g], knobs["dp_net"],
+                                 self.g_oo[g])
+        dp_m = perf.dp_exposed_time(p.system, dpt, window, knobs["dp_overlap"].astype(bool) & (dp > 1),
+                                    knobs["dp_net"])
+        t_mb, _ = perf.slowest_stage(stages, self.row_compute[pos], self.row_tpx[pos], off, pp_m)
         per_member = perf.iteration_time(micro, pp, v, t_mb, self.g_opt[g], dp_m) / batch
         # the bound of a TP choice: the best over its members' placements
         _, group = np.unique(key, return_inverse=True)
@@ -343,7 +366,7 @@ class Master:
 def _problem_dict(p: Problem) -> dict:
     return {"model": p.model.name, "system": p.system.name, "gpus": p.gpus, "max_batch": p.max_batch,
             "datatype": p.datatype,
-            "pins": {k: sorted(v) for k, v in p.pins.items()}}
+            "pins": {k: sorted(v) for k, v in p.pins.items()}, "even_stages": p.even_stages}
 
 
 def _reports(p: Problem, top: TopK) -> list:
@@ -355,7 +378,7 @@ def _reports(p: Problem, top: TopK) -> list:
     return out
 
 
-def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype="fp8", pin=None,
+def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype="fp8", pin=None, even_stages=False,
          top_k=1, time_limit_s=None, threads=None, method="cpsat", progress=None) -> PlanResult:
     """The fastest strategy for `model` on `gpus` GPUs of `system`, proven
     optimal under the analytical model (status 'optimal'), the best found
@@ -371,7 +394,7 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype="fp8
         raise ConfigError("plan", "time_limit_s", time_limit_s, "a positive number of seconds")
     if method not in ("cpsat", "enumerate"):
         raise ConfigError("plan", "method", method, "cpsat or enumerate")
-    p = make_problem(model, system, gpus, max_batch, datatype, pin)
+    p = make_problem(model, system, gpus, max_batch, datatype, pin, even_stages)
     S = structures(p)
     if len(S["tp"]) == 0 and not p.pins:
         raise ConfigError("plan", "gpus", gpus,

@@ -20,7 +20,8 @@ space are the same to the model. The
 domains are the values a knob can take at all:
 
   tp          divisors of gpus
-  pp          divisors of gpus / tp
+  pp          divisors of gpus / tp (uneven stages allowed: perf.stage_layout;
+              the option even_stages keeps pp dividing the blocks)
   dp          gpus / (tp * pp), at most the batch limit
   batch       the largest multiple of dp not above the batch limit
   microbatch  divisors of batch / dp
@@ -33,6 +34,7 @@ with the rules and compares it with this space (tests/test_space.py).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 
@@ -60,7 +62,8 @@ def divisors(n: int) -> np.ndarray:
 @dataclass(frozen=True)
 class Problem:
     """One planning question: a model on `gpus` GPUs of a system, a batch
-    limit, a datatype, and pins (knob -> allowed values, as codes)."""
+    limit, a datatype, pins (knob -> allowed values, as codes), and whether
+    pipeline stages must be even (pp dividing the blocks)."""
 
     model: Model
     system: System
@@ -68,7 +71,12 @@ class Problem:
     max_batch: int
     datatype: str
     pins: dict = field(default_factory=dict)
+    even_stages: bool = False
     memo: dict = field(default_factory=dict, init=False, compare=False, repr=False)  # derived levels, by key
+
+    @property
+    def rules(self) -> tuple:
+        return R.for_planning(self.even_stages)
 
     @property
     def has_offload(self) -> bool:
@@ -107,7 +115,8 @@ def normalise_pins(pins: dict | None, source="pin") -> dict:
     return out
 
 
-def make_problem(model: Model, system: System, gpus, max_batch, datatype, pins=None) -> Problem:
+def make_problem(model: Model, system: System, gpus, max_batch, datatype, pins=None,
+                 even_stages=False) -> Problem:
     if isinstance(gpus, bool) or not isinstance(gpus, (int, np.integer)) or gpus < 1:
         raise ConfigError("plan", "gpus", gpus, "a positive integer")
     if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
@@ -122,7 +131,9 @@ def make_problem(model: Model, system: System, gpus, max_batch, datatype, pins=N
         bad = [v for v in pins.get(t.name, ()) if v >= len(system.networks)]
         if bad:
             raise ConfigError("pin", t.name, bad[0], f"a tier index below {len(system.networks)}")
-    return Problem(model, system, int(gpus), int(max_batch), datatype, pins)
+    if not isinstance(even_stages, bool):
+        raise ConfigError("plan", "even_stages", even_stages, "true or false")
+    return Problem(model, system, int(gpus), int(max_batch), datatype, pins, even_stages)
 
 
 # ------------------------------------------------------------ domains
@@ -170,7 +181,7 @@ def keep(p: Problem, k: dict, new: tuple, known: tuple) -> np.ndarray:
         else:
             ok &= p.allowed(n, k[n])
     known_set = set(known)
-    for rule in R.RULES:
+    for rule in p.rules:
         if set(rule.reads) <= known_set and set(rule.reads) & set(new):
             ok &= ~np.asarray(rule.broken(p.model, p.system, p.datatype, k))
     return ok
@@ -228,7 +239,7 @@ def sigmas(p: Problem, tp) -> dict:
     pins_view = dict(p.pins)
     if "tp_comm" in p.pins:            # a view is allowed if any pinned code has it
         pins_view["tp_comm"] = frozenset(reps[int(v)] for v in view(np.array(sorted(p.pins["tp_comm"]))))
-    q = Problem(p.model, p.system, p.gpus, p.max_batch, p.datatype, pins_view)
+    q = dataclasses.replace(p, pins=pins_view)
     ok = np.broadcast_to(keep(q, k, SIGMA, ("tp",) + SIGMA), (tp.shape[0], len(grid))).copy()
     return {**sig, "sp": view(sig["tp_comm"]), "ok": ok}
 
@@ -274,8 +285,7 @@ def tp_choices(p: Problem, tp, sp) -> np.ndarray:
     pins on those groups' knobs lifted. Every member of any structure with
     this tp makes one of these choices (the placement rule only tightens
     with more groups on a tier)."""
-    q = Problem(p.model, p.system, p.gpus, p.max_batch, p.datatype,
-                {k: v for k, v in p.pins.items() if k not in MEMBER or k in TP_CHOICE})
+    q = dataclasses.replace(p, pins={k: v for k, v in p.pins.items() if k not in MEMBER or k in TP_CHOICE})
     mem = members_of(q, tp, 1, 1, sp)
     cols = [MEMBER.index(n) for n in TP_CHOICE]
     return np.unique(mem[:, cols], axis=0).reshape(-1, len(TP_CHOICE))

@@ -79,8 +79,8 @@ def test_infeasible_names_rule_and_numbers():
         opt.evaluate("megatron-1T", "a100-80g", {"tp": 8, "pp": 64, "dp": 1, "batch": 512})
     assert e.value.rule == "hbm_capacity" and "GiB" in str(e.value) and "80" in str(e.value)
     with pytest.raises(opt.InfeasibleStrategy) as e:
-        opt.evaluate("megatron-1T", "a100-80g", {"tp": 8, "pp": 3, "dp": 1, "batch": 512})
-    assert e.value.rule == "pp_divides_blocks" and "blocks=128" in str(e.value)
+        opt.evaluate("megatron-1T", "a100-80g", {"tp": 8, "pp": 129, "dp": 1, "batch": 512})
+    assert e.value.rule == "pp_at_most_blocks" and "blocks=128" in str(e.value)
     with pytest.raises(opt.InfeasibleStrategy) as e:   # tp=16 does not fit NVLink of 8
         opt.evaluate("megatron-1T", "a100-80g", {"tp": 16, "pp": 64, "dp": 1, "batch": 512, "tp_net": 0})
     assert e.value.rule == "network_size"
