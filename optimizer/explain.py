@@ -571,9 +571,12 @@ def _detail(p: Problem, name: str, fixes: dict, witness, smallest: dict, rows: d
     but = f"; without it tp={w[0]} pp={w[1]} dp={w[2]} would fit" if w else ""
     if name == "divisibility":
         g = _tp_unit(m)
-        return {"tp_divides": g, "pp_divides": m.blocks, "witness": w,
+        pp_rule = (f"divide the {m.blocks} blocks (even stages asked for)" if p.even_stages
+                   else f"be at most the {m.blocks} blocks")
+        return {"tp_divides": g, "pp_divides": m.blocks if p.even_stages else None, "pp_at_most": m.blocks,
+                "witness": w,
                 "text": f"the TP degree must divide {g} (heads, hidden and feedforward) and the PP degree "
-                        f"the {m.blocks} blocks{but}"}
+                        f"{pp_rule}{but}"}
     knobs = name[4:].split("+")
     vals = {k: _pin_values(p, k) for k in knobs}
     return {"pins": vals, "witness": w,

@@ -399,7 +399,8 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype="fp8
     if len(S["tp"]) == 0 and not p.pins:
         raise ConfigError("plan", "gpus", gpus,
                           f"a GPU count that splits into tp x pp x dp for {p.model.name} (tp dividing "
-                          f"{p.model.heads} heads, pp dividing {p.model.blocks} blocks, dp at most the "
+                          f"{p.model.heads} heads, pp {'dividing' if p.even_stages else 'at most'} {p.model.blocks} blocks, "
+                          f"dp at most the "
                           f"batch limit {p.max_batch})")
     space = count_space(p, S)
     if len(S["tp"]) == 0:

@@ -355,13 +355,17 @@ NORMS = ("layernorm", "rmsnorm")
 MODEL_INT_KEYS = ("hidden", "feedforward", "seq_len", "heads", "head_dim", "blocks")
 
 
-def load_model(x) -> Model:
-    """A Model from a preset name (see `models/`), a YAML path or a dict."""
+def load_model(x, seq_len=None) -> Model:
+    """A Model from a preset name (see `models/`), a YAML path, a Hugging
+    Face config.json or a dict; `seq_len` sets the sequence length (a
+    config.json's default is max_position_embeddings)."""
     if isinstance(x, Model):
-        return x
+        return x if seq_len is None else load_model(dataclasses.asdict(x), seq_len)
     data, source = _read_source(x, "models")
     if is_hf_config(data):
-        data = model_dict_from_hf(data, source)
+        data = model_dict_from_hf(data, source, seq_len)
+    elif seq_len is not None:
+        data = {**data, "seq_len": seq_len}
     r = _Reader(data, source)
     name = r.get("name", str, default=Path(source).stem if not source.startswith("<") else "custom")
     r.get("description", str, default="")
