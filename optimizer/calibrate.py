@@ -356,7 +356,8 @@ def matrix_curve(top: float, half_gflop: float) -> tuple:
 
 def _fit_saturating(curve) -> tuple[float, float]:
     """(top, half) of the saturating form closest to a curve (least squares
-    on log efficiency): where the fit starts from."""
+    on efficiency, so clamped floor points weigh little): where the fit
+    starts from."""
     optimize = _scipy_optimize()
     x = np.array([p[0] for p in curve])
     y = np.array([p[1] for p in curve])
@@ -364,7 +365,7 @@ def _fit_saturating(curve) -> tuple[float, float]:
         return float(y[0]), 1.0
 
     def res(u):
-        return np.log(u[0] * x / (x + np.exp(u[1]))) - np.log(y)
+        return u[0] * x / (x + np.exp(u[1])) - y
 
     sol = optimize.least_squares(res, [max(y.max(), 0.05), np.log(np.median(x))],
                                  bounds=([0.02, np.log(1e-4)], [1.0, np.log(1e5)]))
@@ -449,6 +450,13 @@ class _Problem:
             v[p.name] = float(math.exp(xi) if p.log else xi)
         return v
 
+    def at_bound(self, values) -> list:
+        """The free parameters the fit left on a bound (the data would move
+        them further: a sign the model, not the number, is off)."""
+        return [p.name for p in self.params
+                if math.isclose(values[p.name], p.low, rel_tol=1e-4, abs_tol=1e-9)
+                or math.isclose(values[p.name], p.high, rel_tol=1e-4)]
+
     def bounds(self):
         lo = [math.log(p.low) if p.log else p.low for p in self.params]
         hi = [math.log(p.high) if p.log else p.high for p in self.params]
@@ -469,8 +477,7 @@ class _Problem:
         lo, hi = self.bounds()
         x0 = np.clip(self.to_x(values), lo, hi)
         sol = optimize.least_squares(lambda x: self.residuals(self.values(x), runs, strategies), x0,
-                                     bounds=(lo, hi), x_scale="jac", diff_step=1e-6,
-                                     xtol=1e-10, ftol=1e-12, gtol=1e-12, max_nfev=400)
+                                     bounds=(lo, hi), x_scale="jac", diff_step=1e-6, max_nfev=200)
         return self.values(sol.x)
 
 
@@ -554,11 +561,13 @@ class Calibration:
     rounds: int
     converged: bool
     loo: list = field(default_factory=list)
+    at_bound: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"runs": self.runs.name, "source": self.runs.source, "runs_sha256": self.runs.sha256,
                 "base_system": self.base.name, "free": list(self.free),
-                "uninformed": list(self.uninformed),
+                "uninformed": list(self.uninformed), "at_bound": list(self.at_bound),
+                "bounds": {p.name: [p.low, p.high] for p in parameters(self.base) if p.name in self.free},
                 "initial": {k: self.initial[k] for k in self.free},
                 "fitted": {k: self.fitted[k] for k in self.free},
                 "rounds": self.rounds, "converged": self.converged,
@@ -626,6 +635,7 @@ def calibrate(runs, system=None, fit=None, max_rounds=MAX_ROUNDS, loo=True, name
         "parameters": fitted,
         "base_parameters": {k: _round(start[k]) for k in free},
         "not_informed": list(idle),
+        "at_bound": prob.at_bound(values),
         "alternation": {"rounds": rounds, "strategies_stable": converged},
         "errors_pct": {k: {"mean": round(v["mean_abs_error_pct"], 3), "max": round(v["max_abs_error_pct"], 3)}
                        for k, v in errors.items()},
@@ -635,7 +645,7 @@ def calibrate(runs, system=None, fit=None, max_rounds=MAX_ROUNDS, loo=True, name
     return Calibration(runs=rs, base=base, system=fitted_system, free=free, uninformed=idle,
                        initial={k: start[k] for k in parameters_names(base)},
                        fitted={k: values[k] for k in free}, rows=rows, errors=errors, rounds=rounds,
-                       converged=converged, loo=loo_rows)
+                       converged=converged, loo=loo_rows, at_bound=prob.at_bound(values))
 
 
 def parameters_names(base: System) -> list:
@@ -693,8 +703,7 @@ def write_system(cal: Calibration, out) -> Path:
     path = check_out(out)
     s = dataclasses.replace(cal.system, name=path.stem, base=path.stem)
     e = cal.errors
-    desc = (f"{cal.base.name} calibrated against {len(cal.runs.runs)} runs of {cal.runs.name}"
-            + (f" ({cal.runs.description})" if cal.runs.description else ""))
+    desc = f"{cal.base.name} calibrated against {len(cal.runs.runs)} runs of {cal.runs.name}"
     header = [
         f"# Written by `optimize calibrate` from {cal.runs.source} on {s.provenance['date']}",
         f"# (base system {cal.base.name}; see `provenance` below). Fitted: {', '.join(cal.free)}.",
