@@ -3,7 +3,8 @@
     optimize --model 1T --gpus 16384            best strategy, proven (plan)
     optimize evaluate --model M --system S --set tp=8 --set pp=64 ...
     optimize sweep grid.yaml --csv grid.csv     plan every point of a grid, resumable
-    optimize validate                           the model against Megatron on Selene
+    optimize validate [RUNS.yaml | --suite S]   the model against Megatron on Selene, or against runs
+    optimize calibrate RUNS.yaml --out NEW.yaml fit a system's efficiency numbers to measured runs
     optimize list [models|systems] [--json]     the presets, with their sizes
     optimize --version
 
@@ -256,8 +257,10 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_validate(args) -> int:
+    if args.runs is not None or args.suite is not None:
+        return _validate_runs(args)
     from .validate import validate
-    v = validate(args.system)
+    v = validate(args.system or "a100-80g")
     if args.json:
         _print_json(v)
         return EXIT_OK
@@ -274,6 +277,74 @@ def cmd_validate(args) -> int:
                   f"{p['model_value']:>10.3f} {p['error_pct']:>+7.2f}%")
         print(f"  mean |error| {sec['mean_abs_error_pct']:.2f}%   max |error| {sec['max_abs_error_pct']:.2f}%")
     return EXIT_OK
+
+
+def _runs_arg(args):
+    from .calibrate import suite_path
+    if args.runs is not None and getattr(args, "suite", None) is not None:
+        raise ConfigError("validate", "--suite", args.suite, "either a runs file or --suite, not both")
+    if getattr(args, "suite", None) is not None:
+        return suite_path(args.suite)
+    check_input_file(args.runs, "runs")
+    return args.runs
+
+
+def _validate_runs(args) -> int:
+    from .calibrate import validate_runs
+    v = validate_runs(_runs_arg(args), args.system)
+    if args.json:
+        _print_json(v)
+        return EXIT_OK
+    print(f"{v['runs']} ({v['source']}) against the model on {v['system']}: the optimizer's best "
+          "strategy per run, pinned knobs kept")
+    print(f"  {'run':<24} {'measured s':>11} {'model s':>10} {'error':>8}  knobs chosen")
+    for r in v["rows"]:
+        print(f"  {r['name']:<24} {r['measured_s']:>11.4g} {r['predicted_s']:>10.4g} {r['error_pct']:>+7.2f}%  "
+              f"{r['knobs']}")
+    print(f"  mean |error| {v['mean_abs_error_pct']:.2f}%   max |error| {v['max_abs_error_pct']:.2f}%")
+    return EXIT_OK
+
+
+def cmd_calibrate(args) -> int:
+    from .calibrate import calibrate, check_out, write_system
+    check_out(args.out)
+    cal = calibrate(_runs_arg(args), args.system, fit=args.fit, max_rounds=args.max_rounds,
+                    loo=not args.no_loo)
+    path = write_system(cal, args.out)
+    if args.json:
+        _print_json({**cal.to_dict(), "out": str(path)})
+        return EXIT_OK
+    print(format_calibration(cal))
+    print(f"wrote {path} (system {cal.system.name}); check it with "
+          f"`optimize validate {cal.runs.source} --system {path}`")
+    return EXIT_OK
+
+
+def format_calibration(cal) -> str:
+    """The fit in words and tables: parameters, per-run errors, summaries."""
+    n, k = len(cal.runs.runs), len(cal.free)
+    lines = [f"calibrate {cal.base.name} against {n} runs of {cal.runs.name} ({cal.runs.source})",
+             f"free: {k} numbers for {n} runs"
+             + (f"; not informed by these runs (kept): {', '.join(cal.uninformed)}" if cal.uninformed else ""),
+             f"alternation: {cal.rounds} round(s), strategies "
+             + ("stable" if cal.converged else "still changing at the last round"),
+             f"  {'parameter':<28} {'base':>10} {'fitted':>10}"]
+    for name in cal.free:
+        flag = "  (at its bound)" if name in cal.at_bound else ""
+        lines.append(f"  {name:<28} {cal.initial[name]:>10.4g} {cal.fitted[name]:>10.4g}{flag}")
+    loo = "leave_one_out" in cal.errors
+    lines.append("")
+    lines.append(f"  {'run':<24} {'measured s':>10} {'before':>8} {'after':>8}" + (f" {'LOO':>8}" if loo else "")
+                 + "  (error; each the optimizer's choice under that system)")
+    for r in cal.rows:
+        lines.append(f"  {r['name']:<24} {r['measured_s']:>10.4g} {r['before_error_pct']:>+7.2f}% "
+                     f"{r['after_error_pct']:>+7.2f}%" + (f" {r['loo_error_pct']:>+7.2f}%" if loo else ""))
+        lines.append(f"  {'':<24} knobs after: {r['after_knobs']}")
+    e = cal.errors
+    for what, key in (("mean |error|", "mean_abs_error_pct"), ("max |error|", "max_abs_error_pct")):
+        lines.append(f"  {what:<24} {'':>10} {e['before'][key]:>7.2f}% {e['after'][key]:>7.2f}%"
+                     + (f" {e['leave_one_out'][key]:>7.2f}%" if loo else ""))
+    return "\n".join(lines)
 
 
 MODEL_SIZE_KEYS = ("hidden", "feedforward", "seq_len", "heads", "head_dim", "kv_heads", "blocks", "vocab")
@@ -428,7 +499,7 @@ def _add_plan_args(p):
     p.set_defaults(func=cmd_plan)
 
 
-SUBCOMMANDS = ("plan", "evaluate", "sweep", "validate", "list")
+SUBCOMMANDS = ("plan", "evaluate", "sweep", "validate", "calibrate", "list")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -444,11 +515,13 @@ def build_parser() -> argparse.ArgumentParser:
                "--set dp=1 --set batch=512 --set recompute=full --set datatype=fp16\n"
                "  optimize sweep grid.yaml --csv grid.csv\n"
                "  optimize validate\n"
+               "  optimize validate --suite h100-core --system h100-80g-nvl8\n"
+               "  optimize calibrate runs.yaml --system h100-80g-nvl8 --out systems/my-cluster.yaml\n"
                "Exit codes: 0 success, 1 infeasible (explained), 2 bad input, 3 internal error, "
                "130 interrupted.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"optimize {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="{plan,evaluate,sweep,validate,list}",
+    sub = p.add_subparsers(dest="command", metavar="{plan,evaluate,sweep,validate,calibrate,list}",
                            help="plan is the default: `optimize --model 1T --gpus 16384` = `optimize plan ...`")
     pl = sub.add_parser("plan", help="the fastest strategy, proven optimal (default command)",
                         description="Search the whole strategy space with CP-SAT and prove the optimum "
@@ -507,12 +580,47 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--json", action="store_true", help="print one JSON document with every row")
     sw.set_defaults(func=cmd_sweep)
 
-    va = sub.add_parser("validate", help="compare the model with published Megatron-LM runs",
-                        description="Iteration time, memory and activation savings of Megatron-LM "
-                                    "on Selene (Korthikanti et al. 2022) against the model.")
-    va.add_argument("--system", default="a100-80g", help="system to model Selene with (default a100-80g)")
+    from .calibrate import FIT_GROUPS, MAX_ROUNDS, SUITES
+    runs_help = ("runs file: a mapping with `runs:` (each a model, gpus, datatype, batch, `pin:` knobs "
+                 "and one of seconds_per_batch, tokens_per_s_per_gpu, tflops_per_gpu) and optional "
+                 "`defaults:` and `system:`")
+    va = sub.add_parser("validate", help="compare the model with published or measured runs",
+                        description="Without a runs file: iteration time, memory and activation savings "
+                                    "of Megatron-LM on Selene (Korthikanti et al. 2022) against the model. "
+                                    "With a runs file (or --suite): per run, the measured and the predicted "
+                                    "time of the optimizer's best strategy (pinned knobs kept), the error "
+                                    "and the knobs chosen.")
+    va.add_argument("runs", nargs="?", help=runs_help)
+    va.add_argument("--suite", choices=list(SUITES), help="a built-in runs file: selene (Korthikanti "
+                    "Table 5), h100-core (Megatron-Core weak scaling), h100-bridge (Megatron-Bridge "
+                    "Llama 3 70B fp8)")
+    va.add_argument("--system", default=None, help="system preset or YAML path (default a100-80g for the "
+                    "built-in Selene check; a runs file's own `system:`)")
     va.add_argument("--json", action="store_true", help="print one JSON document")
     va.set_defaults(func=cmd_validate)
+
+    ca = sub.add_parser(
+        "calibrate", help="fit a system's efficiency numbers to measured runs",
+        description="Fit a few global numbers of a system (matrix efficiency curve top * x / (x + half), "
+                    "an HBM curve scale, each network tier's efficiency and processor share) to measured "
+                    "runs by least squares on relative errors, alternating with the optimizer's choice "
+                    "of the unpinned knobs; report each run before, after and left out, and write the "
+                    "fitted system with its provenance. Needs SciPy: pip install -e '.[calibrate]'.",
+        epilog="Example:\n  optimize calibrate --suite h100-core --system h100-80g-nvl8 --out /tmp/h100.yaml\n"
+               "Exit codes: 0 done, 2 bad input (bad runs file, too many free numbers), 3 internal error.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ca.add_argument("runs", nargs="?", help=runs_help)
+    ca.add_argument("--suite", choices=list(SUITES), help="a built-in runs file instead")
+    ca.add_argument("--system", default=None, help="base system preset or YAML path (default: the runs "
+                    "file's `system:`)")
+    ca.add_argument("--out", required=True, help="the fitted system file to write (.yaml)")
+    ca.add_argument("--fit", default=None, help=f"groups to fit, comma-separated, among {','.join(FIT_GROUPS)} "
+                    "(default: every group the runs inform)")
+    ca.add_argument("--max-rounds", dest="max_rounds", type=_number(int, 1, 50, "an integer"),
+                    default=MAX_ROUNDS, help=f"plan/fit alternations at most (default {MAX_ROUNDS})")
+    ca.add_argument("--no-loo", dest="no_loo", action="store_true", help="skip the leave-one-out refits")
+    ca.add_argument("--json", action="store_true", help="print one JSON document")
+    ca.set_defaults(func=cmd_calibrate)
 
     ls = sub.add_parser("list", help="list model and system presets, with their sizes",
                         description="The model presets (parameters, size keys) and system presets "

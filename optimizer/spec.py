@@ -425,6 +425,9 @@ class System:
     compute_memory_overlap: bool = False
     base: str = ""
     overrides: tuple = ()
+    # where the efficiency numbers came from (`optimize calibrate` writes it):
+    # kept with the system, never read by the model
+    provenance: Mapping | None = dataclasses.field(default=None, compare=False)
 
     def __post_init__(self):
         if not self.base:
@@ -617,12 +620,13 @@ def _parse_system(data: dict, source: str) -> System:
     i = _network_size_conflict(nets)
     if i is not None:
         raise ConfigError(source, f"networks[{i}].size", nets[i].size, _network_size_expected(nets, i))
+    provenance = r.get("provenance", dict, default=None)
     r.done()
     return System(name=name, matrix_tflops=matrix, vector_tflops=vector,
                   matrix_efficiency=m_eff, vector_efficiency=v_eff,
                   hbm_gib=hbm_gib, hbm_gbps=hbm_gbps, hbm_efficiency=hbm_eff,
                   offload_gib=off_gib, offload_gbps=off_gbps,
-                  networks=tuple(nets), compute_memory_overlap=overlap)
+                  networks=tuple(nets), compute_memory_overlap=overlap, provenance=provenance)
 
 
 # ------------------------------------------------------------------ strategy
