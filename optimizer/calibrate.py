@@ -46,7 +46,7 @@ from .errors import ConfigError, OptimizerError, one_line
 from .evaluate import Report, strategy_knobs
 from .space import normalise_pins
 from .spec import (DATATYPES, MAX_GPUS, Model, Strategy, System, _Reader, load_model, load_system,
-                   read_yaml_mapping)
+                   preset_path, read_yaml_mapping)
 
 MEASUREMENTS = ("seconds_per_batch", "tokens_per_s_per_gpu", "tflops_per_gpu")
 FIT_GROUPS = ("matrix", "hbm", "network", "overlap")
@@ -336,16 +336,29 @@ class Param:
     log: bool = False
 
 
+def _shown_path(source: str) -> str:
+    """A runs file as written into a system file: relative to the package
+    for the built-in suites, as given otherwise."""
+    try:
+        return str(Path(source).resolve().relative_to(Path(__file__).resolve().parent.parent))
+    except ValueError:
+        return source
+
+
 def parameters(base: System) -> tuple:
     """Every number the fit can move, for this system."""
     names = [n.name for n in base.networks]
     label = [n if names.count(n) == 1 else f"networks[{i}]" for i, n in enumerate(names)]
     hbm_top = max(e for _, e in base.hbm_efficiency)
-    out = [Param("matrix_top", "matrix", 0.02, 1.0),
-           Param("matrix_half_gflop", "matrix", 1e-4, 1e5, log=True),
-           Param("hbm_scale", "hbm", 0.1, 1.0 / hbm_top)]
-    out += [Param(f"{label[i]}.efficiency", "network", 0.02, 1.0, tier=i) for i in range(len(names))]
-    out += [Param(f"{label[i]}.processor_share", "overlap", 0.0, 0.9, tier=i) for i in range(len(names))]
+    # Bounds are physical priors, not tuning: a dense GEMM reaches at most
+    # about 90% of the data-sheet peak; HBM and networks deliver at least a
+    # third to two thirds of their nominal bandwidth; an overlapped
+    # collective takes at most half the processor.
+    out = [Param("matrix_top", "matrix", 0.3, 0.9),
+           Param("matrix_half_gflop", "matrix", 1e-2, 1e4, log=True),
+           Param("hbm_scale", "hbm", 0.6, 1.0 / hbm_top)]
+    out += [Param(f"{label[i]}.efficiency", "network", 0.3, 1.0, tier=i) for i in range(len(names))]
+    out += [Param(f"{label[i]}.processor_share", "overlap", 0.0, 0.5, tier=i) for i in range(len(names))]
     return tuple(out)
 
 
@@ -626,7 +639,7 @@ def calibrate(runs, system=None, fit=None, max_rounds=MAX_ROUNDS, loo=True, name
         "optimizer_version": __version__,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "runs": rs.name,
-        "runs_file": rs.source,
+        "runs_file": _shown_path(rs.source),
         "runs_sha256": rs.sha256,
         "run_count": len(runs_t),
         "base_system": base.name,
@@ -703,9 +716,12 @@ def write_system(cal: Calibration, out) -> Path:
     path = check_out(out)
     s = dataclasses.replace(cal.system, name=path.stem, base=path.stem)
     e = cal.errors
-    desc = f"{cal.base.name} calibrated against {len(cal.runs.runs)} runs of {cal.runs.name}"
+    base_file = preset_path("systems", getattr(cal.base, "base", None) or cal.base.name)
+    base_desc = read_yaml_mapping(base_file, "system").get("description", "") if base_file else ""
+    desc = "; ".join(x for x in (str(base_desc).split("; calibrated")[0],
+                                 f"calibrated against {len(cal.runs.runs)} runs of {cal.runs.name}") if x)
     header = [
-        f"# Written by `optimize calibrate` from {cal.runs.source} on {s.provenance['date']}",
+        f"# Written by `optimize calibrate` from {_shown_path(cal.runs.source)} on {s.provenance['date']}",
         f"# (base system {cal.base.name}; see `provenance` below). Fitted: {', '.join(cal.free)}.",
         f"# Relative error of seconds per batch, mean / max |error|: before {e['before']['mean_abs_error_pct']:.2f}% / "
         f"{e['before']['max_abs_error_pct']:.2f}%, after {e['after']['mean_abs_error_pct']:.2f}% / "

@@ -212,13 +212,17 @@ def block_ops(model: Model, datatype: str, tp, microbatch, sp, ag_redo, fused, f
     ]
     # fused (Dao et al. 2022): one kernel reads Q, K, V and writes the output
     # and the softmax statistics (4 bytes per row); nothing s x s reaches
-    # HBM. Its backward recomputes the scores and runs four more matmuls of
-    # the forward's size (dV, dP, dQ, dK): 5/2 of the forward's FLOPs. The
-    # output is the projection's input, kept there.
+    # HBM. It skips the tiles the causal mask blanks out: half the score
+    # matrix (the unfused path computes all of it and masks). Its backward
+    # recomputes the scores and runs four more matmuls of the forward's
+    # size (dV, dP, dQ, dK): 5/2 of the forward's FLOPs. The output is the
+    # projection's input, kept there. (MFU counts attention without the
+    # mask, as Megatron's formula does: model_flops are the unfused ones.)
     flash = np.asarray(flash, dtype=bool)
     stats = np.asarray(microbatch, dtype=float) * (a / t) * s * 4.0
-    fw_fused = (4 * att * d, (2 * q + 2 * kv) * e + stats)
-    bw_fused = (10 * att * d, (3 * q + 2 * kv) * e + stats + (q + 2 * kv) * e)
+    causal = 0.5
+    fw_fused = (causal * 4 * att * d, (2 * q + 2 * kv) * e + stats)
+    bw_fused = (causal * 10 * att * d, (3 * q + 2 * kv) * e + stats + (q + 2 * kv) * e)
     fused_attn = Op("flash_attention", True, fw_fused, (bw_fused,), kept=((q * e + 2 * kv * e, FULL_ONLY),
                                                                            (stats, FULL_ONLY)))
     if flash.any():

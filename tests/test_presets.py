@@ -84,11 +84,12 @@ def test_new_hardware(name, bf16, fp8, hbm_gib, hbm_gbps, nvl, nvl_gbps):
     assert s.vector_efficiency == H100.vector_efficiency and s.hbm_efficiency == H100.hbm_efficiency
 
 
-def test_h100_rule_is_the_same_against_a100():
-    a100 = opt.load_system("a100-80g")
-    ratio = H100.matrix_tflops["bf16"] / a100.matrix_tflops["bf16"]
-    for (x, e), (ax, ae) in zip(H100.matrix_efficiency, a100.matrix_efficiency, strict=True):
-        assert e == ae and x == pytest.approx(ax * ratio, rel=1e-5)
+def test_h100_is_calibrated_and_says_so():
+    # the H100 file comes from `optimize calibrate` on the Megatron-Core runs
+    # (scripts/calibrate_all.py --write), not from the A100's curve
+    prov = H100.provenance
+    assert prov and prov["runs_file"].endswith("h100_megatron_core.yaml")
+    assert prov["errors_pct"]["after"]["mean"] <= 5.0 and prov["errors_pct"]["leave_one_out"]["mean"] <= 7.0
 
 
 def test_gb200_outer_tier_holds_whole_racks():
@@ -107,10 +108,12 @@ def test_every_model_preset_has_a_description_with_a_year():
         assert re.search(r"\b(19|20)\d\d\b", data.get("description", "")), name
 
 
-def test_existing_presets_keep_vocab_zero_until_the_refit():
-    # real vocabularies are comments only on the presets the calibration was
-    # fitted with; the llama presets carry theirs
-    for name in ("megatron-22B", "gpt3-175B", "turing-530B", "megatron-1T", "palm-540B", "1T", "128T"):
+def test_presets_carry_their_vocabularies():
+    # Megatron's padded GPT-2 vocabulary for the Selene models; the study's
+    # family states none
+    for name in ("megatron-22B", "gpt3-175B", "turing-530B", "megatron-1T"):
+        assert opt.load_model(name).vocab == 51200, name
+    for name in ("1T", "128T"):
         assert opt.load_model(name).vocab == 0, name
     for name in ("llama3-8B", "llama3-70B", "llama3.1-405B"):
         m = opt.load_model(name)
