@@ -50,6 +50,7 @@ from . import perf
 from . import rules as R
 from .space import (GROUP_REST, STRUCTURE, Problem, divisors, group_rest, knob_rows_to_strategy, sigmas,
                     tp_choices)
+from .errors import ConfigError
 from .spec import Strategy, load_system
 
 GIB = perf.GIB
@@ -508,6 +509,9 @@ def explain(p: Problem) -> dict:
     (`conflicts`), the numbers behind each (`details`, in words and fields),
     and the smallest single change of each kind that restores feasibility
     (`fixes`: limit -> value, None when that change alone cannot)."""
+    for knob, codes in p.pins.items():         # a Problem built by hand, past make_problem's checks
+        if not codes:
+            raise ConfigError("pin", knob, sorted(codes), "at least one value")
     gpus, witness = fix_gpus(p)
     smallest = {which: _smallest(p, which) for which in ("hbm", "offload")}
     fixes = {"hbm_gib": _whole_gib(smallest["hbm"][0]), "offload_gib": _whole_gib(smallest["offload"][0]),
