@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from . import __version__, knobs
 from .errors import ConfigError, InfeasibleStrategy, OptimizerError, one_line
 from .evaluate import evaluate, plain_json
@@ -470,7 +472,11 @@ def main(argv=None) -> int:
     docstring). Never a traceback: bad input is one line and 2, a bug one
     line and 3, a closed pipe (`optimize list | head -1`) a quiet 0."""
     try:
-        return _main(argv)
+        # the model uses inf for "impossible" (offload without a tier, ...) and
+        # says so in its answer; NumPy's floating-point warnings about it are
+        # not messages for the user (and would break the one-line rule)
+        with np.errstate(all="ignore"):
+            return _main(argv)
     except BrokenPipeError:
         # the reader went away: nothing more to say, and nothing to say it to;
         # point stdout at /dev/null so the interpreter's final flush is quiet too
