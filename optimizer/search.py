@@ -480,7 +480,8 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype=None
                           f"batch limit {p.max_batch})")
     space = count_space(p, S)
     base_stats = {"space_size": space, "structures": int(len(S["tp"])), "time_limit_s": time_limit_s}
-    if len(S["tp"]) == 0:
+    if space == 0:
+        # counted exactly: no strategy at all, whatever the memory (no search needed)
         res = PlanResult(status="infeasible", best=None, top=[], lower_bound=math.inf, gap=math.inf,
                          stats={**base_stats, "evaluated": 0, "evaluated_fraction": 0.0,
                                 "solve_s": time.perf_counter() - t0, "method": method},

@@ -155,9 +155,10 @@ def main(argv=None) -> int:
                 if w.job is None and pending:
                     w.submit(pending.pop())
             busy = [w for w in workers if w.job is not None]
-            ready = mp.connection.wait([w.conn for w in busy], timeout=0.5)
+            ready = mp.connection.wait([w.conn for w in busy], timeout=0.1)
             now = time.monotonic()
             for w in busy:
+                kind, _, i = w.job
                 if w.conn in ready:
                     try:
                         outcome, detail = w.conn.recv()
@@ -165,12 +166,13 @@ def main(argv=None) -> int:
                         outcome, detail = "traceback", "worker process died"
                         w.kill()
                     elapsed = now - w.t0
+                    if elapsed > args.timeout:        # finished, but too late: a hang all the same
+                        outcome, detail = "hang", f"{elapsed:.1f} s (then {outcome})"
                 elif now - w.t0 > args.timeout:
                     outcome, detail, elapsed = "hang", f"> {args.timeout:g} s", now - w.t0
                     w.kill()
                 else:
                     continue
-                kind, _, i = w.job
                 counts[outcome] += 1
                 by_kind[kind] += 1
                 slowest.append((elapsed, kind, i))

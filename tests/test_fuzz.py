@@ -189,8 +189,39 @@ def gen_pins(rng: random.Random):
     return out
 
 
-def gen_strategy(rng: random.Random):
-    """A strategy mapping: valid-looking knobs, some broken."""
+def _divisors(n: int) -> list:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def valid_strategy(rng: random.Random, model: dict, gpus_max: int = 64) -> dict:
+    """A strategy that passes the divisibility rules of `model` (a small
+    model dict): what reaches the time and memory model."""
+    tp = rng.choice([d for d in _divisors(model["heads"]) if d <= 8])
+    pp = rng.choice([d for d in _divisors(model["blocks"]) if d <= 8])
+    dp = rng.choice((1, 2, 4))
+    local = rng.choice((1, 2, 4, 8))
+    mb = rng.choice(_divisors(local))
+    s = {"tp": tp, "pp": pp, "dp": dp, "batch": dp * local, "microbatch": mb,
+         "interleave": rng.choice(_divisors(model["blocks"] // pp)[:3]),
+         "recompute": rng.choice(("none", "attn", "full")), "datatype": rng.choice(("fp8", "bf16", "fp16", "fp32"))}
+    for k in knobs.KNOBS:
+        if k.kind == "bool" and rng.random() < 0.3:
+            s[k.name] = True
+        if k.kind == "tier" and rng.random() < 0.3:
+            s[k.name] = rng.choice((0, 1, -1))
+    if rng.random() < 0.3:
+        s["tp_comm"] = rng.choice(("ar", "rs_ag", "p2p_rs_ag"))
+        s["tp_overlap"] = rng.choice(("none", "ring", "pipe"))
+    return s
+
+
+def gen_strategy(rng: random.Random, model=None):
+    """A strategy mapping: valid for `model` (a dict) half the time when
+    given, else valid-looking knobs, some broken."""
+    if isinstance(model, dict) and all(isinstance(model.get(k), int) and model[k] > 0
+                                       for k in ("heads", "blocks")) and rng.random() < 0.5:
+        s = valid_strategy(rng, model)
+        return _mutate(rng, s, ("colour", "gpus")) if rng.random() < 0.2 else s
     if rng.random() < 0.05:
         return weird_value(rng)
     s = {"tp": rng.choice((1, 2, 4, 8)), "pp": rng.choice((1, 2, 3, 4)), "dp": rng.choice((1, 2, 4)),
@@ -239,7 +270,23 @@ def gen_yaml_bytes(rng: random.Random) -> bytes:
     return base[:cut] + bytes([rng.randrange(256)]) + base[cut + 1:]
 
 
+def small_grid(rng: random.Random) -> dict:
+    """A valid grid of one to four small points."""
+    g = {"models": [small_model(rng) if rng.random() < 0.7 else "megatron-22B"],
+         "systems": [small_system(rng) if rng.random() < 0.5 else rng.choice(("h100-80g-nvl8", "a100-80g"))],
+         "gpus": rng.choice(([8], [4, 16], 16)),
+         "options": {"max_batch": rng.choice((8, 32)), "time_limit_s": 2}}
+    if rng.random() < 0.3:
+        g["overrides"] = {"hbm_gib": rng.choice(([8, 80], 0.5))}
+    if rng.random() < 0.3:
+        g["options"]["pin"] = rng.choice(({"tp": 2}, {"recompute": ["full", "none"]}, {"microbatch": 1}))
+    return g
+
+
 def gen_grid(rng: random.Random):
+    if rng.random() < 0.4:
+        g = small_grid(rng)
+        return _mutate(rng, g, ("name", "colour", "options")) if rng.random() < 0.3 else g
     if rng.random() < 0.05:
         return weird_value(rng)
     g = {"models": [rng.choice(("megatron-22B", "1T")) if rng.random() < 0.5 else gen_model(rng)
@@ -316,7 +363,10 @@ def run_api(rng: random.Random, workdir: str):
     if what == "evaluate":
         model = small_model(rng) if rng.random() < 0.7 else gen_model(rng)
         system = rng.choice(("h100-80g-nvl8", "a100-80g")) if rng.random() < 0.5 else gen_system(rng)
-        return opt.evaluate(model, system, gen_strategy(rng))
+        rep = opt.evaluate(model, system, gen_strategy(rng, model))
+        json.loads(json.dumps(rep.to_dict(), allow_nan=False))
+        rep.summary()
+        return rep
     if what == "plan":
         model = small_model(rng) if rng.random() < 0.7 else gen_model(rng)
         system = small_system(rng) if rng.random() < 0.6 else gen_system(rng)
@@ -370,7 +420,7 @@ def _input_arg(rng: random.Random, workdir: str, gen) -> str:
     if r < 0.65:
         return _write(workdir, rng, raw=gen_yaml_bytes(rng))
     v = gen(rng)
-    return v if isinstance(v, str) else str(v)
+    return v if isinstance(v, str) else _write(workdir, rng, v)
 
 
 def gen_argv(rng: random.Random, workdir: str) -> list:
@@ -378,10 +428,10 @@ def gen_argv(rng: random.Random, workdir: str) -> list:
     cmd = rng.choice(("plan", "plan", "plan", "evaluate", "evaluate", "sweep", "list", "default"))
     args = []
     if cmd in ("plan", "default"):
-        args += ["--model", _input_arg(rng, workdir, lambda r: small_model(r) if r.random() < 0.6 else gen_model(r))]
+        args += ["--model", _input_arg(rng, workdir, lambda r: small_model(r) if r.random() < 0.8 else gen_model(r))]
         args += ["--gpus", rng.choice(("1", "2", "4", "8", "16", "32")) if rng.random() < 0.85 else rng.choice(NUMBERS)]
         if rng.random() < 0.7:
-            args += ["--system", _input_arg(rng, workdir, lambda r: small_system(r) if r.random() < 0.6 else gen_system(r))]
+            args += ["--system", _input_arg(rng, workdir, lambda r: small_system(r) if r.random() < 0.8 else gen_system(r))]
         args += ["--time-limit", rng.choice(("2", "1", "0.01")) if rng.random() < 0.9 else rng.choice(NUMBERS)]
         for flag, vals in (("--max-batch", ("8", "32", "64")), ("--top", ("1", "2", "3")),
                            ("--threads", ("1", "2")), ("--datatype", ("fp8", "bf16", "fp32")),
@@ -389,27 +439,28 @@ def gen_argv(rng: random.Random, workdir: str) -> list:
                            ("--offload-gib", ("0", "512")), ("--offload-gbps", ("50", "unlimited")),
                            ("--nvlink-size", ("4", "8", "16"))):
             if rng.random() < 0.2:
-                args += [flag, rng.choice(vals) if rng.random() < 0.7 else rng.choice(NUMBERS)]
+                args += [flag, rng.choice(vals) if rng.random() < 0.85 else rng.choice(NUMBERS)]
         for _ in range(rng.choice((0, 0, 1, 2))):
             knob = rng.choice(knobs.NAMES + ("colour",))
             k = knobs.BY_NAME.get(knob)
             val = rng.choice(k.choices) if k is not None and k.choices and rng.random() < 0.6 else rng.choice(NUMBERS + ("4,8", ",", "full,none"))
             args += ["--pin", rng.choice((f"{knob}={val}", f"{knob}", f"={val}", f"{knob}={val}"))]
     elif cmd == "evaluate":
-        args += ["--model", _input_arg(rng, workdir, lambda r: small_model(r) if r.random() < 0.6 else gen_model(r))]
+        model = small_model(rng) if rng.random() < 0.8 else gen_model(rng)
+        args += ["--model", _write(workdir, rng, model) if rng.random() < 0.9 else _input_arg(rng, workdir, gen_model)]
         if rng.random() < 0.6:
-            args += ["--system", _input_arg(rng, workdir, gen_system)]
+            args += ["--system", _input_arg(rng, workdir, lambda r: small_system(r) if r.random() < 0.7 else gen_system(r))]
         if rng.random() < 0.5:
-            strat = gen_strategy(rng)
+            strat = gen_strategy(rng, model)
             doc = rng.choice((strat, {"status": "optimal", "best": {"strategy": strat}},
                               {"status": "infeasible", "best": None}, {"status": "ok", "strategy": strat},
                               {"strategy": weird_value(rng)}, {"best": strat}))
             args += ["--strategy", _write(workdir, rng, doc) if rng.random() < 0.85
                      else _write(workdir, rng, raw=gen_yaml_bytes(rng))]
-        strat = gen_strategy(rng)
+        strat = gen_strategy(rng, model)
         if isinstance(strat, dict):
             for k, v in strat.items():
-                if rng.random() < 0.8:
+                if rng.random() < 0.9:
                     args += ["--set", f"{k}={v}"]
         if rng.random() < 0.1:
             args += ["--set", rng.choice(("tp", "=3", "tp=1", "tp=nan"))]
@@ -421,7 +472,7 @@ def gen_argv(rng: random.Random, workdir: str) -> list:
         if rng.random() < 0.2:
             args += ["--csv", rng.choice((os.path.join(workdir, "g.csv"), workdir, "/no/such/dir/x.csv"))]
     else:
-        args += rng.choice(([], ["models"], ["systems"], ["nothing"]))
+        args += rng.choice(([], ["models"], ["systems"], ["models"], ["nothing"]))
     if rng.random() < 0.6:
         args.append("--json")
     if cmd == "default":
@@ -503,7 +554,7 @@ def test_evaluate_raises_only_optimizer_errors(rng):
     model = small_model(rng) if rng.random() < 0.7 else gen_model(rng)
     system = rng.choice(("h100-80g-nvl8", "a100-80g")) if rng.random() < 0.5 else gen_system(rng)
     try:
-        rep = opt.evaluate(model, system, gen_strategy(rng))
+        rep = opt.evaluate(model, system, gen_strategy(rng, model))
     except Exception as e:
         if _escaped(e):
             raise
