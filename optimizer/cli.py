@@ -364,7 +364,8 @@ def _add_plan_args(p):
     p.add_argument("--top", type=_number(int, 1, MAX_TOP, "an integer"), default=1, help="also list the K best strategies")
     p.add_argument("--time-limit", dest="time_limit",
                    type=_number(float, 0, MAX_TIME_LIMIT_S, "a number", open_low=True),
-                   help="seconds; then the best found and its gap to the proven bound")
+                   help="seconds; then the best found and its gap to the proven bound (status feasible), "
+                        "or, when none was found in time, status unknown and exit code 4")
     p.add_argument("--threads", type=_number(int, 1, MAX_THREADS, "an integer"), help="CP-SAT workers (default 1)")
     p.add_argument("--method", default="cpsat", choices=["cpsat", "enumerate"],
                    help="cpsat (default) or plain brute force over the same space")

@@ -514,9 +514,14 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype=None
             break
         structures_opened += 1
         opened[i] = True
+        out_of_time = False
         for g in tables.groups_of(i):
             if not tables.g_fits[g]:
                 continue
+            if deadline is not None and time.perf_counter() >= deadline:
+                # mid-structure: its unexplored groups stay in the bound below
+                out_of_time = True
+                break
             if tables.g_bound[g] * (1 - RELATIVE_SLACK) > top.threshold:
                 break
             knobs = tables.members(g)
@@ -534,6 +539,9 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype=None
                 sub = {k: v[idx] for k, v in knobs.items()}
                 top.offer(sub, perf.evaluate_arrays(p.model, p.system, p.datatype, sub))
                 evaluated += len(idx)
+        if out_of_time:
+            status = "feasible"
+            break
         master.exclude(i, top.threshold)
         if progress:
             progress(structures_opened, top.items[0][0] if top.items else math.inf)
