@@ -563,7 +563,7 @@ def test_evaluate_raises_only_optimizer_errors(rng):
     assert rep.summary()
 
 
-@fuzz(40)
+@fuzz(60)
 @given(st.randoms(use_true_random=False))
 def test_plan_raises_only_optimizer_errors_and_answers_honestly(rng):
     model = small_model(rng) if rng.random() < 0.7 else gen_model(rng)
@@ -581,7 +581,13 @@ def test_plan_raises_only_optimizer_errors_and_answers_honestly(rng):
     assert res.summary()
 
 
-@fuzz(70)
+@fuzz(60)
+@given(st.randoms(use_true_random=False))
+def test_api_mix_of_scripts_fuzz(workdir, rng):
+    check_api(rng, workdir)          # what scripts/fuzz.py runs on the API side
+
+
+@fuzz(60)
 @given(st.randoms(use_true_random=False))
 def test_cli_never_fails_internally(workdir, rng):
     argv = gen_argv(rng, workdir)
