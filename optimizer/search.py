@@ -488,7 +488,7 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype=None
                          problem=_problem_dict(p), system=system)
         return _explained(p, res)
     if method == "enumerate":
-        return _explained(p, _enumerate(p, S, base_stats, top_k, t0, deadline, progress))
+        return _explained(p, _enumerate(p, S, base_stats, int(top_k), t0, deadline, progress))
     if deadline is not None and time.perf_counter() >= deadline:
         # out of time before the tables: nothing evaluated, nothing proven
         return PlanResult(status="unknown", best=None, top=[], lower_bound=0.0, gap=math.inf,
@@ -497,8 +497,8 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype=None
                           problem=_problem_dict(p), system=system)
 
     tables = Tables(p, S)
-    master = Master(p, S, tables.s_bound, threads)
-    top = TopK(top_k)
+    master = Master(p, S, tables.s_bound, None if threads is None else int(threads))
+    top = TopK(int(top_k))
     evaluated = groups_opened = structures_opened = 0
     status = "optimal"
     opened = np.zeros(len(S["tp"]), dtype=bool)

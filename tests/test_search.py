@@ -278,3 +278,9 @@ def test_the_time_limit_holds_inside_a_structure():
     assert r.status in ("feasible", "unknown")
     if r.best is not None:
         assert r.lower_bound <= r.best.time_s / r.best.strategy.batch * (1 + 1e-12) and 0 < r.gap < 1
+
+
+def test_numpy_numbers_are_numbers():
+    r = plan("megatron-22B", H100, np.int64(16), max_batch=np.int64(32), threads=np.int64(2),
+             top_k=np.int64(2), time_limit_s=np.float64(60), pin={"tp": np.int64(8), "ag_redo": np.bool_(False)})
+    assert r.status == "optimal" and len(r.top) == 2 and r.best.strategy.tp == 8
