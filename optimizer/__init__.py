@@ -9,13 +9,13 @@ on a GPU system, prove it optimal with CP-SAT, and explain when nothing fits.
 
 from .errors import ConfigError, InfeasibleStrategy, OptimizerError
 from .evaluate import Report, evaluate
-from .spec import (Model, Strategy, System, load_model, load_strategy, load_system,
+from .spec import (Model, Strategy, System, default_datatype, load_model, load_strategy, load_system,
                    preset_names)
 from .validate import validate
 from .search import PlanResult, plan
 from .sweep import SweepResult, load_grid, sweep
 
 __all__ = ["ConfigError", "InfeasibleStrategy", "OptimizerError", "Report", "evaluate",
-           "Model", "Strategy", "System", "load_model", "load_strategy", "load_system",
+           "Model", "Strategy", "System", "default_datatype", "load_model", "load_strategy", "load_system",
            "preset_names", "validate", "plan", "PlanResult", "sweep", "SweepResult", "load_grid"]
 __version__ = "0.1.0"

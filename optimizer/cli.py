@@ -11,7 +11,8 @@
 Exit codes: 0 success; 1 an answer that is "no" (infeasible problem or
 strategy, explained); 2 bad input (one line naming the source, the key and
 what was expected); 3 an internal error (a bug: one line, please report it);
-130 interrupted.
+4 no answer: the time limit ran out before any strategy was found (status
+'unknown', nothing proven); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -21,12 +22,15 @@ import json
 import math
 import os
 import sys
-import textwrap
+import time
 from pathlib import Path
+
+import numpy as np
 
 from . import __version__, knobs
 from .errors import ConfigError, InfeasibleStrategy, OptimizerError, one_line
-from .evaluate import BREAKDOWN, MEMORY, Report, evaluate
+from .evaluate import evaluate, plain_json
+from .search import MAX_THREADS, MAX_TIME_LIMIT_S, MAX_TOP_K as MAX_TOP
 from .presets import resolve_system_name
 from .sweep import EXECUTORS
 from .spec import (DATATYPES, MAX_GBPS, MAX_GIB, MAX_GPUS, MAX_INT_FIELD, STRATEGY_KEYS,
@@ -34,73 +38,19 @@ from .spec import (DATATYPES, MAX_GBPS, MAX_GIB, MAX_GPUS, MAX_INT_FIELD, STRATE
                    load_system, parse_value, preset_names, preset_path, read_yaml_mapping,
                    strategy_from_dict)
 
-EXIT_OK, EXIT_INFEASIBLE, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-MAX_TOP, MAX_THREADS, MAX_TIME_LIMIT_S = 10_000, 1024, 1e7
-GIB = 1024 ** 3
+EXIT_OK, EXIT_INFEASIBLE, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_UNKNOWN, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+PROGRESS_EVERY_S = 0.2          # a progress line on a terminal at most this often
 
 
 # ------------------------------------------------------------- rendering
 
-def _fmt_time(x: float) -> str:
-    if not math.isfinite(x):
-        return str(x)
-    if x >= 1:
-        return f"{x:.3f} s"
-    if x >= 1e-3:
-        return f"{x * 1e3:.2f} ms"
-    return f"{x * 1e6:.1f} us"
-
-
-def format_strategy(s) -> str:
-    """A strategy on one line (knobs.describe: the structure, then every knob
-    away from its default)."""
-    return knobs.describe(s) + f" datatype={s.datatype}"
-
-
-def format_report(rep: Report, system=None) -> str:
-    lines = [f"{rep.model} on {rep.system}",
-             f"strategy  {format_strategy(rep.strategy)}",
-             f"time per batch {_fmt_time(rep.time_s)}   samples/s {rep.samples_per_s:,.2f}   "
-             f"tokens/s {rep.tokens_per_s:,.0f}   MFU {100 * rep.mfu:.1f}%   HFU {100 * rep.hfu:.1f}%",
-             "time breakdown"]
-    for k in BREAKDOWN:
-        v = rep.breakdown[k]
-        if v > 0:
-            lines.append(f"  {k:<10} {_fmt_time(v):>12}  {100 * v / rep.time_s:5.1f}%")
-    lines.append("memory per GPU (GiB)")
-    for k in MEMORY:
-        lines.append(f"  {k:<12} {rep.memory[k] / GIB:10.2f}")
-    hbm_cap = f" of {system.hbm_gib:g}" if system is not None else ""
-    lines.append(f"  {'HBM total':<12} {rep.memory['hbm_total'] / GIB:10.2f}{hbm_cap}")
-    if rep.memory["offload_total"] > 0:
-        off_cap = f" of {system.offload_gib:g}" if system is not None else ""
-        lines.append(f"  {'offload':<12} {rep.memory['offload_total'] / GIB:10.2f}{off_cap}"
-                     f"   needs {rep.offload_gbps_required:.1f} GB/s per direction")
-    return "\n".join(lines)
-
-
 def _print_json(obj):
     """One strict JSON document (RFC 8259: no NaN or Infinity; a
     non-finite number, an infinite bound or gap, is null)."""
-    print(json.dumps(_jsonable(obj), indent=2, allow_nan=False))
+    print(json.dumps(plain_json(obj), indent=2, allow_nan=False))
 
 
-def _jsonable(x):
-    """`x` as plain JSON values: objects with to_dict() and NumPy scalars
-    converted, tuples as lists, non-finite floats as None."""
-    if isinstance(x, bool) or x is None or isinstance(x, (int, str)):
-        return x
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if hasattr(x, "to_dict"):
-        return _jsonable(x.to_dict())
-    if hasattr(x, "item"):
-        return _jsonable(x.item())
-    raise TypeError(f"not serialisable: {type(x).__name__}")
+_jsonable = plain_json          # the one conversion, in evaluate.py (Report and PlanResult use it too)
 
 
 # ------------------------------------------------------------- commands
@@ -130,10 +80,26 @@ def _pairs(items, what) -> dict:
     return out
 
 
+def strategy_in_file(path) -> dict:
+    """The strategy keys of a YAML or JSON file: a bare strategy mapping,
+    an evaluate result (`optimize evaluate --json`: its `strategy`) or a
+    plan result (`optimize plan --json`: its `best.strategy`)."""
+    data = read_yaml_mapping(path, "strategy", empty_ok=True)
+    if "best" in data and "status" in data:                 # a plan result
+        best = data["best"]
+        if not isinstance(best, dict) or not isinstance(best.get("strategy"), dict):
+            raise ConfigError(str(path), "best.strategy", best,
+                              f"a plan result with a best strategy (this one is {one_line(data['status'], 40)})")
+        return best["strategy"]
+    if isinstance(data.get("strategy"), dict):               # an evaluate result
+        return data["strategy"]
+    return data
+
+
 def cmd_evaluate(args) -> int:
     model = load_model(args.model)
     system = load_system(args.system, **_system_overrides(args))
-    base = load_strategy(args.strategy).to_dict() if args.strategy else {}
+    base = strategy_from_dict(strategy_in_file(args.strategy), args.strategy).to_dict() if args.strategy else {}
     base.update(_pairs(args.set, "set"))
     missing = [k for k in ("tp", "pp", "dp", "batch") if k not in base]
     if missing:
@@ -151,7 +117,7 @@ def cmd_evaluate(args) -> int:
     if args.json:
         _print_json({"status": "ok", **rep.to_dict()})
     else:
-        print(format_report(rep, system))
+        print(rep.summary(system))
     return EXIT_OK
 
 
@@ -164,65 +130,43 @@ def _pins(args) -> dict:
     return pins
 
 
-def format_plan(res, system) -> str:
-    pr = res.problem
-    head = (f"{pr['model']} on {pr['gpus']:,} x {pr['system']}, {pr['datatype']}, "
-            f"batch <= {pr['max_batch']}: {res.status}")
-    st = res.stats
-    proof = (f"space {st['space_size']:,} strategies ({st['structures']:,} structures), "
-             f"{st['evaluated']:,} evaluated exactly ({100 * st['evaluated_fraction']:.4f}%), "
-             f"{st.get('solver_calls', 0)} CP-SAT solves, {st['solve_s']:.2f} s"
-             + (f" (explained in {st['explain_s']:.2f} s)" if "explain_s" in st else ""))
-    if res.best is None:
-        return "\n".join([head, format_explanation(res.explanation) if res.explanation
-                          else "no strategy in the space fits", proof])
-    lines = [head, format_report(res.best, system)]
-    if len(res.top) > 1:
-        lines.append(f"top {len(res.top)}")
-        for i, r in enumerate(res.top, 1):
-            s = r.strategy
-            lines.append(f"  {i:>2}. {r.samples_per_s:10.3f} samples/s  MFU {100 * r.mfu:5.1f}%  "
-                         + knobs.describe(s))
-    verdict = "proven optimal" if res.status == "optimal" else f"gap {100 * res.gap:.2f}% (time limit)"
-    lines.append(f"proof  {verdict}: no strategy exceeds {res.bound_samples_per_s:,.3f} samples/s; {proof}")
-    return "\n".join(lines)
+def _progress(method: str, stream=None):
+    """plan's progress callback on a terminal (stderr, redrawn in place at
+    most every PROGRESS_EVERY_S), or None when stderr is not one."""
+    stream = stream or sys.stderr
+    if not stream.isatty():
+        return None
+    what = "structures opened" if method == "cpsat" else "strategies evaluated"
+    last = [0.0]
 
-
-FIX_LABELS = (("hbm_gib", "HBM per GPU", "GiB"), ("offload_gib", "offload memory per GPU", "GiB"),
-              ("gpus", "GPU count", "GPUs"), ("max_batch", "max batch", "sequences"),
-              ("nvlink_size", "NVLink domain", "GPUs"))
-
-
-def format_explanation(ex: dict) -> str:
-    """The explanation as a wrapped paragraph and a table of single fixes."""
-    lines = textwrap.wrap(ex["summary"], width=88)
-    lines.append("smallest single change that fits (each alone, all else as asked):")
-    for key, label, unit in FIX_LABELS:
-        value = ex["fixes"].get(key)
-        lines.append(f"  {label:<24} {f'{value:,} {unit}' if value is not None else 'does not help':>18}")
-    return "\n".join(lines)
+    def show(n, best):
+        now = time.monotonic()
+        if now - last[0] < PROGRESS_EVERY_S:
+            return
+        last[0] = now
+        rate = f"{1 / best:,.3f} samples/s" if 0 < best < math.inf else "none yet"
+        print(f"\r  searching: {n:,} {what}, best {rate}   ", end="", file=stream, flush=True)
+    show.clear = lambda: print("\r" + " " * 79 + "\r", end="", file=stream, flush=True)
+    return show
 
 
 def cmd_plan(args) -> int:
     from .search import plan
     model = load_model(args.model)
     system = load_system(args.system, **_system_overrides(args))
-    progress = None
-    if sys.stderr.isatty() and not args.json:
-        def progress(n, best):
-            print(f"\r  searching: {n} structures opened, best {1 / best if best < math.inf else 0:,.3f} "
-                  f"samples/s", end="", file=sys.stderr, flush=True)
-    datatype = args.datatype or default_datatype(system)
-    res = plan(model, system, args.gpus, max_batch=args.max_batch, datatype=datatype,
-               pin=_pins(args), top_k=args.top, time_limit_s=args.time_limit, threads=args.threads,
-               method=args.method, progress=progress)
-    if progress:
-        print("\r" + " " * 70 + "\r", end="", file=sys.stderr)
+    progress = None if args.json else _progress(args.method)
+    try:
+        res = plan(model, system, args.gpus, max_batch=args.max_batch, datatype=args.datatype,
+                   pin=_pins(args), top_k=args.top, time_limit_s=args.time_limit, threads=args.threads,
+                   method=args.method, progress=progress)
+    finally:
+        if progress:
+            progress.clear()
     if args.json:
         _print_json(res.to_dict())
     else:
-        print(format_plan(res, system))
-    return EXIT_INFEASIBLE if res.status == "infeasible" else EXIT_OK
+        print(res.summary())
+    return {"infeasible": EXIT_INFEASIBLE, "unknown": EXIT_UNKNOWN}.get(res.status, EXIT_OK)
 
 
 def cmd_sweep(args) -> int:
@@ -491,7 +435,8 @@ def _add_plan_args(p):
     p.add_argument("--top", type=_number(int, 1, MAX_TOP, "an integer"), default=1, help="also list the K best strategies")
     p.add_argument("--time-limit", dest="time_limit",
                    type=_number(float, 0, MAX_TIME_LIMIT_S, "a number", open_low=True),
-                   help="seconds; then the best found and its gap to the proven bound")
+                   help="seconds; then the best found and its gap to the proven bound (status feasible), "
+                        "or, when none was found in time, status unknown and exit code 4")
     p.add_argument("--threads", type=_number(int, 1, MAX_THREADS, "an integer"), help="CP-SAT workers (default 1)")
     p.add_argument("--method", default="cpsat", choices=["cpsat", "enumerate"],
                    help="cpsat (default) or plain brute force over the same space")
@@ -518,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  optimize validate --suite h100-core --system h100-80g-nvl8\n"
                "  optimize calibrate runs.yaml --system h100-80g-nvl8 --out systems/my-cluster.yaml\n"
                "Exit codes: 0 success, 1 infeasible (explained), 2 bad input, 3 internal error, "
-               "130 interrupted.",
+               "4 time limit reached before any strategy was found (no answer), 130 interrupted.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"optimize {__version__}")
     sub = p.add_subparsers(dest="command", metavar="{plan,evaluate,sweep,validate,calibrate,list}",
@@ -636,7 +581,11 @@ def main(argv=None) -> int:
     docstring). Never a traceback: bad input is one line and 2, a bug one
     line and 3, a closed pipe (`optimize list | head -1`) a quiet 0."""
     try:
-        return _main(argv)
+        # the model uses inf for "impossible" (offload without a tier, ...) and
+        # says so in its answer; NumPy's floating-point warnings about it are
+        # not messages for the user (and would break the one-line rule)
+        with np.errstate(all="ignore"):
+            return _main(argv)
     except BrokenPipeError:
         # the reader went away: nothing more to say, and nothing to say it to;
         # point stdout at /dev/null so the interpreter's final flush is quiet too

@@ -3,6 +3,7 @@ InfeasibleStrategy that names the broken rule and its numbers."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +15,36 @@ from .spec import Model, Strategy, System, load_model, load_strategy, load_syste
 BREAKDOWN = ("forward", "backward", "recompute", "optimizer", "bubble",
              "tp_comm", "pp_comm", "dp_comm", "offload")
 MEMORY = ("weights", "gradients", "optimizer", "activations", "checkpoints")
+
+
+def plain_json(x):
+    """`x` as plain, strict-JSON values (RFC 8259): objects with to_dict()
+    and NumPy scalars converted, tuples and sets as lists, non-finite
+    floats (an infinite bound or gap) as None."""
+    if isinstance(x, bool) or x is None or isinstance(x, (int, str)):
+        return x
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {str(k): plain_json(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, set, frozenset)):
+        return [plain_json(v) for v in x]
+    if hasattr(x, "to_dict"):
+        return plain_json(x.to_dict())
+    if hasattr(x, "item"):
+        return plain_json(x.item())
+    raise TypeError(f"not serialisable: {type(x).__name__}")
+
+
+def fmt_time(x: float) -> str:
+    """Seconds as s, ms or us, with the precision a reader needs."""
+    if not math.isfinite(x):
+        return str(x)
+    if x >= 1:
+        return f"{x:.3f} s"
+    if x >= 1e-3:
+        return f"{x * 1e3:.2f} ms"
+    return f"{x * 1e6:.1f} us"
 
 
 @dataclass(frozen=True)
@@ -35,12 +66,40 @@ class Report:
     tokens_per_s_per_gpu: float = 0.0
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "system": self.system,
-                "strategy": self.strategy.to_dict(), "time_s": self.time_s,
-                "samples_per_s": self.samples_per_s, "tokens_per_s": self.tokens_per_s,
-                "tokens_per_s_per_gpu": self.tokens_per_s_per_gpu, "mfu": self.mfu, "hfu": self.hfu, "breakdown_s": dict(self.breakdown),
-                "memory_bytes": dict(self.memory),
-                "offload_gbps_required": self.offload_gbps_required}
+        """Plain, strict-JSON values; memory in bytes and in GiB."""
+        return plain_json({
+            "model": self.model, "system": self.system,
+            "strategy": self.strategy.to_dict(), "time_s": self.time_s,
+            "samples_per_s": self.samples_per_s, "tokens_per_s": self.tokens_per_s,
+            "tokens_per_s_per_gpu": self.tokens_per_s_per_gpu, "mfu": self.mfu, "hfu": self.hfu,
+            "breakdown_s": dict(self.breakdown),
+            "memory_bytes": dict(self.memory),
+            "memory_gib": {k: v / perf.GIB for k, v in self.memory.items()},
+            "offload_gbps_required": self.offload_gbps_required})
+
+    def summary(self, system: System | None = None) -> str:
+        """The report as the CLI prints it; with the `system`, memory is
+        shown against its capacities."""
+        from .knobs import describe
+        lines = [f"{self.model} on {self.system}",
+                 f"strategy  {describe(self.strategy)} datatype={self.strategy.datatype}",
+                 f"time per batch {fmt_time(self.time_s)}   samples/s {self.samples_per_s:,.2f}   "
+                 f"tokens/s {self.tokens_per_s:,.0f}   MFU {100 * self.mfu:.1f}%   HFU {100 * self.hfu:.1f}%",
+                 "time breakdown"]
+        for k in BREAKDOWN:
+            v = self.breakdown[k]
+            if v > 0:
+                lines.append(f"  {k:<10} {fmt_time(v):>12}  {100 * v / self.time_s:5.1f}%")
+        lines.append("memory per GPU (GiB)")
+        for k in MEMORY:
+            lines.append(f"  {k:<12} {self.memory[k] / perf.GIB:10.2f}")
+        hbm_cap = f" of {system.hbm_gib:g}" if system is not None else ""
+        lines.append(f"  {'HBM total':<12} {self.memory['hbm_total'] / perf.GIB:10.2f}{hbm_cap}")
+        if self.memory["offload_total"] > 0:
+            off_cap = f" of {system.offload_gib:g}" if system is not None else ""
+            lines.append(f"  {'offload':<12} {self.memory['offload_total'] / perf.GIB:10.2f}{off_cap}"
+                         f"   needs {self.offload_gbps_required:.1f} GB/s per direction")
+        return "\n".join(lines)
 
 
 def strategy_knobs(strategy: Strategy) -> dict:

@@ -50,6 +50,7 @@ from . import perf
 from . import rules as R
 from .space import (GROUP_REST, SIGMA, STRUCTURE, Problem, divisors, group_rest, knob_rows_to_strategy, sigmas,
                     tp_choices)
+from .errors import ConfigError
 from .spec import Strategy, load_system
 
 GIB = perf.GIB
@@ -57,6 +58,7 @@ NVLINK_SIZES = (8, 16, 32, 72)
 STRUCT_PINS = STRUCTURE
 NET_PINS = tuple(t.name for t in K.TIERS)
 GROUP_PINS = tuple(n for n in K.PINNABLE if n not in STRUCT_PINS + NET_PINS)
+FIX_PP_ALL = 512                 # up to this many blocks, the GPU-count fix tries every pp
 MAX_SEPARATE_GROUP_PINS = 4      # beyond this, group pins share one literal (2^k columns otherwise)
 STRUCT_LIMITS = ("gpu_count", "divisibility", "max_batch")
 LIMIT_NAMES = {
@@ -341,7 +343,14 @@ def fix_gpus(p: Problem):
     limit = p.system.networks[-1].size
     m = p.model
     tps = [t for t in divisors(_tp_unit(m)).tolist() if p.allowed("tp", [t])[0]]
-    pp_all = divisors(m.blocks) if p.even_stages else np.arange(1, m.blocks + 1)
+    pp_all = divisors(m.blocks)
+    if not p.even_stages:
+        # uneven stages: every pp up to the blocks when they are few; past
+        # FIX_PP_ALL blocks, the divisors and the powers of two (the search
+        # for a fix stays small; the fix is then exact over those)
+        extra = (np.arange(1, m.blocks + 1) if m.blocks <= FIX_PP_ALL
+                 else 2 ** np.arange(int(np.log2(m.blocks)) + 1))
+        pp_all = np.union1d(pp_all, extra)
     pps = [x for x in pp_all.tolist() if p.allowed("pp", [x])[0]]
     pairs = np.array([(t, x) for t in tps for x in pps], dtype=np.int64).reshape(-1, 2)
     if len(pairs) == 0:
@@ -509,6 +518,9 @@ def explain(p: Problem) -> dict:
     (`conflicts`), the numbers behind each (`details`, in words and fields),
     and the smallest single change of each kind that restores feasibility
     (`fixes`: limit -> value, None when that change alone cannot)."""
+    for knob, codes in p.pins.items():         # a Problem built by hand, past make_problem's checks
+        if not codes:
+            raise ConfigError("pin", knob, sorted(codes), "at least one value")
     gpus, witness = fix_gpus(p)
     smallest = {which: _smallest(p, which) for which in ("hbm", "offload")}
     fixes = {"hbm_gib": _whole_gib(smallest["hbm"][0]), "offload_gib": _whole_gib(smallest["offload"][0]),

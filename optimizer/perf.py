@@ -856,6 +856,8 @@ def evaluate_arrays(model: Model, system: System, datatype: str, knobs: dict) ->
     dp_exposed = dp_exposed_time(system, dp_time, n_s * blk["bw_compute"] + n_s * blk["re_compute"],
                                  k["dp_overlap"] & (dp > 1), k["dp_net"])
     time_s = iteration_time(m, pp, v, t_mb, optimizer_t, dp_exposed)
+    with np.errstate(invalid="ignore"):         # an infinite stage (offload without a link) on pp = 1
+        bubble = np.where(pp > 1, (pp - 1) / v * t_mb, 0.0)
 
     # ---- throughput and utilisation
     gpus = k["tp"] * pp * dp
@@ -876,7 +878,7 @@ def evaluate_arrays(model: Model, system: System, datatype: str, knobs: dict) ->
         mfu=model_flops / (time_s * gpus * peak),
         hfu=(model_flops + recompute_flops) / (time_s * gpus * peak),
         **{f"{name}_s": m * x for name, x in mb.items()},
-        optimizer_s=optimizer_t, bubble_s=(pp - 1) / v * t_mb, dp_comm_s=dp_exposed,
+        optimizer_s=optimizer_t, bubble_s=bubble, dp_comm_s=dp_exposed,
         microbatches=m, blocks_per_stage=n_s,
         weights_bytes=mem["weights"], gradients_bytes=mem["gradients"],
         optimizer_bytes=mem["optimizer"], activations_bytes=mem["activations"],

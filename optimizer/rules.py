@@ -63,7 +63,7 @@ def placement_violation(system, k) -> np.ndarray:
             used = used * np.where((tiers[g] == i) & (sizes[g] > 1), sizes[g], 1)
         bad |= used > net.size
         if net.must_fill:
-            bad |= (used > 1) & (net.size % used != 0)
+            bad |= (used > 1) & (np.remainder(net.size, np.maximum(used, 1)) != 0)
     return bad
 
 

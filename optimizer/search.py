@@ -32,6 +32,7 @@ How the proof works (see space.py for the levels):
 from __future__ import annotations
 
 import math
+import textwrap
 import time
 from dataclasses import dataclass, field
 
@@ -40,22 +41,38 @@ from ortools.sat.python import cp_model
 
 from . import perf
 from .errors import ConfigError
-from .evaluate import Report, evaluate
-from .spec import load_model, load_system
-from .knobs import TpComm, TpOverlap
+from .evaluate import Report, evaluate, plain_json
+from .spec import MAX_GPUS, default_datatype, fmt_limit, load_model, load_system
+from .knobs import TpComm, TpOverlap, describe
 from .space import (GROUP_REST, SIGMA, TP_CHOICE, Problem, count_space, enumerate_all, group_rest, group_rows,
                     knob_rows_to_strategy, make_problem, members_of, sigmas, structures, tp_choices)
 
 RELATIVE_SLACK = 1e-9     # a bound within this of the incumbent is still explored
 MEMBER_BATCH = 4          # members of a group evaluated exactly at a time
+# limits on plan's own arguments (README, "Limits on inputs")
+MAX_TOP_K = 1000          # strategies listed: each is evaluated again for its report
+MAX_THREADS = 1024        # CP-SAT workers
+MAX_TIME_LIMIT_S = 1e7    # about four months
+METHODS = ("cpsat", "enumerate")
+STATUSES = ("optimal", "feasible", "infeasible", "unknown")
 
 
 @dataclass
 class PlanResult:
-    """What `plan` answers. `lower_bound` is the proven lower bound on time
-    per sample over the whole space (seconds); `bound_samples_per_s` the
-    matching ceiling on throughput; `gap` the relative distance of the best
-    found to it (0 when optimal)."""
+    """What `plan` answers. `status` is one of
+
+      optimal     the best strategy, proven (gap 0)
+      feasible    the time limit ran out after a strategy was found: the
+                  best found and its gap to the proven bound
+      infeasible  nothing in the space fits, proven, with an explanation
+      unknown     the time limit ran out before any strategy was found:
+                  nothing proven either way
+
+    `lower_bound` is the proven lower bound on time per sample over the
+    whole space (seconds; 0 when nothing is proven); `bound_samples_per_s`
+    the matching ceiling on throughput; `gap` the relative distance of the
+    best found to it (0 when optimal). `summary()` is the text the CLI
+    prints, `to_dict()` the JSON it prints (strict: no NaN or infinity)."""
 
     status: str
     best: Report | None
@@ -66,18 +83,72 @@ class PlanResult:
     problem: dict
     explanation: dict | None = None
     messages: list = field(default_factory=list)
+    system: object = field(default=None, repr=False, compare=False)   # the System, for capacities in summary()
 
     @property
     def bound_samples_per_s(self) -> float:
         return 1.0 / self.lower_bound if self.lower_bound > 0 else math.inf
 
     def to_dict(self) -> dict:
-        return {"status": self.status, "problem": self.problem,
-                "best": self.best.to_dict() if self.best else None,
-                "top": [r.to_dict() for r in self.top],
-                "lower_bound_s_per_sample": self.lower_bound,
-                "bound_samples_per_s": self.bound_samples_per_s,
-                "gap": self.gap, "stats": self.stats, "explanation": self.explanation}
+        """Plain, strict-JSON values: a non-finite bound or gap is None."""
+        return plain_json({"status": self.status, "problem": self.problem,
+                           "best": self.best.to_dict() if self.best else None,
+                           "top": [r.to_dict() for r in self.top],
+                           "lower_bound_s_per_sample": self.lower_bound,
+                           "bound_samples_per_s": self.bound_samples_per_s,
+                           "gap": self.gap, "stats": self.stats, "explanation": self.explanation})
+
+    def summary(self) -> str:
+        """The result as the CLI prints it: the problem and status, the best
+        strategy's report, the top list, and the proof (or the explanation)."""
+        pr, st = self.problem, self.stats
+        head = (f"{pr['model']} on {pr['gpus']:,} x {pr['system']}, {pr['datatype']}, "
+                f"batch <= {pr['max_batch']}: {self.status}")
+        calls = f"{st['solver_calls']} CP-SAT solves, " if "solver_calls" in st else ""
+        proof = (f"space {st['space_size']:,} strategies ({st['structures']:,} structures), "
+                 f"{st['evaluated']:,} evaluated exactly ({100 * st['evaluated_fraction']:.4f}%), "
+                 f"{calls}{st['solve_s']:.2f} s"
+                 + (f" (explained in {st['explain_s']:.2f} s)" if "explain_s" in st else ""))
+        if self.best is None:
+            if self.status == "unknown":
+                what = ("time limit reached before a strategy was found; no proof either way"
+                        + (f" (allow more than {st['time_limit_s']:g} s)" if st.get("time_limit_s") else ""))
+            elif self.explanation:
+                what = format_explanation(self.explanation)
+            else:
+                what = "no strategy in the space fits"
+            return "\n".join([head, what, proof])
+        lines = [head, self.best.summary(self.system)]
+        if len(self.top) > 1:
+            lines.append(f"top {len(self.top)}")
+            for i, r in enumerate(self.top, 1):
+                lines.append(f"  {i:>2}. {r.samples_per_s:10.3f} samples/s  MFU {100 * r.mfu:5.1f}%  "
+                             + describe(r.strategy))
+        if self.status == "optimal":
+            verdict = "proven optimal"
+        elif math.isfinite(self.gap):
+            verdict = f"gap {100 * self.gap:.2f}% (time limit)"
+        else:
+            verdict = "no bound proven (time limit)"
+        bound = (f"no strategy exceeds {self.bound_samples_per_s:,.3f} samples/s"
+                 if math.isfinite(self.bound_samples_per_s) else "no ceiling on samples/s proven")
+        lines.append(f"proof  {verdict}: {bound}; {proof}")
+        return "\n".join(lines)
+
+
+FIX_LABELS = (("hbm_gib", "HBM per GPU", "GiB"), ("offload_gib", "offload memory per GPU", "GiB"),
+              ("gpus", "GPU count", "GPUs"), ("max_batch", "max batch", "sequences"),
+              ("nvlink_size", "NVLink domain", "GPUs"))
+
+
+def format_explanation(ex: dict) -> str:
+    """An explanation (explain.explain) as a wrapped paragraph and a table of single fixes."""
+    lines = textwrap.wrap(ex["summary"], width=88)
+    lines.append("smallest single change that fits (each alone, all else as asked):")
+    for key, label, unit in FIX_LABELS:
+        value = ex["fixes"].get(key)
+        lines.append(f"  {label:<24} {f'{value:,} {unit}' if value is not None else 'does not help':>18}")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------ tables
@@ -378,23 +449,54 @@ def _reports(p: Problem, top: TopK) -> list:
     return out
 
 
-def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype="fp8", pin=None, even_stages=False,
+def _check_int(key: str, v, low: int, high: int, none_ok=False):
+    """An integer argument of plan in [low, high] (not a bool, not text)."""
+    if v is None and none_ok:
+        return
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not low <= v <= high:
+        raise ConfigError("plan", key, v, f"an integer in [{fmt_limit(low)}, {fmt_limit(high)}]")
+
+
+def _check_options(gpus, top_k, time_limit_s, threads, method, progress):
+    """plan's own arguments, each against its limit (README, "Limits on inputs")."""
+    _check_int("gpus", gpus, 1, MAX_GPUS)
+    _check_int("top_k", top_k, 1, MAX_TOP_K)
+    _check_int("threads", threads, 1, MAX_THREADS, none_ok=True)
+    if time_limit_s is not None and (isinstance(time_limit_s, bool)
+                                     or not isinstance(time_limit_s, (int, float, np.integer, np.floating))
+                                     or not 0 < time_limit_s <= MAX_TIME_LIMIT_S):   # refuses NaN and inf too
+        raise ConfigError("plan", "time_limit_s", time_limit_s,
+                          f"a number of seconds in (0, {fmt_limit(MAX_TIME_LIMIT_S)}] or None")
+    if not isinstance(method, str) or method not in METHODS:
+        raise ConfigError("plan", "method", method, " or ".join(METHODS))
+    if progress is not None and not callable(progress):
+        raise ConfigError("plan", "progress", progress, "a function progress(n, best_s_per_sample) or None")
+
+
+def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype=None, pin=None,
+         even_stages=False,
          top_k=1, time_limit_s=None, threads=None, method="cpsat", progress=None) -> PlanResult:
     """The fastest strategy for `model` on `gpus` GPUs of `system`, proven
     optimal under the analytical model (status 'optimal'), the best found
-    with its gap when `time_limit_s` runs out ('feasible'), or 'infeasible'.
-    method='enumerate' runs the plain brute force over the same space."""
+    with its gap when `time_limit_s` runs out ('feasible'), 'infeasible'
+    (explained), or 'unknown' when the time limit runs out before any
+    strategy is found. `datatype` None is the best the system has rates
+    for (spec.default_datatype). method='enumerate' runs the plain brute
+    force over the same space. progress(n, best) is called as the search
+    goes: n structures opened (cpsat) or strategies evaluated (enumerate),
+    best the best time per sample so far (inf before any).
+
+    Bad arguments raise ConfigError: gpus in [1, MAX_GPUS], max_batch in
+    [1, MAX_INT_FIELD], top_k in [1, MAX_TOP_K], threads in [1,
+    MAX_THREADS], time_limit_s in (0, MAX_TIME_LIMIT_S], pin a mapping of
+    knob -> value or non-empty list of values."""
     t0 = time.perf_counter()
     model, system = load_model(model), load_system(system)
-    if gpus is None:
-        raise ConfigError("plan", "gpus", None, "a positive integer")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ConfigError("plan", "top_k", top_k, "a positive integer")
-    if time_limit_s is not None and not (isinstance(time_limit_s, (int, float)) and time_limit_s > 0):
-        raise ConfigError("plan", "time_limit_s", time_limit_s, "a positive number of seconds")
-    if method not in ("cpsat", "enumerate"):
-        raise ConfigError("plan", "method", method, "cpsat or enumerate")
+    _check_options(gpus, top_k, time_limit_s, threads, method, progress)
+    if datatype is None:
+        datatype = default_datatype(system)
     p = make_problem(model, system, gpus, max_batch, datatype, pin, even_stages)
+    deadline = None if time_limit_s is None else t0 + float(time_limit_s)
     S = structures(p)
     if len(S["tp"]) == 0 and not p.pins:
         raise ConfigError("plan", "gpus", gpus,
@@ -403,23 +505,32 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype="fp8
                           f"dp at most the "
                           f"batch limit {p.max_batch})")
     space = count_space(p, S)
-    if len(S["tp"]) == 0:
+    base_stats = {"space_size": space, "structures": int(len(S["tp"])), "time_limit_s": time_limit_s}
+    if space == 0:
+        # counted exactly: no strategy at all, whatever the memory (no search needed)
         res = PlanResult(status="infeasible", best=None, top=[], lower_bound=math.inf, gap=math.inf,
-                         stats={"space_size": 0, "structures": 0, "evaluated": 0, "evaluated_fraction": 0.0,
+                         stats={**base_stats, "evaluated": 0, "evaluated_fraction": 0.0,
                                 "solve_s": time.perf_counter() - t0, "method": method},
-                         problem=_problem_dict(p))
+                         problem=_problem_dict(p), system=system)
         return _explained(p, res)
     if method == "enumerate":
-        return _explained(p, _enumerate(p, S, space, top_k, t0))
+        return _explained(p, _enumerate(p, S, base_stats, int(top_k), t0, deadline, progress))
+    if deadline is not None and time.perf_counter() >= deadline:
+        # out of time before the tables: nothing evaluated, nothing proven
+        return PlanResult(status="unknown", best=None, top=[], lower_bound=0.0, gap=math.inf,
+                          stats={**base_stats, "evaluated": 0, "evaluated_fraction": 0.0, "solver_calls": 0,
+                                 "solve_s": time.perf_counter() - t0, "method": "cpsat"},
+                          problem=_problem_dict(p), system=system)
 
     tables = Tables(p, S)
-    master = Master(p, S, tables.s_bound, threads)
-    top = TopK(top_k)
+    master = Master(p, S, tables.s_bound, None if threads is None else int(threads))
+    top = TopK(int(top_k))
     evaluated = groups_opened = structures_opened = 0
     status = "optimal"
-    deadline = None if time_limit_s is None else t0 + time_limit_s
     opened = np.zeros(len(S["tp"]), dtype=bool)
     while True:
+        # the tables may have used the whole time limit: then Master says
+        # 'timeout' at once, unless nothing fits at all (a proof, no search)
         left = None if deadline is None else deadline - time.perf_counter()
         i = master.next(left)
         if i is None:
@@ -429,9 +540,14 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype="fp8
             break
         structures_opened += 1
         opened[i] = True
+        out_of_time = False
         for g in tables.groups_of(i):
             if not tables.g_fits[g]:
                 continue
+            if deadline is not None and time.perf_counter() >= deadline:
+                # mid-structure: its unexplored groups stay in the bound below
+                out_of_time = True
+                break
             if tables.g_bound[g] * (1 - RELATIVE_SLACK) > top.threshold:
                 break
             knobs = tables.members(g)
@@ -449,9 +565,12 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype="fp8
                 sub = {k: v[idx] for k, v in knobs.items()}
                 top.offer(sub, perf.evaluate_arrays(p.model, p.system, p.datatype, sub))
                 evaluated += len(idx)
+        if out_of_time:
+            status = "feasible"
+            break
         master.exclude(i, top.threshold)
         if progress:
-            progress(structures_opened, top.threshold)
+            progress(structures_opened, top.items[0][0] if top.items else math.inf)
 
     # the proven bound: the incumbent, or what is left unexplored if time ran out
     best_tps = top.items[0][0] if top.items else math.inf
@@ -466,18 +585,22 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype="fp8
             if len(gs):
                 lower = min(lower, float(tables.g_bound[gs].min()))
     if not top.items:
-        status = "infeasible" if status == "optimal" else "feasible"
+        # the master proved nothing fits, or time ran out before anything was found
+        status = "infeasible" if status == "optimal" else "unknown"
     reports = _reports(p, top)
-    stats = {"space_size": space, "structures": int(len(S["tp"])), "groups": int(tables.n_groups),
+    stats = {**base_stats, "groups": int(tables.n_groups),
              "structures_opened": structures_opened, "groups_opened": groups_opened,
              "evaluated": evaluated, "evaluated_fraction": evaluated / space if space else 0.0,
              "solver_calls": master.solves, "solve_s": time.perf_counter() - t0, "method": "cpsat"}
-    gap = (best_tps - lower) / best_tps if top.items and math.isfinite(lower) else (0.0 if status == "optimal" else math.inf)
     if status == "infeasible":
         lower, gap = math.inf, math.inf
-    return _explained(p, PlanResult(status=status if top.items or status == "infeasible" else "feasible",
-                                    best=reports[0] if reports else None, top=reports,
-                                    lower_bound=lower, gap=max(gap, 0.0), stats=stats, problem=_problem_dict(p)))
+    elif status == "unknown":
+        gap = math.inf
+    else:
+        gap = max((best_tps - lower) / best_tps, 0.0) if math.isfinite(lower) else math.inf
+    return _explained(p, PlanResult(status=status, best=reports[0] if reports else None, top=reports,
+                                    lower_bound=lower, gap=gap, stats=stats, problem=_problem_dict(p),
+                                    system=system))
 
 
 def _explained(p: Problem, res: PlanResult) -> PlanResult:
@@ -490,20 +613,33 @@ def _explained(p: Problem, res: PlanResult) -> PlanResult:
     return res
 
 
-def _enumerate(p: Problem, S: dict, space: int, top_k: int, t0: float) -> PlanResult:
-    """Brute force: every strategy of the space through the exact model."""
+def _enumerate(p: Problem, S: dict, base_stats: dict, top_k: int, t0: float, deadline=None,
+               progress=None) -> PlanResult:
+    """Brute force: every strategy of the space through the exact model.
+    With a deadline, stops between chunks: the best found ('feasible', no
+    bound: brute force proves nothing until it has seen everything), or
+    'unknown' when nothing was found yet."""
     top = TopK(top_k)
     evaluated = 0
+    finished = True
     for knobs in enumerate_all(p, S):
         r = perf.evaluate_arrays(p.model, p.system, p.datatype, knobs)
         evaluated += len(knobs["tp"])
         top.offer(knobs, r)
+        if progress:
+            progress(evaluated, top.items[0][0] if top.items else math.inf)
+        if deadline is not None and time.perf_counter() >= deadline and evaluated < base_stats["space_size"]:
+            finished = False
+            break
     reports = _reports(p, top)
     best = top.items[0][0] if top.items else math.inf
-    stats = {"space_size": space, "structures": int(len(S["tp"])), "evaluated": evaluated,
+    space = base_stats["space_size"]
+    stats = {**base_stats, "evaluated": evaluated,
              "evaluated_fraction": evaluated / space if space else 0.0,
              "solve_s": time.perf_counter() - t0, "method": "enumerate"}
-    return PlanResult(status="optimal" if top.items else "infeasible",
-                      best=reports[0] if reports else None, top=reports,
-                      lower_bound=best, gap=0.0 if top.items else math.inf, stats=stats,
-                      problem=_problem_dict(p))
+    if finished:
+        status, lower, gap = ("optimal", best, 0.0) if top.items else ("infeasible", math.inf, math.inf)
+    else:
+        status, lower, gap = ("feasible", 0.0, 1.0) if top.items else ("unknown", 0.0, math.inf)
+    return PlanResult(status=status, best=reports[0] if reports else None, top=reports,
+                      lower_bound=lower, gap=gap, stats=stats, problem=_problem_dict(p), system=p.system)

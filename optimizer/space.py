@@ -35,15 +35,17 @@ with the rules and compares it with this space (tests/test_space.py).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 
 from . import knobs as K
 from . import rules as R
 from .errors import ConfigError
-from .spec import DATATYPES, Model, Strategy, System
+from .spec import DATATYPES, MAX_GPUS, MAX_INT_FIELD, Model, Strategy, System
 
 STRUCTURE = tuple(k.name for k in K.at_level("structure"))
 MEMBER = tuple(k.name for k in K.at_level("member"))
@@ -53,10 +55,17 @@ SIGMA = tuple(k.name for k in K.KNOBS if k.block and (k.level == "group" or k.me
 GROUP_REST = tuple(k.name for k in K.at_level("group") if k.name not in SIGMA)
 
 
-def divisors(n: int) -> np.ndarray:
-    n = int(n)
+@functools.lru_cache(maxsize=4096)
+def _divisors(n: int) -> tuple:
     small = [d for d in range(1, int(n ** 0.5) + 1) if n % d == 0]
-    return np.array(sorted(set(small + [n // d for d in small])), dtype=np.int64)
+    return tuple(sorted(set(small + [n // d for d in small])))
+
+
+def divisors(n: int) -> np.ndarray:
+    """The divisors of n, ascending (memoised: the same counts recur)."""
+    return np.array(_divisors(int(n)), dtype=np.int64)
+
+
 
 
 @dataclass(frozen=True)
@@ -90,26 +99,36 @@ class Problem:
         return np.isin(values, np.array(sorted(self.pins[knob])))
 
 
-def normalise_pins(pins: dict | None, source="pin") -> dict:
-    """Pins as {knob: frozenset of codes}. Enum values by name, booleans as
-    bools, integers as ints; a value outside its domain is a ConfigError."""
+def normalise_pins(pins, source="pin") -> dict:
+    """Pins as {knob: frozenset of codes}. `pins` is a mapping of knob ->
+    value or non-empty list (tuple, set) of values: enum values by name,
+    booleans as bools, integers as ints within MAX_INT_FIELD; anything else
+    is a ConfigError."""
+    if pins is None:
+        return {}
+    if not isinstance(pins, Mapping):
+        raise ConfigError(source, "pin", pins, "a mapping of knob -> value or list of values, e.g. {'tp': 8}")
     out = {}
-    for name, value in (pins or {}).items():
-        if name not in K.PINNABLE:
+    for name, value in pins.items():
+        if not isinstance(name, str) or name not in K.PINNABLE:
             raise ConfigError(source, name, value, f"a knob among {', '.join(K.PINNABLE)}")
         knob = K.BY_NAME[name]
         values = value if isinstance(value, (list, tuple, set, frozenset)) else [value]
+        if not values:
+            raise ConfigError(source, name, value, "at least one value")
         codes = set()
         for v in values:
             if knob.kind == "enum":
-                if v not in knob.choices:
+                if not isinstance(v, str) or v not in knob.choices:
                     raise ConfigError(source, name, v, f"one of {', '.join(knob.choices)}")
             elif knob.kind == "bool":
-                if not isinstance(v, bool):
+                if not isinstance(v, (bool, np.bool_)):
                     raise ConfigError(source, name, v, "true or false")
-            elif isinstance(v, bool) or not isinstance(v, int) or (v < 0 if knob.kind == "tier" else v < 1):
-                raise ConfigError(source, name, v, "a tier index >= 0" if knob.kind == "tier"
-                                  else "a positive integer")
+                v = bool(v)
+            elif (isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))
+                  or not (0 if knob.kind == "tier" else 1) <= v <= MAX_INT_FIELD):
+                raise ConfigError(source, name, v, f"a tier index in [0, {MAX_INT_FIELD}]" if knob.kind == "tier"
+                                  else f"an integer in [1, {MAX_INT_FIELD}]")
             codes.add(knob.code(v))
         out[name] = frozenset(codes)
     return out
@@ -117,11 +136,15 @@ def normalise_pins(pins: dict | None, source="pin") -> dict:
 
 def make_problem(model: Model, system: System, gpus, max_batch, datatype, pins=None,
                  even_stages=False) -> Problem:
-    if isinstance(gpus, bool) or not isinstance(gpus, (int, np.integer)) or gpus < 1:
-        raise ConfigError("plan", "gpus", gpus, "a positive integer")
-    if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
-        raise ConfigError("plan", "max_batch", max_batch, "a positive integer")
-    if datatype not in DATATYPES:
+    """One planning question, every argument checked (ConfigError): gpus in
+    [1, MAX_GPUS], max_batch in [1, MAX_INT_FIELD], a datatype the system
+    has rates for, pins as normalise_pins takes them."""
+    if isinstance(gpus, bool) or not isinstance(gpus, (int, np.integer)) or not 1 <= gpus <= MAX_GPUS:
+        raise ConfigError("plan", "gpus", gpus, f"an integer in [1, {MAX_GPUS}]")
+    if (isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer))
+            or not 1 <= max_batch <= MAX_INT_FIELD):
+        raise ConfigError("plan", "max_batch", max_batch, f"an integer in [1, {MAX_INT_FIELD}]")
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise ConfigError("plan", "datatype", datatype, f"one of {', '.join(DATATYPES)}")
     if not system.supports(datatype):
         raise ConfigError("plan", "datatype", datatype,

@@ -167,6 +167,8 @@ def _yaml_depth_ok(node, limit: int) -> bool:
 
 def _yaml_problem(e: yaml.YAMLError) -> str:
     """A PyYAML error as 'line L, column C: problem', one line."""
+    if isinstance(e, yaml.reader.ReaderError):
+        return one_line(f"character #x{e.character:04x} at position {e.position}: {e.reason}", 160)
     mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
     problem = getattr(e, "problem", None) or getattr(e, "context", None) or type(e).__name__
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -216,7 +218,10 @@ def read_yaml_mapping(path: Path, key: str, empty_ok=False) -> dict:
     `empty_ok`."""
     text = read_text_file(path, key)
     path = Path(path)
-    loader = StrictLoader(text)
+    try:
+        loader = StrictLoader(text)          # the reader refuses non-printable characters here
+    except yaml.YAMLError as e:
+        raise ConfigError(str(path), "<file>", "unparsable YAML", f"valid YAML ({_yaml_problem(e)})") from None
     try:
         node = loader.get_single_node()
         if node is not None and not _yaml_depth_ok(node, MAX_YAML_DEPTH):

@@ -13,7 +13,7 @@ overrides and plan options (YAML file or dict):
       offload_gbps: [50, 100, unlimited]
     options:                         # max_batch and datatype may be lists too
       max_batch: 3072
-      datatype: fp8
+      datatype: fp8                  # default: each system's best (fp8, else bf16, ...)
 
 Every finished point is appended to the results file (JSON lines) at once,
 so an interrupted sweep resumes where it stopped and no finished point is
@@ -42,12 +42,13 @@ from . import knobs
 from .errors import ConfigError
 from .evaluate import BREAKDOWN
 from .space import normalise_pins
-from .spec import (DATATYPES, MAX_GPUS, MAX_INT_FIELD, SYSTEM_OVERRIDES, load_model, load_system,
-                   read_yaml_mapping)
+from .spec import (DATATYPES, MAX_GPUS, MAX_INT_FIELD, SYSTEM_OVERRIDES, default_datatype, load_model,
+                   load_system, read_yaml_mapping)
 
 OPTION_KEYS = ("max_batch", "datatype", "pin", "time_limit_s")
 SWEPT_OPTIONS = ("max_batch", "datatype")
-DEFAULT_OPTIONS = {"max_batch": 3072, "datatype": "fp8"}
+# datatype None: each system's best (spec.default_datatype), filled in per point
+DEFAULT_OPTIONS = {"max_batch": 3072, "datatype": None}
 EXECUTORS = ("local", "serial", "dask")
 MAX_TIME_LIMIT_S = 1e7        # a plan's time limit in a grid (about 4 months)
 DASK_CONNECT_S = 10           # seconds to reach a scheduler given by address
@@ -129,7 +130,7 @@ def load_grid(x) -> Grid:
         if k == "max_batch" and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_INT_FIELD):
             raise ConfigError(source, "options.max_batch", v,
                               f"an integer in [1, {MAX_INT_FIELD}] or a list of them")
-        if k == "datatype" and (not isinstance(v, str) or v not in DATATYPES):
+        if k == "datatype" and v is not None and (not isinstance(v, str) or v not in DATATYPES):
             raise ConfigError(source, "options.datatype", v, f"one of {', '.join(DATATYPES)}")
     fixed = {k: opts[k] for k in ("pin", "time_limit_s") if k in opts}
     if "pin" in fixed:
@@ -153,9 +154,13 @@ def load_grid(x) -> Grid:
     for (mi, m), (si, s), g, over, opt in itertools.product(
             enumerate(models), enumerate(systems), gpus, itertools.product(*over_axes),
             itertools.product(*opt_axes)):
-        fingerprints.append(fingerprint(loaded_models[mi], loaded_systems[si, over]))
+        system = loaded_systems[si, over]
+        fingerprints.append(fingerprint(loaded_models[mi], system))
+        opt = dict(opt)
+        if opt.get("datatype") is None:          # not asked for: the best this system has
+            opt["datatype"] = _reraise_in(source, "systems", lambda: default_datatype(system))
         points.append({"model": m, "system": s, "gpus": g, "overrides": dict(over),
-                       "options": {**dict(opt), **fixed}})
+                       "options": {**opt, **fixed}})
     name = data.get("name", Path(source).stem if source != "<grid dict>" else "sweep")
     return Grid(name=str(name), points=points, source=source, fingerprints=fingerprints)
 
@@ -230,10 +235,11 @@ def solve_point(point: dict) -> dict:
         system = load_system(point["system"], **point["overrides"])
         row.update({"model": model.name, "system": system.name, "gpus": point["gpus"],
                     **{k: point["overrides"].get(k) for k in SYSTEM_OVERRIDES},
-                    "max_batch": opts["max_batch"], "datatype": opts["datatype"],
+                    "max_batch": opts["max_batch"], "datatype": opts.get("datatype"),
                     "fingerprint": fingerprint(model, system)})
-        res = plan(model, system, point["gpus"], max_batch=opts["max_batch"], datatype=opts["datatype"],
+        res = plan(model, system, point["gpus"], max_batch=opts["max_batch"], datatype=opts.get("datatype"),
                    pin=opts.get("pin"), time_limit_s=opts.get("time_limit_s"))
+        row["datatype"] = res.problem["datatype"]
     except ConfigError as e:
         row.update({"status": "error", "message": str(e), "seconds": {"total": time.perf_counter() - t0}})
         return row
@@ -243,6 +249,8 @@ def solve_point(point: dict) -> dict:
         return row
     best = res.best
     row["status"] = res.status
+    if res.status == "unknown":
+        row["message"] = "time limit reached before a strategy was found; no proof either way"
     row["result"] = None if best is None else {
         "samples_per_s": best.samples_per_s, "mfu": best.mfu, "hfu": best.hfu,
         "time_per_batch_s": best.time_s, "tokens_per_s": best.tokens_per_s,

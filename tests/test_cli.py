@@ -1,3 +1,4 @@
+import io
 import json
 import subprocess
 import sys
@@ -284,3 +285,99 @@ def test_list_shows_a_broken_preset_and_the_rest(monkeypatch, capsys):
     assert main(["list", "models"]) == 0
     out = capsys.readouterr().out
     assert "2T" in out and "does not load" in out and "11T" in out
+
+
+# ------------------------------------------------------- issue 13: statuses, round trips, progress
+
+def test_time_limit_before_any_strategy_exits_4(capsys):
+    code = main(["--model", "1T", "--gpus", "4096", "--system", "h100-80g-nvl8-off1t-100gbps",
+                 "--time-limit", "1e-9"])
+    out = capsys.readouterr().out
+    assert code == 4, out
+    assert ": unknown" in out and "time limit reached before a strategy was found" in out
+    assert "no strategy in the space fits" not in out
+    assert main(["--model", "1T", "--gpus", "4096", "--system", "h100-80g-nvl8-off1t-100gbps",
+                 "--time-limit", "1e-9", "--json"]) == 4
+    doc = _strict_json(capsys.readouterr().out)
+    assert doc["status"] == "unknown" and doc["best"] is None and doc["gap"] is None
+
+
+def test_exit_4_is_documented():
+    assert "4 no answer" in cli.__doc__ and "4 time limit" in cli.build_parser().epilog
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    assert "| 4 |" in readme and "unknown" in readme
+
+
+@pytest.mark.parametrize("args", [["--threads", "-1"], ["--threads", "0"], ["--top", "1001"],
+                                  ["--time-limit", "nan"], ["--time-limit", "-1"], ["--pin", "microbatch=,"]])
+def test_plan_option_limits_exit_2(args, capsys):
+    assert main(["--model", "megatron-22B", "--gpus", "16", *args]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_plan_json_round_trips_into_evaluate(tmp_path, capsys):
+    base = ["--model", "megatron-22B", "--system", "a100-80g", "--gpus", "16", "--max-batch", "32"]
+    assert main(["plan", *base[:4], *base[4:], "--json"]) == 0
+    plan_doc = _strict_json(capsys.readouterr().out)
+    f = tmp_path / "plan.json"
+    f.write_text(json.dumps(plan_doc, indent=2))
+    assert main(["evaluate", *base[:4], "--strategy", str(f), "--json"]) == 0
+    ev = _strict_json(capsys.readouterr().out)
+    assert ev["strategy"] == plan_doc["best"]["strategy"]
+    assert ev["time_s"] == pytest.approx(plan_doc["best"]["time_s"], rel=1e-12)
+    # an evaluate result is a strategy file too, and so is a bare strategy
+    g = tmp_path / "ev.json"
+    g.write_text(json.dumps(ev))
+    assert main(["evaluate", *base[:4], "--strategy", str(g), "--json"]) == 0
+    assert _strict_json(capsys.readouterr().out)["strategy"] == ev["strategy"]
+    h = tmp_path / "bare.json"
+    h.write_text(json.dumps(ev["strategy"]))
+    assert main(["evaluate", *base[:4], "--strategy", str(h), "--set", "microbatch=1", "--json"]) == 0
+    assert _strict_json(capsys.readouterr().out)["strategy"]["microbatch"] == 1
+
+
+def test_infeasible_plan_is_no_strategy_file(tmp_path, capsys):
+    assert main(["--model", "18T", "--gpus", "4096", "--json"]) == 1
+    f = tmp_path / "plan.json"
+    f.write_text(capsys.readouterr().out)
+    assert main(["evaluate", "--model", "18T", "--strategy", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert "best.strategy" in err and "infeasible" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_prints_the_summary_of_python(capsys):
+    assert main(["--model", "megatron-22B", "--system", "a100-80g", "--gpus", "16", "--max-batch", "32",
+                 "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    r = optimizer.plan("megatron-22B", "a100-80g", 16, max_batch=32, top_k=3)
+    strip = lambda t: t.rsplit("CP-SAT solves", 1)[0]         # noqa: E731  (times differ)
+    assert strip(out) == strip(r.summary())
+    tops = [ln.split("%", 1)[1] for ln in out.splitlines() if ln.startswith(("   1.", "   2.", "   3."))]
+    assert len(tops) == 3 and len(set(tops)) == 3
+
+
+class _Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_enumerate_shows_progress_on_a_terminal_only(monkeypatch, capsys):
+    args = ["--model", "megatron-22B", "--gpus", "16", "--max-batch", "32", "--method", "enumerate"]
+    assert main(args) == 0
+    assert capsys.readouterr().err == ""               # not a terminal: quiet
+    tty = _Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    assert main(args) == 0
+    text = tty.getvalue()
+    assert "strategies evaluated" in text and "samples/s" in text
+    assert text.endswith("\r")                          # the line is wiped at the end
+
+
+def test_progress_is_throttled():
+    tty = _Tty()
+    show = cli._progress("enumerate", tty)
+    for n in range(1000):
+        show(n, 0.5)
+    assert tty.getvalue().count("searching") == 1
+    assert cli._progress("cpsat", io.StringIO()) is None

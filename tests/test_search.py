@@ -1,13 +1,15 @@
 """The search: exactness against brute force, valid bounds, statuses."""
 
+import json
 import math
+import time
 
 import numpy as np
 import pytest
 
 import optimizer as opt
 from optimizer import perf
-from optimizer.search import Tables, plan
+from optimizer.search import STATUSES, Tables, plan
 from optimizer.space import make_problem, structures
 
 from conftest import tiered_system
@@ -118,10 +120,13 @@ def test_infeasible_is_an_answer():
 
 def test_time_limit_reports_a_valid_gap():
     r = plan("megatron-1T", "h100-80g-nvl8-off1t-100gbps", 4096, time_limit_s=0.05)
-    assert r.status in ("optimal", "feasible")
+    assert r.status in ("optimal", "feasible", "unknown")
     if r.best is not None:
+        assert r.status != "unknown"
         assert r.lower_bound <= r.best.time_s / r.best.strategy.batch * (1 + 1e-12)
         assert 0 <= r.gap < 1
+    else:
+        assert r.status == "unknown" and r.gap == math.inf and r.explanation is None
 
 
 @pytest.mark.parametrize("kw, key", [
@@ -142,3 +147,140 @@ def test_speed_and_share_evaluated_1t():
     assert r.stats["evaluated"] < 1e-3 * r.stats["space_size"]
     assert r.best.strategy.gpus == 16384 and r.best.strategy.batch <= 3072
     assert math.isclose(r.lower_bound, r.best.time_s / r.best.strategy.batch, rel_tol=1e-12)
+
+
+# ------------------------------------------------- issue 13: plan's own arguments, honest statuses
+
+@pytest.mark.parametrize("kw, key", [
+    ({"pin": "tp=8"}, "pin"), ({"pin": [("tp", 8)]}, "pin"),
+    ({"threads": "2"}, "threads"), ({"threads": -1}, "threads"), ({"threads": 0}, "threads"),
+    ({"threads": True}, "threads"), ({"threads": 10 ** 6}, "threads"),
+    ({"gpus": 2 ** 24 + 1}, "gpus"), ({"gpus": 2 ** 63}, "gpus"), ({"gpus": 16.0}, "gpus"),
+    ({"max_batch": 10 ** 16}, "max_batch"), ({"max_batch": 2 ** 31}, "max_batch"),
+    ({"top_k": 10 ** 30}, "top_k"), ({"top_k": 1001}, "top_k"), ({"top_k": 2.0}, "top_k"),
+    ({"pin": {"tp": 2 ** 31}}, "tp"), ({"pin": {"pp": [1, 10 ** 20]}}, "pp"), ({"pin": {"dp_net": 2 ** 40}}, "dp_net"),
+    ({"pin": {"microbatch": []}}, "microbatch"), ({"pin": {"recompute": ()}}, "recompute"),
+    ({"pin": {"recompute": ["full", ["attn"]]}}, "recompute"), ({"pin": {"ag_redo": 1}}, "ag_redo"),
+    ({"pin": {1: 2}}, 1),
+    ({"time_limit_s": math.nan}, "time_limit_s"), ({"time_limit_s": math.inf}, "time_limit_s"),
+    ({"time_limit_s": -1}, "time_limit_s"), ({"time_limit_s": 0}, "time_limit_s"),
+    ({"time_limit_s": "1"}, "time_limit_s"), ({"time_limit_s": 1e8}, "time_limit_s"),
+    ({"method": "bruteforce"}, "method"), ({"method": ["cpsat"]}, "method"),
+    ({"datatype": ["fp8"]}, "datatype"), ({"progress": 3}, "progress"),
+])
+def test_plan_arguments_are_checked(kw, key):
+    kw = {"gpus": 16, "max_batch": 32, **kw}
+    t = time.perf_counter()
+    with pytest.raises(opt.ConfigError) as e:
+        plan("megatron-22B", H100, **kw)
+    assert e.value.key == key and "\n" not in str(e.value)
+    assert time.perf_counter() - t < 5          # refused, not searched (10**16 took 28 s, 10**30 hung)
+
+
+def test_limits_are_inclusive():
+    r = plan("megatron-22B", H100, 16, max_batch=32, threads=1, top_k=1000, time_limit_s=1e7,
+             pin={"microbatch": [1, 2]})
+    assert r.status == "optimal" and 1 < len(r.top) <= 1000
+
+
+def test_time_limit_before_any_strategy_is_unknown_not_feasible():
+    for limit in (1e-9, 0.05):
+        r = plan("1T", "h100-80g-nvl8-off1t-100gbps", 4096, time_limit_s=limit)
+        if r.best is None:                      # a fast machine may find one in 0.05 s
+            assert r.status == "unknown" and r.top == [] and r.explanation is None
+            assert r.gap == math.inf and r.to_dict()["gap"] is None
+            assert "time limit reached before a strategy was found" in r.summary()
+            assert "no strategy in the space fits" not in r.summary()
+            assert r.stats["solve_s"] >= limit
+        else:
+            assert r.status in ("feasible", "optimal")
+    assert plan("1T", "h100-80g-nvl8-off1t-100gbps", 4096, time_limit_s=1e-9).status == "unknown"
+
+
+def test_enumerate_respects_the_time_limit():
+    t = time.perf_counter()
+    r = plan("1T", "h100-80g-nvl8-off1t-100gbps", 1024, method="enumerate", time_limit_s=0.2)
+    assert time.perf_counter() - t < 20
+    assert r.stats["evaluated"] < r.stats["space_size"]
+    assert r.status in ("feasible", "unknown") and r.lower_bound == 0.0
+
+
+def test_an_infeasible_proof_needs_no_time():
+    # nothing fits memory: proven from the tables even with the time limit spent
+    r = plan(tiny(4096, 32, 128, 8), opt.load_system(H100, hbm_gib=0.5), 8, max_batch=8, time_limit_s=1e-9)
+    assert r.status in ("infeasible", "unknown")
+
+
+def test_datatype_defaults_to_the_systems_best():
+    assert opt.default_datatype(opt.load_system("a100-80g")) == "bf16"
+    assert plan("megatron-22B", "a100-80g", 16, max_batch=32).problem["datatype"] == "bf16"
+    assert plan("megatron-22B", H100, 16, max_batch=32).problem["datatype"] == "fp8"
+
+
+def test_blocks_at_the_integer_limit_plan_quickly():
+    big = {"name": "deep", "hidden": 64, "feedforward": 256, "seq_len": 64, "heads": 4, "head_dim": 16}
+    for blocks in (2 ** 31 - 1, 2 ** 30, 2 * 3 * 5 * 7 * 11 * 13 * 17 * 19 * 23):
+        t = time.perf_counter()
+        r = plan({**big, "blocks": blocks}, H100, 64, max_batch=64, time_limit_s=5)
+        assert r.status in STATUSES and time.perf_counter() - t < 10, blocks
+
+
+def test_summary_and_to_dict_from_python():
+    r = plan("megatron-22B", "a100-80g", 16, max_batch=32, top_k=3)
+    text = r.summary()
+    assert text.splitlines()[0].endswith(": optimal") and "proof  proven optimal" in text
+    assert r.best.summary() in text.replace(" of 80", "")
+    d = r.to_dict()
+    doc = json.loads(json.dumps(d, allow_nan=False))
+    assert doc["best"]["memory_gib"]["hbm_total"] == pytest.approx(r.best.memory["hbm_total"] / 2 ** 30)
+    assert doc["best"]["memory_bytes"]["hbm_total"] == r.best.memory["hbm_total"]
+    inf = plan("18T", H100, 4096)
+    assert inf.status == "infeasible" and json.loads(json.dumps(inf.to_dict(), allow_nan=False))["gap"] is None
+    assert "smallest single change" in inf.summary()
+
+
+def test_top_k_lines_are_pairwise_different():
+    r = plan("megatron-22B", "a100-80g", 16, max_batch=32, top_k=3)
+    lines = [ln for ln in r.summary().splitlines() if ln.strip()[:3] in ("1. ", "2. ", "3. ")]
+    assert len(lines) == 3
+    knob_text = [ln.split("%", 1)[1] for ln in lines]       # after the MFU column
+    assert len(set(knob_text)) == 3, lines
+    assert len({tuple(sorted(x.strategy.to_dict().items())) for x in r.top}) == 3
+
+
+def test_an_empty_space_is_infeasible_without_a_search():
+    # 2^24 GPUs: structures exist, but no placement fits the 65,536-GPU fabric; counted, not searched
+    m = tiny(1024, 16, 64, 8)
+    t = time.perf_counter()
+    r = plan(m, H100, 2 ** 24, max_batch=2 ** 31 - 1)
+    assert r.status == "infeasible" and r.stats["space_size"] == 0 and r.stats["structures"] > 0
+    assert r.explanation is not None and "solver_calls" not in r.stats
+    assert time.perf_counter() - t < 5                 # was 6.6 s, one CP-SAT solve per structure
+
+
+def test_explain_refuses_an_empty_pin():
+    import dataclasses
+    from optimizer.explain import explain
+    p = make_problem(opt.load_model("megatron-22B"), opt.load_system(H100), 16, 32, "fp8", {"tp": 8})
+    with pytest.raises(opt.ConfigError, match="at least one value"):
+        explain(dataclasses.replace(p, pins={"microbatch": frozenset()}))
+
+
+def test_the_time_limit_holds_inside_a_structure():
+    # found by scripts/fuzz.py: a big vocabulary on a 1-block model makes the bound weak, and
+    # the limit was only checked between structures (2 s asked, 3.6 s taken)
+    m = {"name": "wide-vocab", "hidden": 1024, "heads": 8, "head_dim": 64, "feedforward": 256,
+         "seq_len": 64, "blocks": 1, "vocab": 50257}
+    t = time.perf_counter()
+    r = plan(m, H100, 16, max_batch=64, time_limit_s=0.5)
+    took = time.perf_counter() - t
+    assert took < 0.5 + 0.5 and r.stats["solve_s"] <= took
+    assert r.status in ("optimal", "feasible", "unknown")      # the bound now includes the extras
+    if r.best is not None:
+        assert r.lower_bound <= r.best.time_s / r.best.strategy.batch * (1 + 1e-12) and 0 < r.gap < 1
+
+
+def test_numpy_numbers_are_numbers():
+    r = plan("megatron-22B", H100, np.int64(16), max_batch=np.int64(32), threads=np.int64(2),
+             top_k=np.int64(2), time_limit_s=np.float64(60), pin={"tp": np.int64(8), "ag_redo": np.bool_(False)})
+    assert r.status == "optimal" and len(r.top) == 2 and r.best.strategy.tp == 8

@@ -321,3 +321,22 @@ def test_results_path_a_directory_is_bad_input(tmp_path):
         opt.sweep(SMALL, executor="serial", results=tmp_path)
     with pytest.raises(ConfigError, match="empty"):
         opt.sweep(SMALL, executor="serial", results="")
+
+
+def test_default_datatype_is_each_systems_best():
+    # an A100 has no fp8: the default must not turn its points into error rows
+    res = opt.sweep({"models": ["megatron-22B"], "systems": ["a100-80g", "h100-80g-nvl8"], "gpus": [16],
+                     "options": {"max_batch": 32}}, executor="serial")
+    assert [r["status"] for r in res.rows] == ["optimal", "optimal"]
+    assert [r["datatype"] for r in res.rows] == ["bf16", "fp8"]
+    assert [r["point"]["options"]["datatype"] for r in res.rows] == ["bf16", "fp8"]
+    # asked for explicitly, a datatype the system lacks is still that point's error
+    bad = opt.sweep({"models": ["megatron-22B"], "systems": ["a100-80g"], "gpus": [16],
+                     "options": {"max_batch": 32, "datatype": "fp8"}}, executor="serial")
+    assert bad.rows[0]["status"] == "error" and "datatype" in bad.rows[0]["message"]
+
+
+def test_grid_pins_are_checked_like_plans():
+    with pytest.raises(opt.ConfigError) as e:
+        load_grid({"models": ["1T"], "gpus": 4096, "options": {"pin": {"microbatch": []}}})
+    assert e.value.key == "microbatch" and "at least one value" in str(e.value)
