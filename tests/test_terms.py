@@ -1119,3 +1119,52 @@ def test_offload_with_tp_passes_include_tp_comm():
     assert close(r.offload_gbps_required, max(fw_bytes / fw_pass, bw_bytes / bw_pass) / 1e9)
     over = max(fw_bytes / 1e9 - fw_pass, 0) + max(bw_bytes / 1e9 - bw_pass, 0)
     assert close(r.breakdown["offload"], m * L * over, rel=1e-9)
+
+
+def test_composition_defaults():
+    """The composition as the search's bound calls it, without the stage
+    extras: a stage of blocks only, no extra activations, no extra time."""
+    st = perf.state_bytes(MODEL, "bf16", 1, 2, 4, True)
+    assert st["p_stage"] == L / 2 * block_params() and st["shard"] == 4
+    assert st["optimizer"] == 12 * L / 2 * block_params() / 4
+    assert perf.microbatch_time(4, 1.0, 0.5, 0.25, 0.125) == 4 * 1.75 + 0.125
+    mem = perf.memory_terms("bf16", st, 100.0, 0.0, 8, Recompute.NONE, False, False, False)
+    assert mem["activations"] == 800 and mem["stored_total"] == 800 and mem["offload"] == 0
+    assert perf.iteration_time(8, 4, 2, 1.0, 0.5, 0.25) == (8 + 3 / 2) + 0.75
+
+
+def test_offload_without_link_is_infinitely_slow():
+    """No offload bandwidth: any transfer never finishes; nothing to move
+    costs nothing."""
+    nolink = opt.load_system(system_dict(offload={"gib": 100, "gbps": 0}))
+    over, _ = perf.offload_overhead(nolink, (np.array([1.0, 0.0, 0.0]), 0.0, np.array([0.0, 2.0, 0.0]), 0.0),
+                                    1.0, 1.0)
+    assert over.tolist() == [math.inf, math.inf, 0.0]
+    st = perf.state_bytes(MODEL, "bf16", 1, 1, 1, False)
+    assert perf.optimizer_time(nolink, "bf16", st, True) == math.inf
+
+
+def test_rule_messages_carry_the_numbers():
+    """A breach names the rule and the numbers behind it."""
+    cases = [(dict(pp=2, interleave=3), "blocks per stage=4"),
+             (dict(dp=2, microbatch=3), "local batch=4"),
+             (dict(pp=2, interleave=2, batch=3), "microbatches=3"),
+             (dict(tp=3), "heads=8"), (dict(dp=3), "batch=8")]
+    for change, text in cases:
+        with pytest.raises(opt.InfeasibleStrategy) as e:
+            run({**BASE, **change})
+        assert text in str(e.value)
+
+
+def test_rule_offload_tier_needs_capacity_too():
+    """A tier with bandwidth but no capacity is no tier."""
+    no_gib = opt.load_system(system_dict(offload={"gib": 0, "gbps": 10}))
+    assert broken_rule(dict(BASE, offload_weights=True), system=no_gib) == "offload_tier"
+
+
+def test_rule_local_batch_from_whole_replicas():
+    """The local batch is batch // dp: with dp not dividing the batch only
+    that rule breaks, not the microbatch's."""
+    k, shape = perf._as_arrays(strategy_dict(opt.Strategy(tp=1, pp=1, dp=4, batch=10, microbatch=2)))
+    broken = {name for name, v in rules.check(MODEL, SYSTEM, "bf16", k, shape).items() if bool(v)}
+    assert broken == {"rule_dp_divides_batch"}
