@@ -1168,3 +1168,12 @@ def test_rule_local_batch_from_whole_replicas():
     k, shape = perf._as_arrays(strategy_dict(opt.Strategy(tp=1, pp=1, dp=4, batch=10, microbatch=2)))
     broken = {name for name, v in rules.check(MODEL, SYSTEM, "bf16", k, shape).items() if bool(v)}
     assert broken == {"rule_dp_divides_batch"}
+
+
+def test_knob_enum_codes_are_dense():
+    """Named choices are coded 0..n-1 in declaration order (the search packs
+    them into keys with ravel_multi_index); what memory reads of tp_comm is
+    only whether the sequence is split."""
+    for enum in (Recompute, TpComm, TpOverlap):
+        assert [int(e) for e in enum] == list(range(len(enum)))
+    assert knobs.BY_NAME["tp_comm"].memory_view(np.array([0, 1, 2])).tolist() == [False, True, True]
