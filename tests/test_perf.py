@@ -39,28 +39,6 @@ def test_block_flops_with_own_head_size():
     assert math.isclose(perf.block_matrix_flops(m, b * s), expected, rel_tol=1e-12)
 
 
-def test_collective_times_by_hand():
-    nv, ib = A100.networks
-    size = 1e9
-    ar = perf.collective_time(A100, "all_reduce", size, 8, 0)
-    assert math.isclose(ar, nv.latency_s + 2 * 7 / 8 * size / (nv.gbps * 1e9 * nv.efficiency))
-    rs = perf.collective_time(A100, "reduce_scatter", size, 4, 1)
-    assert math.isclose(rs, ib.latency_s + 3 / 4 * size / (ib.gbps * 1e9 * ib.efficiency))
-    p2p = perf.collective_time(A100, "p2p", size, 2, 1)
-    assert math.isclose(p2p, ib.latency_s + size / (ib.gbps * 1e9 * ib.efficiency))
-    assert perf.collective_time(A100, "all_reduce", size, 1, 0) == 0.0
-
-
-@pytest.mark.parametrize("pp, v, batch", [(8, 1, 64), (8, 3, 64), (4, 2, 32), (16, 1, 16), (2, 6, 48)])
-def test_bubble_fraction(pp, v, batch):
-    m = opt.load_model("gpt3-175B")
-    s = opt.Strategy(tp=8, pp=pp, dp=1, batch=batch, microbatch=1, interleave=v,
-                     recompute="full", datatype="fp16", pp_net=1)
-    r = opt.evaluate(m, opt.load_system(A100, hbm_gib=1e4), s)
-    steady = r.time_s - r.breakdown["bubble"] - r.breakdown["optimizer"] - r.breakdown["dp_comm"]
-    assert math.isclose(r.breakdown["bubble"] / steady, (pp - 1) / (v * batch), rel_tol=1e-12)
-
-
 def test_state_bytes_per_parameter():
     # fp16 mixed precision: 2 (weights) + 4 (fp32 gradients) + 12 (master, two moments)
     m = dataclasses.replace(opt.load_model("megatron-22B"), vocab=0)      # the blocks alone
