@@ -33,9 +33,7 @@ from .evaluate import evaluate, plain_json
 from .search import MAX_THREADS, MAX_TIME_LIMIT_S, MAX_TOP_K as MAX_TOP
 from .presets import resolve_system_name
 from .sweep import EXECUTORS
-from .spec import (DATATYPES, MAX_GBPS, MAX_GIB, MAX_GPUS, MAX_INT_FIELD, STRATEGY_KEYS,
-                   SYSTEM_OVERRIDES, check_input_file, default_datatype, fmt_limit, load_model, load_strategy,
-                   load_system, parse_value, preset_names, preset_path, read_yaml_mapping,
+from .spec import (DATATYPES, MAX_GBPS, MAX_GIB, MAX_GPUS, MAX_INT_FIELD, SYSTEM_OVERRIDES, check_input_file, fmt_limit, load_model, load_system, parse_value, preset_names, preset_path, read_yaml_mapping,
                    strategy_from_dict)
 
 EXIT_OK, EXIT_INFEASIBLE, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_UNKNOWN, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -97,7 +95,7 @@ def strategy_in_file(path) -> dict:
 
 
 def cmd_evaluate(args) -> int:
-    model = load_model(args.model)
+    model = load_model(args.model, seq_len=args.seq_len)
     system = load_system(args.system, **_system_overrides(args))
     base = strategy_from_dict(strategy_in_file(args.strategy), args.strategy).to_dict() if args.strategy else {}
     base.update(_pairs(args.set, "set"))
@@ -152,13 +150,13 @@ def _progress(method: str, stream=None):
 
 def cmd_plan(args) -> int:
     from .search import plan
-    model = load_model(args.model)
+    model = load_model(args.model, seq_len=args.seq_len)
     system = load_system(args.system, **_system_overrides(args))
     progress = None if args.json else _progress(args.method)
     try:
         res = plan(model, system, args.gpus, max_batch=args.max_batch, datatype=args.datatype,
                    pin=_pins(args), top_k=args.top, time_limit_s=args.time_limit, threads=args.threads,
-                   method=args.method, progress=progress)
+                   method=args.method, progress=progress, even_stages=args.even_stages)
     finally:
         if progress:
             progress.clear()
@@ -421,7 +419,10 @@ def _add_system_args(p):
 
 
 def _add_plan_args(p):
-    p.add_argument("--model", required=True, help="model preset name or YAML path (see `optimize list`)")
+    p.add_argument("--model", required=True, help="model preset name, YAML path or Hugging Face config.json "
+                                                   "(see `optimize list`)")
+    p.add_argument("--seq-len", dest="seq_len", type=int, default=None,
+                       help="sequence length (default: the model's; a config.json's max_position_embeddings)")
     p.add_argument("--gpus", required=True, type=GPUS_ARG, help="number of GPUs (tp * pp * dp)")
     _add_system_args(p)
     p.add_argument("--max-batch", dest="max_batch", type=BATCH_ARG, default=3072,
@@ -438,6 +439,9 @@ def _add_plan_args(p):
                    help="seconds; then the best found and its gap to the proven bound (status feasible), "
                         "or, when none was found in time, status unknown and exit code 4")
     p.add_argument("--threads", type=_number(int, 1, MAX_THREADS, "an integer"), help="CP-SAT workers (default 1)")
+    p.add_argument("--even-stages", dest="even_stages", action="store_true",
+                   help="pipeline stages of equal blocks only (pp dividing the blocks); by default stages may be "
+                        "uneven, balanced, the first and last giving up blocks for the embedding and logits")
     p.add_argument("--method", default="cpsat", choices=["cpsat", "enumerate"],
                    help="cpsat (default) or plain brute force over the same space")
     p.add_argument("--json", action="store_true", help="print one JSON document")
@@ -481,7 +485,10 @@ def build_parser() -> argparse.ArgumentParser:
                         epilog="Strategy keys (tp, pp, dp and batch required; datatype too):\n"
                                + knobs.glossary(),
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    ev.add_argument("--model", required=True, help="model preset name or YAML path (see `optimize list`)")
+    ev.add_argument("--model", required=True, help="model preset name, YAML path or Hugging Face config.json "
+                                                   "(see `optimize list`)")
+    ev.add_argument("--seq-len", dest="seq_len", type=int, default=None,
+                       help="sequence length (default: the model's; a config.json's max_position_embeddings)")
     _add_system_args(ev)
     ev.add_argument("--strategy", help="YAML file with strategy keys")
     ev.add_argument("--set", action="append", metavar="KEY=VALUE",

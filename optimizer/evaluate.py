@@ -84,7 +84,8 @@ class Report:
         lines = [f"{self.model} on {self.system}",
                  f"strategy  {describe(self.strategy)} datatype={self.strategy.datatype}",
                  f"time per batch {fmt_time(self.time_s)}   samples/s {self.samples_per_s:,.2f}   "
-                 f"tokens/s {self.tokens_per_s:,.0f}   MFU {100 * self.mfu:.1f}%   HFU {100 * self.hfu:.1f}%",
+                 f"tokens/s {self.tokens_per_s:,.0f} ({self.tokens_per_s_per_gpu:,.0f} per GPU)   "
+                 f"MFU {100 * self.mfu:.1f}%   HFU {100 * self.hfu:.1f}%",
                  "time breakdown"]
         for k in BREAKDOWN:
             v = self.breakdown[k]

@@ -246,7 +246,6 @@ class Tables:
         tp, pp, dp = S_f["tp"][gi], S_f["pp"][gi], S_f["dp"][gi]
         v, mb, batch = S_f["interleave"][gi], S_f["microbatch"][gi], S_f["batch"][gi]
         micro = self.micro[gi]
-        rec = sig["recompute"][gj]
         sp = sig["sp"][gj]
 
         mem, stages = self.pipeline(np.arange(len(gi)))

@@ -297,7 +297,7 @@ class _Reader:
         if nonneg and not v >= 0:
             raise ConfigError(self.source, self._key(key), v, "a number >= 0")
         if kind is int:
-            lo = -MAX_INT_FIELD if low is None else low
+            lo = (1 if positive else 0 if nonneg else -MAX_INT_FIELD) if low is None else low
             hi = MAX_INT_FIELD if high is None else high
             if not lo <= v <= hi:
                 raise ConfigError(self.source, self._key(key), v, f"an integer {_range_text(lo, hi)}")

@@ -45,7 +45,7 @@ from .space import normalise_pins
 from .spec import (DATATYPES, MAX_GPUS, MAX_INT_FIELD, SYSTEM_OVERRIDES, default_datatype, load_model,
                    load_system, read_yaml_mapping)
 
-OPTION_KEYS = ("max_batch", "datatype", "pin", "time_limit_s")
+OPTION_KEYS = ("max_batch", "datatype", "pin", "time_limit_s", "even_stages")
 SWEPT_OPTIONS = ("max_batch", "datatype")
 # datatype None: each system's best (spec.default_datatype), filled in per point
 DEFAULT_OPTIONS = {"max_batch": 3072, "datatype": None}
@@ -132,7 +132,9 @@ def load_grid(x) -> Grid:
                               f"an integer in [1, {MAX_INT_FIELD}] or a list of them")
         if k == "datatype" and v is not None and (not isinstance(v, str) or v not in DATATYPES):
             raise ConfigError(source, "options.datatype", v, f"one of {', '.join(DATATYPES)}")
-    fixed = {k: opts[k] for k in ("pin", "time_limit_s") if k in opts}
+    fixed = {k: opts[k] for k in ("pin", "time_limit_s", "even_stages") if k in opts}
+    if not isinstance(fixed.get("even_stages", False), bool):
+        raise ConfigError(source, "options.even_stages", fixed["even_stages"], "true or false")
     if "pin" in fixed:
         if not isinstance(fixed["pin"], dict):
             raise ConfigError(source, "options.pin", fixed["pin"], "a mapping knob: value")
@@ -238,7 +240,8 @@ def solve_point(point: dict) -> dict:
                     "max_batch": opts["max_batch"], "datatype": opts.get("datatype"),
                     "fingerprint": fingerprint(model, system)})
         res = plan(model, system, point["gpus"], max_batch=opts["max_batch"], datatype=opts.get("datatype"),
-                   pin=opts.get("pin"), time_limit_s=opts.get("time_limit_s"))
+                   pin=opts.get("pin"), time_limit_s=opts.get("time_limit_s"),
+                   even_stages=opts.get("even_stages", False))
         row["datatype"] = res.problem["datatype"]
     except ConfigError as e:
         row.update({"status": "error", "message": str(e), "seconds": {"total": time.perf_counter() - t0}})

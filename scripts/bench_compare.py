@@ -37,7 +37,7 @@ if what == "evaluate":
          "interleave": rng.choice([1, 2, 4], n), "recompute": rng.integers(0, 3, n),
          "tp_comm": rng.integers(0, 3, n), "tp_overlap": rng.integers(0, 3, n),
          **{b: rng.integers(0, 2, n).astype(bool) for b in
-            ("ag_redo", "dp_overlap", "optimizer_sharding", "fused_activation",
+            ("ag_redo", "dp_overlap", "optimizer_sharding", "fused_activation", "flash_attention",
              "offload_weights", "offload_activations", "offload_optimizer")},
          "tp_net": np.zeros(n, int), "pp_net": rng.integers(0, 2, n), "dp_net": np.ones(n, int)}
     m, s = load_model("1T"), load_system("h100-80g-nvl8", offload_gib=1024, offload_gbps=100)

@@ -3,14 +3,12 @@
 import dataclasses
 import math
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import optimizer as opt
 from optimizer import perf
-from optimizer.evaluate import strategy_knobs
 
 A100 = opt.load_system("a100-80g")
 
