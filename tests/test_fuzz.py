@@ -189,8 +189,10 @@ def gen_pins(rng: random.Random):
     return out
 
 
-def _divisors(n: int) -> list:
-    return [d for d in range(1, n + 1) if n % d == 0]
+def _divisors(n: int, at_most: int = 8) -> list:
+    """Divisors of n up to `at_most` (the generator's own helper: a loop to n
+    itself hung on the fuzzer's 2**31-sized models)."""
+    return [d for d in range(1, min(n, at_most) + 1) if n % d == 0]
 
 
 def valid_strategy(rng: random.Random, model: dict, gpus_max: int = 64) -> dict:
