@@ -277,7 +277,8 @@ def test_the_time_limit_holds_inside_a_structure():
     assert took < 0.5 + 0.5 and r.stats["solve_s"] <= took
     assert r.status in ("optimal", "feasible", "unknown")      # the bound now includes the extras
     if r.best is not None:
-        assert r.lower_bound <= r.best.time_s / r.best.strategy.batch * (1 + 1e-12) and 0 < r.gap < 1
+        assert r.lower_bound <= r.best.time_s / r.best.strategy.batch * (1 + 1e-12) and 0 <= r.gap < 1
+        assert (r.gap == 0) == (r.status == "optimal")
 
 
 def test_numpy_numbers_are_numbers():
