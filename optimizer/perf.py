@@ -824,16 +824,16 @@ def evaluate_arrays(model: Model, system: System, datatype: str, knobs: dict) ->
     # block and extras terms depend on a few knobs: computed once per distinct tuple
     distinct, inverse = distinct_rows([k[c] for c in K.BLOCK])
     u = dict(zip(K.BLOCK, distinct))
-    blk = block_terms(model, system, datatype, u)
-    first, last = extras_terms(model, system, datatype, u["tp"], u["microbatch"], u["recompute"],
-                               u["tp_comm"], u["tp_overlap"], u["tp_net"])
+    terms = [block_terms(model, system, datatype, u)]
+    if model.vocab > 0:                     # the embedding and the output layer
+        terms += extras_terms(model, system, datatype, u["tp"], u["microbatch"], u["recompute"],
+                              u["tp_comm"], u["tp_overlap"], u["tp_net"])
     if inverse is not None:
-        blk, first, last = ({key: np.asarray(v)[inverse] if np.ndim(v) else v for key, v in d.items()}
-                            for d in (blk, first, last))
+        terms = [{key: np.asarray(x)[inverse] if np.ndim(x) else x for key, x in d.items()} for d in terms]
+    blk, ends = terms[0], terms[1:] or [None, None]
     offloads = (k["offload_weights"], k["offload_activations"], k["offload_optimizer"])
     mem, stages = pipeline_memory(model, datatype, k["tp"], k["pp"], dp, v, m, k["optimizer_sharding"],
-                                  blk["stored"], blk["working"], k["recompute"], offloads,
-                                  first if model.vocab > 0 else None, last if model.vocab > 0 else None)
+                                  blk["stored"], blk["working"], k["recompute"], offloads, *ends)
     p_block = stages[0][1]["p_block"]
     fw_pass = blk["fw_compute"] + blk["fw_tp"]
     bw_pass = blk["bw_compute"] + blk["bw_tp"] + blk["re_compute"] + blk["re_tp"]
