@@ -92,19 +92,25 @@ def _without_pins(p: Problem, knobs) -> Problem:
 
 def _rows(p: Problem, triples, local=None) -> dict:
     """Rows for (tp, pp, dp) triples, times the microbatch and interleave
-    candidates (1 and the pinned values). The batch is the largest multiple
-    of dp within the limit (dp itself when dp exceeds it), or dp * local
-    when `local` (one per triple) is given."""
+    candidates (1 and the pinned values), at the batch that needs the least
+    memory: the smallest the row admits (one microbatch per replica, pp
+    when interleaved: memory does not decrease with the microbatches), or
+    each pinned batch; or dp * local when `local` (one per triple) is given."""
     t = np.asarray(triples, dtype=np.int64).reshape(-1, 3)
     mbs, vs = _mb_v(p)
-    k = len(mbs) * len(vs)
     mv = np.array(list(itertools.product(mbs, vs)), dtype=np.int64)
+    if local is None and "batch" in p.pins:
+        b = np.array(sorted(p.pins["batch"]), dtype=np.int64)
+        mv = np.column_stack([np.repeat(mv, len(b), axis=0), np.tile(b, len(mv))])
+    k = len(mv)
     tp, pp, dp = (np.repeat(t[:, i], k) for i in range(3))
     mb, v = np.tile(mv[:, 0], len(t)), np.tile(mv[:, 1], len(t))
-    if local is None:
-        batch = np.where(dp <= p.max_batch, (p.max_batch // dp) * dp, dp)
-    else:
+    if local is not None:
         batch = dp * np.repeat(np.asarray(local, dtype=np.int64), k)
+    elif "batch" in p.pins:
+        batch = np.tile(mv[:, 2], len(t))
+    else:
+        batch = dp * mb * np.where(v > 1, pp, 1)
     return {"tp": tp, "pp": pp, "dp": dp, "batch": batch, "microbatch": mb, "interleave": v}
 
 
@@ -371,7 +377,7 @@ def fix_gpus(p: Problem):
     def mem_fits(k):
         dp = k * unit
         r = {"tp": pairs[:, 0], "pp": pairs[:, 1], "dp": dp,
-             "batch": np.where(dp <= p.max_batch, (p.max_batch // dp) * dp, dp),
+             "batch": dp * mb0 * np.where(v0 > 1, pairs[:, 1], 1),
              "microbatch": np.full(len(dp), mb0), "interleave": np.full(len(dp), v0)}
         hbm, off = _memory(q, r)
         return _fits(hbm, off, _allowed(q, r, _tier(p)), cap_h, cap_o)

@@ -44,8 +44,10 @@ from .errors import ConfigError
 from .evaluate import Report, evaluate, plain_json
 from .spec import MAX_GPUS, default_datatype, fmt_limit, load_model, load_system
 from .knobs import TpComm, TpOverlap, describe
-from .space import (GROUP_REST, SIGMA, TP_CHOICE, Problem, count_space, enumerate_all, group_rest, group_rows,
-                    knob_rows_to_strategy, make_problem, members_of, sigmas, structures, tp_choices)
+from .master import Master
+from .space import (GROUP_REST, SIGMA, TP_CHOICE, Problem, batches_of, count_space, enumerate_all, families,
+                    group_rest, group_rows, knob_rows_to_strategy, make_problem, members_of, sigmas, structures,
+                    tp_choices)
 
 RELATIVE_SLACK = 1e-9     # a bound within this of the incumbent is still explored
 MEMBER_BATCH = 4          # members of a group evaluated exactly at a time
@@ -366,69 +368,24 @@ class TopK:
         self.items = sorted(set(self.items))[: self.k]
 
 
-# ---------------------------------------------------------------- master
+# ------------------------------------------------------------ families
 
-class Master:
-    """The CP-SAT master problem over structures (see the module doc)."""
-
-    def __init__(self, p: Problem, S: dict, s_bound: np.ndarray, threads: int | None):
-        self.p = p
-        finite = np.isfinite(s_bound)
-        self.candidates = np.flatnonzero(finite)
-        top = float(s_bound[finite].max()) if finite.any() else 1.0
-        # integer units: the largest finite bound maps near 2**50, floor keeps it a bound
-        self.scale = 2.0 ** 50 / top
-        table = np.where(finite, np.floor(s_bound * self.scale), 2 ** 52).astype(np.int64)
-        self.table = table
-        m = cp_model.CpModel()
-        n = len(s_bound)
-        self.s = m.NewIntVarFromDomain(cp_model.Domain.FromValues(self.candidates.tolist()), "structure") \
-            if len(self.candidates) else m.NewIntVar(0, 0, "structure")
-        knob = {}
-        for name in ("tp", "pp", "dp", "microbatch", "interleave", "batch"):
-            vals = S[name].tolist()
-            knob[name] = m.NewIntVar(min(vals, default=0), max(vals, default=0), name)
-            m.AddElement(self.s, vals, knob[name])
-        tp_pp = m.NewIntVar(1, p.gpus, "tp_times_pp")
-        m.AddMultiplicationEquality(tp_pp, [knob["tp"], knob["pp"]])
-        m.AddMultiplicationEquality(p.gpus, [tp_pp, knob["dp"]])      # tp * pp * dp = gpus
-        m.Add(knob["batch"] <= p.max_batch)                            # batch limit
-        fits = [int(x) for x in finite] if n else [0]
-        fit = m.NewIntVar(0, 1, "some_group_fits_memory")
-        m.AddElement(self.s, fits, fit)
-        m.Add(fit == 1)                                                # HBM and offload capacity
-        self.bound = m.NewIntVar(0, 2 ** 52, "time_per_sample_bound")
-        m.AddElement(self.s, table.tolist() if n else [0], self.bound)
-        m.Minimize(self.bound)
-        self.model = m
-        self.solver = cp_model.CpSolver()
-        self.solver.parameters.num_workers = threads or 1
-        self.solves = 0
-        self.feasible = len(self.candidates) > 0
-
-    def next(self, time_left: float | None):
-        """The structure with the least bound among those left, or None when
-        none is left (the proof), or 'timeout'."""
-        if not self.feasible:
-            return None
-        if time_left is not None:
-            if time_left <= 0:
-                return "timeout"
-            self.solver.parameters.max_time_in_seconds = time_left
-        status = self.solver.Solve(self.model)
-        self.solves += 1
-        if status == cp_model.INFEASIBLE:
-            self.feasible = False
-            return None
-        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            return "timeout"
-        return int(self.solver.Value(self.s))
-
-    def exclude(self, i: int, threshold: float):
-        self.model.Add(self.s != i)
-        if math.isfinite(threshold):
-            # keep every structure whose bound could still reach the incumbent
-            self.model.Add(self.bound <= int(math.ceil(threshold * (1 + RELATIVE_SLACK) * self.scale)) + 1)
+def family_structures(p: Problem, fam: dict, top_k: int) -> dict:
+    """The structures of a family worth opening: every batch whose
+    microbatches in flight are fewer than the largest batch's (memory
+    differs), and the top_k largest batches. Time per sample falls as the
+    batch grows and nothing else changes (the bubble, the step and the DP
+    reduction are paid once per batch), and memory stops growing once the
+    pipeline is full: any other batch is beaten by a larger one of the
+    same strategy."""
+    tp, pp, dp, mb, v = (int(fam[k]) for k in ("tp", "pp", "dp", "microbatch", "interleave"))
+    b = batches_of(p, dp, mb, pp, v)
+    n = b // (dp * mb)
+    chunks = perf.in_flight_chunks(pp, v, n)
+    keep_ = (chunks < chunks.max()) | (np.arange(len(b)) >= len(b) - top_k)
+    b = b[keep_]
+    return {"tp": np.full(len(b), tp), "pp": np.full(len(b), pp), "dp": np.full(len(b), dp), "batch": b,
+            "microbatch": np.full(len(b), mb), "interleave": np.full(len(b), v)}
 
 
 # ------------------------------------------------------------------ plan
@@ -496,15 +453,16 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype=None
         datatype = default_datatype(system)
     p = make_problem(model, system, gpus, max_batch, datatype, pin, even_stages)
     deadline = None if time_limit_s is None else t0 + float(time_limit_s)
-    S = structures(p)
-    if len(S["tp"]) == 0 and not p.pins:
+    fam = families(p)
+    if len(fam["tp"]) == 0 and not p.pins:
         raise ConfigError("plan", "gpus", gpus,
                           f"a GPU count that splits into tp x pp x dp for {p.model.name} (tp dividing "
                           f"{p.model.heads} heads, pp {'dividing' if p.even_stages else 'at most'} {p.model.blocks} blocks, "
                           f"dp at most the "
                           f"batch limit {p.max_batch})")
-    space = count_space(p, S)
-    base_stats = {"space_size": space, "structures": int(len(S["tp"])), "time_limit_s": time_limit_s}
+    space = count_space(p, fam)
+    base_stats = {"space_size": space, "structures": int(fam["batches"].sum()), "families": int(len(fam["tp"])),
+                  "time_limit_s": time_limit_s}
     if space == 0:
         # counted exactly: no strategy at all, whatever the memory (no search needed)
         res = PlanResult(status="infeasible", best=None, top=[], lower_bound=math.inf, gap=math.inf,
@@ -513,7 +471,7 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype=None
                          problem=_problem_dict(p), system=system)
         return _explained(p, res)
     if method == "enumerate":
-        return _explained(p, _enumerate(p, S, base_stats, int(top_k), t0, deadline, progress))
+        return _explained(p, _enumerate(p, structures(p), base_stats, int(top_k), t0, deadline, progress))
     if deadline is not None and time.perf_counter() >= deadline:
         # out of time before the tables: nothing evaluated, nothing proven
         return PlanResult(status="unknown", best=None, top=[], lower_bound=0.0, gap=math.inf,
@@ -521,73 +479,69 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype=None
                                  "solve_s": time.perf_counter() - t0, "method": "cpsat"},
                           problem=_problem_dict(p), system=system)
 
-    tables = Tables(p, S)
-    master = Master(p, S, tables.s_bound, None if threads is None else int(threads))
+    master = Master(p, None if threads is None else int(threads))
     top = TopK(int(top_k))
-    evaluated = groups_opened = structures_opened = 0
+    evaluated = groups_opened = structures_opened = families_opened = 0
     status = "optimal"
-    opened = np.zeros(len(S["tp"]), dtype=bool)
+    last_lb = 0.0
     while True:
-        # the tables may have used the whole time limit: then Master says
-        # 'timeout' at once, unless nothing fits at all (a proof, no search)
         left = None if deadline is None else deadline - time.perf_counter()
-        i = master.next(left)
-        if i is None:
+        nxt = master.next(left)
+        if nxt is None:
             break
-        if i == "timeout":
+        if nxt == "timeout":
             status = "feasible"
             break
-        structures_opened += 1
-        opened[i] = True
+        fam, last_lb = nxt
+        if last_lb * (1 - RELATIVE_SLACK) > top.threshold:
+            break                              # nothing left can beat the incumbent
+        families_opened += 1
+        tables = Tables(p, family_structures(p, fam, int(top_k)))
         out_of_time = False
-        for g in tables.groups_of(i):
-            if not tables.g_fits[g]:
-                continue
-            if deadline is not None and time.perf_counter() >= deadline:
-                # mid-structure: its unexplored groups stay in the bound below
-                out_of_time = True
+        for i in np.argsort(tables.s_bound, kind="stable"):
+            if tables.s_bound[i] * (1 - RELATIVE_SLACK) > top.threshold:
                 break
-            if tables.g_bound[g] * (1 - RELATIVE_SLACK) > top.threshold:
-                break
-            knobs = tables.members(g)
-            if len(knobs["tp"]) == 0:
-                continue
-            groups_opened += 1
-            mb = tables.member_bounds(g, knobs)
-            order = np.argsort(mb, kind="stable")
-            # exact evaluations in small batches, best refined bound first
-            for start in range(0, len(order), MEMBER_BATCH):
-                idx = order[start:start + MEMBER_BATCH]
-                idx = idx[mb[idx] * (1 - RELATIVE_SLACK) <= top.threshold]
-                if len(idx) == 0:
+            structures_opened += 1
+            for g in tables.groups_of(i):
+                if not tables.g_fits[g]:
+                    continue
+                if deadline is not None and time.perf_counter() >= deadline:
+                    out_of_time = True
                     break
-                sub = {k: v[idx] for k, v in knobs.items()}
-                top.offer(sub, perf.evaluate_arrays(p.model, p.system, p.datatype, sub))
-                evaluated += len(idx)
+                if tables.g_bound[g] * (1 - RELATIVE_SLACK) > top.threshold:
+                    break
+                knobs = tables.members(g)
+                if len(knobs["tp"]) == 0:
+                    continue
+                groups_opened += 1
+                mb = tables.member_bounds(g, knobs)
+                order = np.argsort(mb, kind="stable")
+                # exact evaluations in small batches, best refined bound first
+                for start in range(0, len(order), MEMBER_BATCH):
+                    idx = order[start:start + MEMBER_BATCH]
+                    idx = idx[mb[idx] * (1 - RELATIVE_SLACK) <= top.threshold]
+                    if len(idx) == 0:
+                        break
+                    sub = {k: v[idx] for k, v in knobs.items()}
+                    top.offer(sub, perf.evaluate_arrays(p.model, p.system, p.datatype, sub))
+                    evaluated += len(idx)
+            if out_of_time:
+                break
         if out_of_time:
             status = "feasible"
             break
-        master.exclude(i, top.threshold)
+        master.exclude(fam, top.threshold)
         if progress:
-            progress(structures_opened, top.items[0][0] if top.items else math.inf)
+            progress(families_opened, top.items[0][0] if top.items else math.inf)
 
-    # the proven bound: the incumbent, or what is left unexplored if time ran out
+    # the proven bound: the incumbent, or the master's last bound if time ran out
     best_tps = top.items[0][0] if top.items else math.inf
-    if status == "optimal":
-        lower = best_tps
-    else:
-        rest = tables.s_bound[~opened]
-        lower = min(best_tps, float(rest.min()) if len(rest) else math.inf)
-        for i in np.flatnonzero(opened):            # groups cut off inside opened structures
-            gs = tables.groups_of(i)
-            gs = gs[tables.g_fits[gs]]
-            if len(gs):
-                lower = min(lower, float(tables.g_bound[gs].min()))
+    lower = best_tps if status == "optimal" else min(best_tps, last_lb)
     if not top.items:
         # the master proved nothing fits, or time ran out before anything was found
         status = "infeasible" if status == "optimal" else "unknown"
     reports = _reports(p, top)
-    stats = {**base_stats, "groups": int(tables.n_groups),
+    stats = {**base_stats, **master.stats(), "families_opened": families_opened,
              "structures_opened": structures_opened, "groups_opened": groups_opened,
              "evaluated": evaluated, "evaluated_fraction": evaluated / space if space else 0.0,
              "solver_calls": master.solves, "solve_s": time.perf_counter() - t0, "method": "cpsat"}
@@ -596,7 +550,7 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype=None
     elif status == "unknown":
         gap = math.inf
     else:
-        gap = max((best_tps - lower) / best_tps, 0.0) if math.isfinite(lower) else math.inf
+        gap = max((best_tps - lower) / best_tps, 0.0) if math.isfinite(lower) and best_tps > 0 else math.inf
     return _explained(p, PlanResult(status=status, best=reports[0] if reports else None, top=reports,
                                     lower_bound=lower, gap=gap, stats=stats, problem=_problem_dict(p),
                                     system=system))

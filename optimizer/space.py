@@ -23,7 +23,8 @@ domains are the values a knob can take at all:
   pp          divisors of gpus / tp (uneven stages allowed: perf.stage_layout;
               the option even_stages keeps pp dividing the blocks)
   dp          gpus / (tp * pp), at most the batch limit
-  batch       the largest multiple of dp not above the batch limit
+  batch       every multiple of dp up to the batch limit (a variable: the
+              planner's `batch=N` pins it to N)
   microbatch  divisors of batch / dp
   interleave  divisors of blocks / pp
   enums, booleans   every value; tiers   every tier of the system
@@ -181,7 +182,10 @@ def _structure_domain(p: Problem, name: str, row: dict) -> np.ndarray:
         dp = p.gpus // (row["tp"] * row["pp"])
         return np.array([dp] if dp <= p.max_batch else [], dtype=np.int64)
     if name == "batch":
-        return np.array([(p.max_batch // row["dp"]) * row["dp"]], dtype=np.int64)
+        if "batch" in p.pins:
+            return np.array(sorted(b for b in p.pins["batch"] if b <= p.max_batch and b % row["dp"] == 0),
+                            dtype=np.int64)
+        return np.arange(row["dp"], p.max_batch + 1, row["dp"], dtype=np.int64)
     if name == "microbatch":
         return divisors(row["batch"] // row["dp"])
     if name == "interleave":
@@ -314,21 +318,77 @@ def tp_choices(p: Problem, tp, sp) -> np.ndarray:
     return np.unique(mem[:, cols], axis=0).reshape(-1, len(TP_CHOICE))
 
 
-def count_space(p: Problem, S: dict) -> int:
-    """Strategies in the space, counted per structure from the domain sizes
+FAMILY = tuple(n for n in STRUCTURE if n != "batch")
+
+
+def families(p: Problem) -> dict:
+    """Every family of the space: a structure without its batch, (tp, pp,
+    dp, microbatch, interleave), with `batches`, how many batches it takes.
+    The batch is dp * microbatch * n for n microbatches per replica (n a
+    multiple of pp when interleaved), up to the limit or among the pinned
+    batches. Rules are checked on the family's smallest batch (n = 1, or pp
+    when interleaved): no rule reads the batch except through n's
+    divisibility. Built from divisor lists and arithmetic, never from the
+    batches themselves (tests/test_space.py checks the count against the
+    enumeration)."""
+    q = dataclasses.replace(p, pins={k: v for k, v in p.pins.items() if k != "batch"})
+    pinned = np.array(sorted(p.pins["batch"]), dtype=np.int64) if "batch" in p.pins else None
+    rows = [{}]
+    for name in ("tp", "pp", "dp"):
+        grown = []
+        for row in rows:
+            vals = _structure_domain(q, name, row)
+            k = {**{a: np.full(len(vals), b) for a, b in row.items()}, name: vals}
+            ok = keep(q, k, (name,), tuple(row) + (name,))
+            grown.extend({**row, name: int(v)} for v in vals[ok])
+        rows = grown
+    out = {n: [] for n in FAMILY + ("batches",)}
+    for row in rows:
+        tp, pp, dp = row["tp"], row["pp"], row["dp"]
+        local = p.max_batch // dp
+        mb = np.arange(1, local + 1, dtype=np.int64)
+        vs = divisors(max(p.model.blocks // pp, 1))
+        mb_g, v_g = (x.reshape(-1) for x in np.meshgrid(mb, vs, indexing="ij"))
+        unit = np.where(v_g > 1, pp, 1)                       # n must be a multiple of this
+        k = {"tp": np.full(len(mb_g), tp), "pp": np.full(len(mb_g), pp), "dp": np.full(len(mb_g), dp),
+             "microbatch": mb_g, "interleave": v_g, "batch": dp * mb_g * unit}
+        ok = keep(q, k, ("batch", "microbatch", "interleave"), STRUCTURE) & (k["batch"] <= p.max_batch)
+        if pinned is None:
+            count = local // (mb_g * unit)
+        else:
+            count = ((pinned[None, :] % (dp * mb_g * unit)[:, None] == 0)
+                     & (pinned[None, :] <= p.max_batch)).sum(axis=1)
+        ok &= count > 0
+        for n in FAMILY:
+            out[n].append(k[n][ok])
+        out["batches"].append(count[ok])
+    return {n: np.concatenate(v) if v else np.zeros(0, dtype=np.int64) for n, v in out.items()}
+
+
+def batches_of(p: Problem, dp: int, microbatch: int, pp: int, interleave: int) -> np.ndarray:
+    """The batches a family takes, ascending."""
+    unit = dp * microbatch * (pp if interleave > 1 else 1)
+    if "batch" in p.pins:
+        return np.array(sorted(b for b in p.pins["batch"] if b % unit == 0 and b <= p.max_batch), dtype=np.int64)
+    return np.arange(unit, p.max_batch + 1, unit, dtype=np.int64)
+
+
+def count_space(p: Problem, fam: dict | None = None) -> int:
+    """Strategies in the space, counted per family from the domain sizes
     (never enumerated)."""
-    if len(S["tp"]) == 0:
+    fam = families(p) if fam is None else fam
+    if len(fam["tp"]) == 0:
         return 0
-    sig = sigmas(p, S["tp"])
     cache = {}
     total = 0
-    for i in range(len(S["tp"])):
-        key = (int(S["tp"][i]), int(S["pp"][i]), int(S["dp"][i]))
+    for i in range(len(fam["tp"])):
+        key = (int(fam["tp"][i]), int(fam["pp"][i]), int(fam["dp"][i]))
         if key not in cache:
             tp, pp, dp = key
-            n_sig = sum(len(members_of(p, tp, pp, dp, bool(sig["sp"][j]))) for j in np.flatnonzero(sig["ok"][i]))
+            sig = sigmas(p, np.array([tp]))
+            n_sig = sum(len(members_of(p, tp, pp, dp, bool(sig["sp"][j]))) for j in np.flatnonzero(sig["ok"][0]))
             cache[key] = n_sig * len(group_rest(p, dp))
-        total += cache[key]
+        total += cache[key] * int(fam["batches"][i])
     return total
 
 

@@ -1,0 +1,420 @@
+"""The planning problem as a CP-SAT model.
+
+The knobs that fix a family of structures (tp, pp, dp, microbatch,
+interleave) and the batch, as microbatches per replica n, are solver
+variables; so are the group knobs memory and time depend on most (the
+activation signature sigma, ZeRO-1, the offload flags). The limits are
+constraints:
+
+  tp * pp * dp = gpus                  two multiplication equalities
+  batch = dp * microbatch * n          <= max_batch, or among the pinned batches
+  divisibility                         tp and pp by their domains (the rules
+                                       that read them alone), interleave by
+                                       an allowed (pp, interleave) table,
+                                       n = pp * q when interleaved
+  HBM capacity                         a sum of terms, each tabulated over
+                                       the few knobs it reads and joined by
+                                       element constraints (below)
+
+The objective is a lower bound on seconds per sample, a sum of terms built
+the same way:
+
+  main    Bmax(pp) * pp  x  tau(tp, microbatch, sigma) * tp / (microbatch * gpus)
+          the slowest stage's blocks times the least time of one block (over
+          the TP choices), per sample: t_mb / (dp * microbatch)
+  bubble  main * (pp - 1) / (interleave * n)
+  step    the optimizer step(tp, pp, ZeRO-1, offload_optimizer) / batch
+
+Memory per GPU of the first stage is at least its state (tp, pp, ZeRO-1,
+offload of weights and optimizer) plus microbatch x (stored activations per
+block(tp, sigma) x blocks in flight + working bytes(tp, sigma)), blocks in
+flight min(cap(pp, interleave), n * first-stage blocks(pp)), one block when
+activations are offloaded. Every table is floored (time) or kept below the
+exact value (memory), so the model is a relaxation: it never cuts a
+strategy the exact model accepts and its objective never exceeds an exact
+time. Tables are indexed by the knobs' own index variables, so their rows
+are the products of a few domains each: the model grows with the sum of the
+domains, not their product.
+
+Times for microbatches beyond MB_TABLE use the peak-rate bound: a block's
+compute at the best efficiency of the system's curves, which is linear in
+the microbatch (no kernel runs faster).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+from ortools.sat.python import cp_model
+
+from . import perf
+from .knobs import Recompute
+from .space import Problem, _structure_domain, divisors, keep, sigmas, tp_choices
+
+MB_TABLE = 32            # microbatches tabulated exactly; larger ones share the peak-rate row
+MB_BUCKETS = np.array([1, 2, 3, 5, 9, 17])   # microbatch buckets of the time table: [1], [2], [3, 4], ... [17, 32]
+LOG_UNITS = 2 ** 12      # units per natural log of seconds: a relative resolution of 1e-6
+TANGENTS = np.arange(-10.0, 10.01, 0.25)   # where the bubble share's tangents touch
+MEM_UNIT = 1024 / 64     # memory in 1/64 KiB: blocks in flight count in 1/64 block
+BIG = 2 ** 40            # the value of a table entry no assignment may take
+
+
+def _peak_system(system):
+    """The system at the best efficiency of each curve, everywhere: no
+    kernel is faster on the real one."""
+    flat = lambda curve: ((1.0, max(e for _, e in curve)),)  # noqa: E731
+    return dataclasses.replace(system, matrix_efficiency=flat(system.matrix_efficiency),
+                               vector_efficiency=flat(system.vector_efficiency),
+                               hbm_efficiency=flat(system.hbm_efficiency))
+
+
+def _first_blocks(blocks: int, pp) -> np.ndarray:
+    return perf.stage_layout(blocks, np.asarray(pp))[0]
+
+
+def _max_blocks(blocks: int, pp) -> np.ndarray:
+    f, mid, last = perf.stage_layout(blocks, np.asarray(pp))
+    return np.maximum(np.maximum(f, mid), last)
+
+
+class Master:
+    """The CP-SAT model of one problem (fixed GPU count) and the loop's
+    cuts: each opened family is forbidden, and the objective kept at or
+    below the incumbent."""
+
+    def __init__(self, p: Problem, threads: int | None = None):
+        self.p = p
+        m, sys_, dt = p.model, p.system, p.datatype
+        q = dataclasses.replace(p, pins={k: v for k, v in p.pins.items() if k != "batch"})
+        self.rows = 0
+        md = cp_model.CpModel()
+        self.model = md
+
+        # ---- domains of tp, pp, dp: the rules that read each alone, and pins
+        def dom(name, row):
+            vals = _structure_domain(q, name, row)
+            return vals[keep(q, {**{a: np.full(len(vals), b) for a, b in row.items()}, name: vals},
+                             (name,), tuple(row) + (name,))] if len(vals) else vals
+        D_tp = dom("tp", {})
+        pp_all = sorted({int(x) for t in D_tp for x in dom("pp", {"tp": int(t)})})
+        D_pp = np.array(pp_all, dtype=np.int64)
+        self.empty = len(D_tp) == 0 or len(D_pp) == 0
+        if self.empty:
+            return
+        self.D_tp, self.D_pp = D_tp, D_pp
+        tp_i = md.NewIntVar(0, len(D_tp) - 1, "tp_index")
+        pp_i = md.NewIntVar(0, len(D_pp) - 1, "pp_index")
+        tp = md.NewIntVarFromDomain(cp_model.Domain.FromValues(D_tp.tolist()), "tp")
+        pp = md.NewIntVarFromDomain(cp_model.Domain.FromValues(D_pp.tolist()), "pp")
+        self._element(tp_i, D_tp, tp)
+        self._element(pp_i, D_pp, pp)
+        dps = divisors(p.gpus)
+        dps = dps[(dps <= p.max_batch) & p.allowed("dp", dps)]
+        if len(dps) == 0:
+            self.empty = True
+            return
+        dp = md.NewIntVarFromDomain(cp_model.Domain.FromValues(dps.tolist()), "dp")
+        tp_pp = md.NewIntVar(1, p.gpus, "tp_x_pp")
+        md.AddMultiplicationEquality(tp_pp, [tp, pp])
+        md.AddMultiplicationEquality(p.gpus, [tp_pp, dp])
+
+        # ---- microbatch, interleave, batch
+        local_max = p.max_batch // int(dps.min())
+        mbs = np.arange(1, local_max + 1)
+        mbs = mbs[p.allowed("microbatch", mbs)]
+        if len(mbs) == 0:
+            self.empty = True
+            return
+        mb = md.NewIntVarFromDomain(cp_model.Domain.FromValues(mbs.tolist()), "microbatch")
+        pv = []
+        for j, x in enumerate(D_pp):
+            for v in divisors(max(m.blocks // int(x), 1)):
+                pv.append((j, int(x), int(v)))
+        pv = np.array(pv, dtype=np.int64)
+        k = {"pp": pv[:, 1], "interleave": pv[:, 2]}
+        ok = keep(q, k, ("interleave",), ("pp", "interleave")) & ((pv[:, 2] == 1) | (pv[:, 1] > 1))
+        pv = pv[ok]
+        if len(pv) == 0:
+            self.empty = True
+            return
+        v = md.NewIntVarFromDomain(cp_model.Domain.FromValues(sorted(set(pv[:, 2].tolist()))), "interleave")
+        pv_i = md.NewIntVar(0, len(pv) - 1, "pp_interleave_index")
+        md.AddAllowedAssignments([pp_i, v, pv_i], [(int(a), int(c), i) for i, (a, _, c) in enumerate(pv)])
+        self.rows += len(pv)
+        n = md.NewIntVar(1, p.max_batch, "microbatches")
+        inter = md.NewBoolVar("interleaved")
+        md.Add(v >= 2).OnlyEnforceIf(inter)
+        md.Add(v == 1).OnlyEnforceIf(inter.Not())
+        qn = md.NewIntVar(1, p.max_batch, "microbatches_per_pp")
+        npq = md.NewIntVar(1, p.max_batch * int(D_pp.max()), "pp_x_q")
+        md.AddMultiplicationEquality(npq, [pp, qn])
+        md.Add(n == npq).OnlyEnforceIf(inter)                   # interleaved: pp divides n
+        dp_mb = md.NewIntVar(1, p.max_batch, "local_unit")
+        md.AddMultiplicationEquality(dp_mb, [dp, mb])
+        if "batch" in p.pins:
+            bdom = cp_model.Domain.FromValues(sorted(b for b in p.pins["batch"] if b <= p.max_batch) or [0])
+        else:
+            bdom = cp_model.Domain(1, p.max_batch)
+        batch = md.NewIntVarFromDomain(bdom, "batch")
+        md.AddMultiplicationEquality(batch, [dp_mb, n])
+
+        # ---- activation signatures and group flags
+        sig = sigmas(p, D_tp)
+        nG = sig["ok"].shape[1]
+        has = sig["ok"].copy()
+        for a in range(len(D_tp)):
+            for g in np.flatnonzero(has[a]):
+                has[a, g] = len(tp_choices(p, int(D_tp[a]), bool(sig["sp"][g]))) > 0
+        pairs = [(a, g) for a in range(len(D_tp)) for g in np.flatnonzero(has[a])]
+        if not pairs:
+            self.empty = True
+            return
+        tau, s1, w1, classes, cls_of = self._block_tables(D_tp, sig, has)
+        cpairs = sorted({(int(a), int(cls_of[g])) for a, g in pairs})
+        sg = md.NewIntVar(0, len(classes) - 1, "recompute_flash_class")
+        self._table([tp_i, sg], cpairs)
+
+        def flag(name, possible=True):
+            vals = [c for c in (0, 1) if p.allowed(name, [c])[0] and (possible or c == 0)]
+            x = md.NewIntVarFromDomain(cp_model.Domain.FromValues(vals or [0]), name)
+            if not vals:
+                md.Add(x == 1)                                   # nothing allowed: infeasible
+            return x
+        # ZeRO-1 matters only with dp > 1 (idle there at 0; a pin says nothing)
+        zero = md.NewBoolVar("optimizer_sharding")
+        if not p.allowed("optimizer_sharding", [1])[0]:
+            md.Add(zero == 0)
+        if not p.allowed("optimizer_sharding", [0])[0]:
+            dp_gt1 = md.NewBoolVar("dp_gt_1")
+            md.Add(dp >= 2).OnlyEnforceIf(dp_gt1)
+            md.Add(dp == 1).OnlyEnforceIf(dp_gt1.Not())
+            md.AddImplication(dp_gt1, zero)
+        off = p.has_offload
+        ow, oa, oo = (flag(x, off) for x in ("offload_weights", "offload_activations", "offload_optimizer"))
+
+        # optimizer step per batch, over (tp, pp, ZeRO-1, offload_optimizer); dp = gpus / (tp pp)
+        opt = np.full((len(D_tp), len(D_pp), 2, 2), np.inf)
+        state = np.full((len(D_tp), len(D_pp), 2, 2, 2), np.inf)      # (tp, pp, zero, ow, oo) bytes
+        first_params = self._first_params(D_tp)
+        for a, t in enumerate(D_tp):
+            for b, x in enumerate(D_pp):
+                if p.gpus % (t * x):
+                    continue
+                d = p.gpus // (t * x)
+                fb = _first_blocks(m.blocks, x)
+                for z in (0, 1):
+                    st = perf.state_bytes(m, dt, t, fb, d, z, first_params[a] if x > 1 else self._both[a])
+                    for o in (0, 1):
+                        opt[a, b, z, o] = perf.optimizer_time(sys_, dt, st, o)
+                        for w in (0, 1):
+                            mem = perf.memory_terms(dt, st, 0.0, 0.0, 0.0, Recompute.NONE, w, 0, o)
+                            state[a, b, z, w, o] = mem["hbm"]
+        # ---- the tables
+        per = tau * D_tp[:, None, None] / p.gpus                          # per sample (mb divided in)
+        # log seconds per sample >= log(Bmax(pp) pp) + log(tau tp / (mb gpus))
+        #                            + log(1 + (pp - 1) / (v n))       (the bubble's share)
+        lq = self._log(per)
+        qv = md.NewIntVar(int(lq.min()), int(lq.max()), "log_block_time_per_sample")
+        # the microbatch's bucket: lo[k] <= microbatch <= hi[k]
+        lo = np.append(MB_BUCKETS, MB_TABLE + 1)
+        hi_ = np.append(MB_BUCKETS[1:] - 1, [MB_TABLE, int(mbs.max())])
+        mbk = md.NewIntVar(0, len(lo) - 1, "microbatch_bucket")
+        lov, hiv = md.NewIntVar(1, int(lo.max()), "bucket_lo"), md.NewIntVar(1, max(int(hi_.max()), 1), "bucket_hi")
+        self._element(mbk, lo, lov)
+        self._element(mbk, hi_, hiv)
+        md.Add(mb >= lov)
+        md.Add(mb <= hiv)
+        self._table([tp_i, mbk, sg, qv], [(a, c, g, int(lq[a, c, g])) for a, g in cpairs
+                                          for c in range(len(lo)) if np.isfinite(tau[a, c, g])])
+        lx = self._log(_max_blocks(m.blocks, D_pp) * D_pp)
+        xv = md.NewIntVar(int(lx.min()), int(lx.max()), "log_slowest_stage_blocks_x_pp")
+        self._element(pp_i, lx, xv)
+        # the bubble's share is softplus(z), z = log((pp-1)/v) - log n: convex,
+        # so each tangent bounds it from below
+        ratio = np.where(pv[:, 1] > 1, (pv[:, 1] - 1) / pv[:, 2], math.exp(-40))
+        lr = np.floor(np.log(ratio) * LOG_UNITS).astype(np.int64)
+        rv = md.NewIntVar(int(lr.min()), int(lr.max()), "log_bubble_ratio")
+        self._element(pv_i, lr, rv)
+        # log n from above (the share only shrinks as it grows): the concave
+        # log lies below each tangent, taken at powers of two
+        lnv = md.NewIntVar(0, int(math.ceil(math.log(p.max_batch) * LOG_UNITS)), "log_n_above")
+        for e in range(0, max(int(math.log2(p.max_batch)), 0) + 1):
+            n0 = 2 ** e
+            # log n <= log n0 + (n - n0) / n0, scaled by n0 to integers
+            md.Add(n0 * lnv <= int(math.ceil(n0 * math.log(n0) * LOG_UNITS)) + (n - n0) * LOG_UNITS)
+        y_hi = int(math.log1p(float(ratio.max())) * LOG_UNITS) + 2
+        y = md.NewIntVar(0, y_hi, "log_bubble_share")
+        for z0 in TANGENTS:
+            s0, f0 = 1.0 / (1.0 + math.exp(-z0)), math.log1p(math.exp(z0))
+            c = int(math.floor(s0 * 4096))       # slope rounded down: z <= 0 ... rounded below either way
+            md.Add(4096 * y >= c * (rv - lnv) + int(math.floor((f0 - s0 * z0) * 4096 * LOG_UNITS))
+                   - 4096 * 64 - (4096 - c) * 0)
+        self.rows += len(TANGENTS)
+        self.bound = md.NewIntVar(int(lq.min() + lx.min()), int(lq.max() + lx.max()) + y_hi,
+                                  "log_time_per_sample_bound")
+        md.Add(self.bound == qv + xv + y)
+        md.Minimize(self.bound)
+
+        # ---- HBM: state + microbatch x (stored x blocks in flight + working)
+        cap = int(sys_.hbm_gib * perf.GIB / MEM_UNIT)
+        stab = np.where(np.isfinite(state), np.floor(state / MEM_UNIT), BIG).astype(np.int64)
+        sv = md.NewIntVar(0, int(stab[stab < BIG].max(initial=0)), "state_bytes")
+        self._table([tp_i, pp_i, zero, ow, oo, sv], [(*ix, int(stab[ix])) for ix in np.ndindex(stab.shape)
+                                                     if stab[ix] < BIG])
+        s1t = np.floor(np.where(np.isfinite(s1), s1, 0.0) / 1024.0).astype(np.int64)   # KiB: x 1/64 block units
+        w1t = np.floor(np.where(np.isfinite(w1), w1, 0.0) / MEM_UNIT).astype(np.int64)
+        s1v = md.NewIntVar(0, int(s1t.max()), "stored_per_block")
+        w1v = md.NewIntVar(0, int(w1t.max()), "working")
+        self._table([tp_i, sg, s1v, w1v], [(a, g, int(s1t[a, g]), int(w1t[a, g])) for a, g in cpairs])
+        fb64 = 64 * _first_blocks(m.blocks, D_pp)
+        fbv = md.NewIntVar(int(fb64.min()), int(fb64.max()), "first_stage_blocks")
+        self._element(pp_i, fb64, fbv)
+        chunks = np.where(pv[:, 2] > 1, (pv[:, 2] - 1) * pv[:, 1] + 2 * (pv[:, 1] - 1) + 1, pv[:, 1])
+        captab = np.floor(chunks * _first_blocks(m.blocks, pv[:, 1]) * 64 / pv[:, 2]).astype(np.int64)
+        capv = md.NewIntVar(0, int(captab.max()), "blocks_in_flight_cap")
+        self._element(pv_i, captab, capv)
+        bln = md.NewIntVar(0, int(fb64.max()) * p.max_batch, "n_x_first_blocks")
+        md.AddMultiplicationEquality(bln, [n, fbv])
+        bl = md.NewIntVar(0, int(captab.max()), "blocks_in_flight")
+        md.AddMinEquality(bl, [capv, bln])
+        ble = md.NewIntVar(64, max(int(captab.max()), 64), "blocks_in_flight_in_hbm")
+        md.Add(ble >= bl).OnlyEnforceIf(self._not(oa))          # offloaded: one block's worth at least
+        hi = int(s1t.max()) * max(int(captab.max()), 64)
+        sbl = md.NewIntVar(0, hi, "stored_x_blocks")
+        md.AddMultiplicationEquality(sbl, [s1v, ble])
+        per_mb = md.NewIntVar(0, hi + 64 * int(w1t.max()), "activations_per_sequence")
+        md.Add(per_mb == sbl + 64 * w1v)
+        acts = md.NewIntVar(0, (hi + 64 * int(w1t.max())) * int(mbs.max()), "activations")
+        md.AddMultiplicationEquality(acts, [per_mb, mb])
+        md.Add(sv + acts <= cap)
+
+        self.vars = {"tp": tp, "pp": pp, "dp": dp, "microbatch": mb, "interleave": v, "n": n, "batch": batch}
+        self.solver = cp_model.CpSolver()
+        self.solver.parameters.num_workers = threads or 1
+        # the model is small and its tables are already tight: presolve
+        # costs more than it saves on every call (scripts/bench_search.py)
+        self.solver.parameters.cp_model_presolve = False
+        self.solves = 0
+        self.cuts = 0
+
+    # ------------------------------------------------------------ helpers
+
+    def _not(self, x):
+        b = self.model.NewBoolVar(f"not_{x.Name()}")
+        self.model.Add(x == 0).OnlyEnforceIf(b)
+        self.model.Add(x == 1).OnlyEnforceIf(b.Not())
+        return b
+
+    @staticmethod
+    def _log(x):
+        """Natural logs in LOG_UNITS, floored (a lower bound); what is not
+        finite (no such choice) maps above every finite value."""
+        x = np.asarray(x, dtype=float)
+        ok = np.isfinite(x) & (x > 0)
+        lg = np.floor(np.log(np.where(ok, x, 1.0)) * LOG_UNITS)
+        hi = lg[ok].max() + 1 if ok.any() else 0
+        return np.where(ok, lg, hi).astype(np.int64)
+
+    def _table(self, variables, rows):
+        self.model.AddAllowedAssignments(variables, rows)
+        self.rows += len(rows)
+
+    def _element(self, index, values, target):
+        self.model.AddElement(index, [int(x) for x in np.asarray(values).reshape(-1)], target)
+        self.rows += int(np.asarray(values).size)
+
+    def _first_params(self, D_tp):
+        """Parameters of the extras on the first stage (and on a single
+        stage: both ends, the output layer's shared when tied), per tp."""
+        m, dt = self.p.model, self.p.datatype
+        self._both = np.zeros(len(D_tp))
+        if m.vocab == 0:
+            return np.zeros(len(D_tp))
+        first, last = perf.extras_terms(m, self.p.system, dt, D_tp.astype(float), 1.0, 0, 0, 0, 0)
+        fp = np.broadcast_to(first["params"], D_tp.shape).astype(float)
+        lp = np.broadcast_to(last["params"], D_tp.shape).astype(float)
+        self._both = fp + (0.0 if m.tied_embeddings else lp)
+        return fp
+
+    def _block_tables(self, D_tp, sig, has):
+        """Per (tp, microbatch bucket, class): the least seconds of one
+        block per sequence over the class's signatures, the bucket's
+        microbatches and the TP choices; the last bucket is the peak-rate
+        bound for any microbatch beyond MB_TABLE. Per (tp, class): the
+        least stored bytes per block and per sequence, and the working
+        bytes of full recomputation. A class is a (recompute,
+        flash_attention) pair: what couples time and memory most; the
+        other signature knobs are taken at their best for each alone."""
+        p = self.p
+        cls_key = np.stack([sig["recompute"], sig["flash_attention"]], 1)
+        classes, cls_of = np.unique(cls_key, axis=0, return_inverse=True)
+        cls_of = cls_of.reshape(-1)
+        rows = []
+        for a, t in enumerate(D_tp):
+            for g in np.flatnonzero(has[a]):
+                ch = tp_choices(p, int(t), bool(sig["sp"][g]))
+                rows.append(np.column_stack([np.full(len(ch), a), np.full(len(ch), g), ch]))
+        rows = np.concatenate(rows)
+        mbs = np.arange(1, MB_TABLE + 1)
+        a_, g_ = np.repeat(rows[:, 0], len(mbs)), np.repeat(rows[:, 1], len(mbs))
+        k = {"tp": D_tp[a_], **{n: sig[n][g_] for n in ("recompute", "ag_redo", "fused_activation",
+                                                        "flash_attention")},
+             "microbatch": np.tile(mbs, len(rows)), "tp_comm": np.repeat(rows[:, 2], len(mbs)),
+             "tp_overlap": np.repeat(rows[:, 3], len(mbs)), "tp_net": np.repeat(rows[:, 4], len(mbs))}
+        b = perf.block_terms(p.model, p.system, p.datatype, k)
+        per = (b["fw_compute"] + b["bw_compute"] + b["re_compute"] + b["fw_tp"] + b["bw_tp"] + b["re_tp"]) \
+            / k["microbatch"]
+        bucket = np.searchsorted(MB_BUCKETS, k["microbatch"], side="right") - 1
+        c_ = cls_of[g_]
+        nB, nC = len(MB_BUCKETS) + 1, len(classes)
+        tau = np.full((len(D_tp), nB, nC), np.inf)
+        np.minimum.at(tau, (a_, bucket, c_), per)
+        one = k["microbatch"] == 1
+        s1 = np.full((len(D_tp), nC), np.inf)
+        w1 = np.full((len(D_tp), nC), np.inf)
+        np.minimum.at(s1, (a_[one], c_[one]), np.broadcast_to(b["stored"], per.shape)[one])
+        full = k["recompute"] == Recompute.FULL
+        np.minimum.at(w1, (a_[one], c_[one]), np.where(full, np.broadcast_to(b["working"], per.shape), 0.0)[one])
+        # beyond the table: the peak-rate compute of one sequence
+        pk = perf.block_terms(p.model, _peak_system(p.system), p.datatype,
+                              {**{n: v[one] for n, v in k.items()}, "tp_overlap": 0})
+        np.minimum.at(tau, (a_[one], nB - 1, c_[one]), pk["fw_compute"] + pk["bw_compute"] + pk["re_compute"])
+        self.rows_computed = int(len(per))
+        return tau, s1, w1, classes, cls_of
+
+    # --------------------------------------------------------------- loop
+
+    def stats(self) -> dict:
+        proto = self.model.Proto()
+        return {"model_variables": len(proto.variables), "model_constraints": len(proto.constraints),
+                "table_rows": self.rows}
+
+    def next(self, time_left: float | None):
+        """(family knobs, bound in seconds per sample) of the least bound
+        left, None when nothing is left (the proof), or 'timeout'."""
+        if self.empty:
+            return None
+        if time_left is not None:
+            if time_left <= 0:
+                return "timeout"
+            self.solver.parameters.max_time_in_seconds = time_left
+        status = self.solver.Solve(self.model)
+        self.solves += 1
+        if status == cp_model.INFEASIBLE:
+            self.empty = True
+            return None
+        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            return "timeout"
+        fam = {k: int(self.solver.Value(x)) for k, x in self.vars.items()}
+        return fam, math.exp(float(self.solver.BestObjectiveBound()) / LOG_UNITS)
+
+    def exclude(self, fam: dict, threshold: float):
+        """Forbid the family (every batch of it was opened) and cut the
+        objective at the incumbent."""
+        keys = ("tp", "pp", "dp", "microbatch", "interleave")
+        self.model.AddForbiddenAssignments([self.vars[k] for k in keys], [tuple(fam[k] for k in keys)])
+        self.cuts += 1
+        if math.isfinite(threshold):
+            self.model.Add(self.bound <= int(math.ceil(math.log(threshold) * LOG_UNITS)) + 4)
