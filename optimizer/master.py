@@ -284,11 +284,13 @@ class Master:
         hi = int(s1t.max()) * max(int(captab.max()), 64)
         sbl = md.NewIntVar(0, hi, "stored_x_blocks")
         md.AddMultiplicationEquality(sbl, [s1v, ble])
-        per_mb = md.NewIntVar(0, hi + 64 * int(w1t.max()), "activations_per_sequence")
-        md.Add(per_mb == sbl + 64 * w1v)
-        acts = md.NewIntVar(0, (hi + 64 * int(w1t.max())) * int(mbs.max()), "activations")
+        per_mb = md.NewIntVar(0, hi + int(w1t.max()), "activations_per_sequence")
+        md.Add(per_mb == sbl + w1v)
+        acts = md.NewIntVar(0, (hi + int(w1t.max())) * int(mbs.max()), "activations")
         md.AddMultiplicationEquality(acts, [per_mb, mb])
         md.Add(sv + acts <= cap)
+        self.tables = dict(state=stab, stored=s1t, working=w1t, classes=classes, cap=captab, pv=pv,
+                           first64=fb64, hbm=cap, log_time=lq)
 
         self.vars = {"tp": tp, "pp": pp, "dp": dp, "microbatch": mb, "interleave": v, "n": n, "batch": batch}
         self.solver = cp_model.CpSolver()
