@@ -154,7 +154,7 @@ def cmd_plan(args) -> int:
     system = load_system(args.system, **_system_overrides(args))
     progress = None if args.json else _progress(args.method)
     try:
-        res = plan(model, system, args.gpus, max_batch=args.max_batch, datatype=args.datatype,
+        res = plan(model, system, args.gpus, max_batch=args.max_batch, batch=args.batch, datatype=args.datatype,
                    pin=_pins(args), top_k=args.top, time_limit_s=args.time_limit, threads=args.threads,
                    method=args.method, progress=progress, even_stages=args.even_stages)
     finally:
@@ -426,8 +426,10 @@ def _add_plan_args(p):
     p.add_argument("--gpus", required=True, type=GPUS_ARG, help="number of GPUs (tp * pp * dp)")
     _add_system_args(p)
     p.add_argument("--max-batch", dest="max_batch", type=BATCH_ARG, default=3072,
-                   help="global batch limit in sequences (default 3072); the batch is the largest "
-                        "multiple of dp not above it")
+                   help="global batch limit in sequences (default 3072); the batch is a variable: any "
+                        "multiple of dp x microbatch up to the limit (the search takes the fastest)")
+    p.add_argument("--batch", type=BATCH_ARG, default=None,
+                   help="exactly this global batch (fixed for convergence); replaces --max-batch")
     p.add_argument("--datatype", default=None, choices=DATATYPES,
                    help="training datatype (default: the fastest the system has rates for: fp8, "
                         "else bf16, fp16, fp32)")

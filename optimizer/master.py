@@ -49,6 +49,7 @@ import math
 import numpy as np
 from ortools.sat.python import cp_model
 
+from . import knobs as K
 from . import perf
 from .knobs import Recompute
 from .space import Problem, _structure_domain, divisors, keep, sigmas, tp_choices
@@ -84,23 +85,28 @@ class Master:
     cuts: each opened family is forbidden, and the objective kept at or
     below the incumbent."""
 
-    def __init__(self, p: Problem, threads: int | None = None):
+    def __init__(self, p: Problem, threads: int | None = None, counts=None):
+        """`counts`: the GPU counts the solver may choose among (the GPU
+        count a variable); None is p.gpus alone."""
         self.p = p
         m, sys_, dt = p.model, p.system, p.datatype
         q = dataclasses.replace(p, pins={k: v for k, v in p.pins.items() if k != "batch"})
+        counts = np.array([p.gpus] if counts is None else sorted(set(int(c) for c in counts)), dtype=np.int64)
+        self.counts = counts
         self.rows = 0
         md = cp_model.CpModel()
         self.model = md
 
-        # ---- domains of tp, pp, dp: the rules that read each alone, and pins
-        def dom(name, row):
-            vals = _structure_domain(q, name, row)
-            return vals[keep(q, {**{a: np.full(len(vals), b) for a, b in row.items()}, name: vals},
-                             (name,), tuple(row) + (name,))] if len(vals) else vals
-        D_tp = dom("tp", {})
-        pp_all = sorted({int(x) for t in D_tp for x in dom("pp", {"tp": int(t)})})
-        D_pp = np.array(pp_all, dtype=np.int64)
-        self.empty = len(D_tp) == 0 or len(D_pp) == 0
+        # ---- domains of tp, pp, dp: dividing some count; the rules that read each alone; pins
+        def dom(name, vals):
+            vals = np.array([x for x in vals if (counts % x == 0).any()], dtype=np.int64)
+            return vals[keep(q, {name: vals}, (name,), (name,))] if len(vals) else vals
+        top = int(counts.max())
+        D_tp = dom("tp", range(1, min(top, max(p.model.heads, 1)) + 1))
+        D_pp = dom("pp", range(1, min(top, p.model.blocks) + 1))
+        dps = dom("dp", range(1, min(top, p.max_batch) + 1))
+        dps = dps[p.allowed("dp", dps)]
+        self.empty = len(D_tp) == 0 or len(D_pp) == 0 or len(dps) == 0
         if self.empty:
             return
         self.D_tp, self.D_pp = D_tp, D_pp
@@ -110,15 +116,11 @@ class Master:
         pp = md.NewIntVarFromDomain(cp_model.Domain.FromValues(D_pp.tolist()), "pp")
         self._element(tp_i, D_tp, tp)
         self._element(pp_i, D_pp, pp)
-        dps = divisors(p.gpus)
-        dps = dps[(dps <= p.max_batch) & p.allowed("dp", dps)]
-        if len(dps) == 0:
-            self.empty = True
-            return
         dp = md.NewIntVarFromDomain(cp_model.Domain.FromValues(dps.tolist()), "dp")
-        tp_pp = md.NewIntVar(1, p.gpus, "tp_x_pp")
+        gpus = md.NewIntVarFromDomain(cp_model.Domain.FromValues(counts.tolist()), "gpus")
+        tp_pp = md.NewIntVar(1, top, "tp_x_pp")
         md.AddMultiplicationEquality(tp_pp, [tp, pp])
-        md.AddMultiplicationEquality(p.gpus, [tp_pp, dp])
+        md.AddMultiplicationEquality(gpus, [tp_pp, dp])
 
         # ---- microbatch, interleave, batch
         local_max = p.max_batch // int(dps.min())
@@ -194,25 +196,22 @@ class Master:
         off = p.has_offload
         ow, oa, oo = (flag(x, off) for x in ("offload_weights", "offload_activations", "offload_optimizer"))
 
-        # optimizer step per batch, over (tp, pp, ZeRO-1, offload_optimizer); dp = gpus / (tp pp)
-        opt = np.full((len(D_tp), len(D_pp), 2, 2), np.inf)
-        state = np.full((len(D_tp), len(D_pp), 2, 2, 2), np.inf)      # (tp, pp, zero, ow, oo) bytes
+        # state per GPU of the first stage: weights and gradients over (tp, pp,
+        # offload_weights); optimizer state over (tp, pp, offload_optimizer),
+        # divided by dp with ZeRO-1
+        wg = np.zeros((len(D_tp), len(D_pp), 2))
+        ost = np.zeros((len(D_tp), len(D_pp), 2))
         first_params = self._first_params(D_tp)
         for a, t in enumerate(D_tp):
             for b, x in enumerate(D_pp):
-                if p.gpus % (t * x):
-                    continue
-                d = p.gpus // (t * x)
-                fb = _first_blocks(m.blocks, x)
-                for z in (0, 1):
-                    st = perf.state_bytes(m, dt, t, fb, d, z, first_params[a] if x > 1 else self._both[a])
-                    for o in (0, 1):
-                        opt[a, b, z, o] = perf.optimizer_time(sys_, dt, st, o)
-                        for w in (0, 1):
-                            mem = perf.memory_terms(dt, st, 0.0, 0.0, 0.0, Recompute.NONE, w, 0, o)
-                            state[a, b, z, w, o] = mem["hbm"]
+                st = perf.state_bytes(m, dt, t, _first_blocks(m.blocks, x), 1, 0,
+                                      first_params[a] if x > 1 else self._both[a])
+                for o in (0, 1):
+                    mem = perf.memory_terms(dt, st, 0.0, 0.0, 0.0, Recompute.NONE, o, 0, o)
+                    wg[a, b, o] = mem["weights"] + mem["gradients"]
+                    ost[a, b, o] = mem["optimizer"]
         # ---- the tables
-        per = tau * D_tp[:, None, None] / p.gpus                          # per sample (mb divided in)
+        per = tau * D_tp[:, None, None]                    # per sample over all GPUs (mb divided in)
         # log seconds per sample >= log(Bmax(pp) pp) + log(tau tp / (mb gpus))
         #                            + log(1 + (pp - 1) / (v n))       (the bubble's share)
         lq = self._log(per)
@@ -252,17 +251,38 @@ class Master:
             md.Add(4096 * y >= c * (rv - lnv) + int(math.floor((f0 - s0 * z0) * 4096 * LOG_UNITS))
                    - 4096 * 64 - (4096 - c) * 0)
         self.rows += len(TANGENTS)
-        self.bound = md.NewIntVar(int(lq.min() + lx.min()), int(lq.max() + lx.max()) + y_hi,
+        # - log gpus from below: log lies under each tangent (exact for one count)
+        lg = np.floor(np.log(counts) * LOG_UNITS).astype(np.int64)
+        lgv = md.NewIntVar(int(lg.min()), int(lg.max()) + 1, "log_gpus_above")
+        if len(counts) == 1:
+            md.Add(lgv == int(lg[0]))
+        else:
+            for g0 in np.unique(np.round(2 ** np.arange(np.log2(counts.min()), np.log2(counts.max()) + 1 / 16,
+                                                        1 / 16)).astype(np.int64)):
+                g0 = int(g0)
+                md.Add(g0 * lgv <= int(math.ceil(g0 * math.log(g0) * LOG_UNITS)) + (gpus - g0) * LOG_UNITS)
+        self.bound = md.NewIntVar(int(lq.min() + lx.min() - lg.max() - 1), int(lq.max() + lx.max() - lg.min()) + y_hi,
                                   "log_time_per_sample_bound")
-        md.Add(self.bound == qv + xv + y)
+        md.Add(self.bound == qv + xv + y - lgv)
         md.Minimize(self.bound)
 
         # ---- HBM: state + microbatch x (stored x blocks in flight + working)
         cap = int(sys_.hbm_gib * perf.GIB / MEM_UNIT)
-        stab = np.where(np.isfinite(state), np.floor(state / MEM_UNIT), BIG).astype(np.int64)
-        sv = md.NewIntVar(0, int(stab[stab < BIG].max(initial=0)), "state_bytes")
-        self._table([tp_i, pp_i, zero, ow, oo, sv], [(*ix, int(stab[ix])) for ix in np.ndindex(stab.shape)
-                                                     if stab[ix] < BIG])
+        wgt = np.floor(wg / MEM_UNIT).astype(np.int64)
+        ot = np.floor(ost / MEM_UNIT).astype(np.int64)
+        wgv = md.NewIntVar(0, int(wgt.max()), "weights_and_gradients")
+        self._table([tp_i, pp_i, ow, wgv], [(a, b, o, int(wgt[a, b, o])) for a, b, o in np.ndindex(wgt.shape)])
+        ov_ = md.NewIntVar(0, int(ot.max()), "optimizer_state_unsharded")
+        self._table([tp_i, pp_i, oo, ov_], [(a, b, o, int(ot[a, b, o])) for a, b, o in np.ndindex(ot.shape)])
+        shard = md.NewIntVar(1, int(dps.max()), "optimizer_shard")
+        md.Add(shard == dp).OnlyEnforceIf(zero)
+        md.Add(shard == 1).OnlyEnforceIf(zero.Not())
+        osv = md.NewIntVar(0, int(ot.max()), "optimizer_state")
+        osx = md.NewIntVar(0, int(ot.max()) * int(dps.max()), "optimizer_state_x_shard")
+        md.AddMultiplicationEquality(osx, [osv, shard])
+        md.Add(osx >= ov_ - shard + 1)                     # osv >= unsharded / shard, rounded down
+        sv = md.NewIntVar(0, int(wgt.max()) + int(ot.max()), "state_bytes")
+        md.Add(sv == wgv + osv)
         s1t = np.floor(np.where(np.isfinite(s1), s1, 0.0) / 1024.0).astype(np.int64)   # KiB: x 1/64 block units
         w1t = np.floor(np.where(np.isfinite(w1), w1, 0.0) / MEM_UNIT).astype(np.int64)
         s1v = md.NewIntVar(0, int(s1t.max()), "stored_per_block")
@@ -289,10 +309,14 @@ class Master:
         acts = md.NewIntVar(0, (hi + int(w1t.max())) * int(mbs.max()), "activations")
         md.AddMultiplicationEquality(acts, [per_mb, mb])
         md.Add(sv + acts <= cap)
-        self.tables = dict(state=stab, stored=s1t, working=w1t, classes=classes, cap=captab, pv=pv,
+        self.tables = dict(stored=s1t, working=w1t, classes=classes, cap=captab, pv=pv,
                            first64=fb64, hbm=cap, log_time=lq)
 
-        self.vars = {"tp": tp, "pp": pp, "dp": dp, "microbatch": mb, "interleave": v, "n": n, "batch": batch}
+        self.knob_vars = {"recompute_flash_class": sg, "optimizer_sharding": zero, "offload_weights": ow,
+                          "offload_activations": oa, "offload_optimizer": oo}
+        self.classes = [tuple(int(x) for x in c) for c in classes]
+        self.vars = {"gpus": gpus, "tp": tp, "pp": pp, "dp": dp, "microbatch": mb, "interleave": v, "n": n,
+                     "batch": batch}
         self.solver = cp_model.CpSolver()
         self.solver.parameters.num_workers = threads or 1
         # the model is small and its tables are already tight: presolve
@@ -412,10 +436,37 @@ class Master:
         fam = {k: int(self.solver.Value(x)) for k, x in self.vars.items()}
         return fam, math.exp(float(self.solver.BestObjectiveBound()) / LOG_UNITS)
 
+    def bound_of(self, s) -> float | None:
+        """The model's bound (seconds per sample) for one strategy (a
+        Strategy or knob codes), or None when the model rejects it: a
+        relaxation never rejects a strategy the exact model accepts, and
+        its bound never exceeds the exact time (tests check both)."""
+        k = {n: int(v) for n, v in K.codes(s if isinstance(s, dict) else s.to_dict()).items()}
+        if self.empty:
+            return None
+        copy = self.model.clone()
+        var = lambda x: copy.GetIntVarFromProtoIndex(x.Index())  # noqa: E731
+        fixed = {"gpus": k["tp"] * k["pp"] * k["dp"], **{n: k[n] for n in ("tp", "pp", "dp", "microbatch",
+                                                                             "interleave", "batch")},
+                 "optimizer_sharding": k["optimizer_sharding"], "offload_weights": k["offload_weights"],
+                 "offload_activations": k["offload_activations"], "offload_optimizer": k["offload_optimizer"]}
+        for n, x in fixed.items():
+            copy.Add(var(self.vars[n] if n in self.vars else self.knob_vars[n]) == x)
+        cls = (k["recompute"], k["flash_attention"])
+        if cls not in self.classes:
+            return None
+        copy.Add(var(self.knob_vars["recompute_flash_class"]) == self.classes.index(cls))
+        solver = cp_model.CpSolver()
+        solver.parameters.num_workers = 1
+        status = solver.Solve(copy)
+        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            return None
+        return math.exp(solver.ObjectiveValue() / LOG_UNITS)
+
     def exclude(self, fam: dict, threshold: float):
         """Forbid the family (every batch of it was opened) and cut the
         objective at the incumbent."""
-        keys = ("tp", "pp", "dp", "microbatch", "interleave")
+        keys = ("gpus", "tp", "pp", "dp", "microbatch", "interleave")
         self.model.AddForbiddenAssignments([self.vars[k] for k in keys], [tuple(fam[k] for k in keys)])
         self.cuts += 1
         if math.isfinite(threshold):

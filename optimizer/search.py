@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 import textwrap
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,7 +43,7 @@ from ortools.sat.python import cp_model
 from . import perf
 from .errors import ConfigError
 from .evaluate import Report, evaluate, plain_json
-from .spec import MAX_GPUS, default_datatype, fmt_limit, load_model, load_system
+from .spec import MAX_GPUS, MAX_INT_FIELD, default_datatype, fmt_limit, load_model, load_system
 from .knobs import TpComm, TpOverlap, describe
 from .master import Master
 from .space import (GROUP_REST, SIGMA, TP_CHOICE, Problem, batches_of, count_space, enumerate_all, families,
@@ -104,8 +105,8 @@ class PlanResult:
         """The result as the CLI prints it: the problem and status, the best
         strategy's report, the top list, and the proof (or the explanation)."""
         pr, st = self.problem, self.stats
-        head = (f"{pr['model']} on {pr['gpus']:,} x {pr['system']}, {pr['datatype']}, "
-                f"batch <= {pr['max_batch']}: {self.status}")
+        batch = f"batch {pr['batch']}" if pr.get("batch") else f"batch <= {pr['max_batch']}"
+        head = f"{pr['model']} on {pr['gpus']:,} x {pr['system']}, {pr['datatype']}, {batch}: {self.status}"
         calls = f"{st['solver_calls']} CP-SAT solves, " if "solver_calls" in st else ""
         proof = (f"space {st['space_size']:,} strategies ({st['structures']:,} structures), "
                  f"{st['evaluated']:,} evaluated exactly ({100 * st['evaluated_fraction']:.4f}%), "
@@ -391,7 +392,9 @@ def family_structures(p: Problem, fam: dict, top_k: int) -> dict:
 # ------------------------------------------------------------------ plan
 
 def _problem_dict(p: Problem) -> dict:
+    fixed = sorted(p.pins["batch"])[0] if len(p.pins.get("batch", ())) == 1 else None
     return {"model": p.model.name, "system": p.system.name, "gpus": p.gpus, "max_batch": p.max_batch,
+            "batch": fixed,
             "datatype": p.datatype,
             "pins": {k: sorted(v) for k, v in p.pins.items()}, "even_stages": p.even_stages}
 
@@ -430,7 +433,7 @@ def _check_options(gpus, top_k, time_limit_s, threads, method, progress):
 
 
 def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype=None, pin=None,
-         even_stages=False,
+         even_stages=False, batch=None,
          top_k=1, time_limit_s=None, threads=None, method="cpsat", progress=None) -> PlanResult:
     """The fastest strategy for `model` on `gpus` GPUs of `system`, proven
     optimal under the analytical model (status 'optimal'), the best found
@@ -449,6 +452,15 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype=None
     t0 = time.perf_counter()
     model, system = load_model(model), load_system(system)
     _check_options(gpus, top_k, time_limit_s, threads, method, progress)
+    if batch is not None:
+        # exactly this batch (a planner who fixed it for convergence): the limit follows it
+        _check_int("batch", batch, 1, MAX_INT_FIELD)
+        if pin is not None and not isinstance(pin, Mapping):
+            raise ConfigError("plan", "pin", pin, "a mapping of knob -> value or list of values, e.g. {'tp': 8}")
+        if pin and "batch" in pin:
+            raise ConfigError("plan", "batch", batch, "either batch= or a pin on batch, not both")
+        pin = {**(pin or {}), "batch": int(batch)}
+        max_batch = int(batch)
     if datatype is None:
         datatype = default_datatype(system)
     p = make_problem(model, system, gpus, max_batch, datatype, pin, even_stages)

@@ -1,0 +1,69 @@
+"""The CP-SAT model is a relaxation of the exact one: every strategy the
+exact model accepts, the model accepts too, with a bound no larger than its
+exact time per sample. Random strategies from the space of random problems
+(the relaxation's whole claim; the search's exactness rests on it)."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from optimizer import perf
+from optimizer.master import LOG_UNITS, Master
+from optimizer.space import enumerate_all, knob_rows_to_strategy, make_problem
+from optimizer.spec import load_model, load_system
+
+from conftest import tiered_system
+
+SLACK = 8 / LOG_UNITS           # the model's integer rounding, in log units
+
+
+def _tiny(hidden, heads, blocks, seq, vocab, gated, kv):
+    return load_model({"name": "t", "hidden": hidden, "feedforward": 4 * hidden, "seq_len": seq, "heads": heads,
+                       "head_dim": hidden // heads, "blocks": blocks, "vocab": vocab, "gated_mlp": gated,
+                       "kv_heads": kv})
+
+
+def check_problem(p, rng, n=60):
+    master = Master(p)
+    rows = [r for r in enumerate_all(p)]
+    if not rows:
+        return 0
+    knobs = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+    res = perf.evaluate_arrays(p.model, p.system, p.datatype, knobs)
+    ok = np.flatnonzero(res["feasible"])
+    checked = 0
+    for i in rng.choice(ok, size=min(n, len(ok)), replace=False):
+        s = knob_rows_to_strategy(knobs, i, p.datatype)
+        exact = float(res["time_s"][i] / knobs["batch"][i])
+        bound = master.bound_of(s)
+        assert bound is not None, f"the model rejects a feasible strategy: {s}"
+        assert math.log(bound) <= math.log(exact) + SLACK, (s, bound, exact)
+        checked += 1
+    return checked
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@given(hidden=st.sampled_from([512, 1024, 2048]), heads=st.sampled_from([8, 16]), blocks=st.integers(2, 9),
+       seq=st.sampled_from([512, 2048]), vocab=st.sampled_from([0, 32000]), gated=st.booleans(),
+       kv=st.sampled_from([2, 8]), gpus=st.sampled_from([4, 8, 12, 16]), max_batch=st.sampled_from([8, 16, 24]),
+       hbm=st.sampled_from([1.0, 2.0, 4.0]), tiers=st.integers(1, 4), offload=st.booleans(),
+       seed=st.integers(0, 2 ** 16))
+def test_model_is_a_relaxation(hidden, heads, blocks, seq, vocab, gated, kv, gpus, max_batch, hbm, tiers, offload,
+                               seed):
+    m = _tiny(hidden, heads, blocks, seq, vocab, gated, kv)
+    if tiers == 1:
+        s = load_system("h100-80g-nvl8-off256g-50gbps" if offload else "h100-80g-nvl8", hbm_gib=hbm)
+    else:
+        s = tiered_system(tiers, hbm_gib=hbm, first=2, growth=2, **({"offload_gib": 16, "offload_gbps": 20}
+                                                                     if offload else {}))
+    p = make_problem(m, s, gpus, max_batch, "bf16")
+    check_problem(p, np.random.default_rng(seed))
+
+
+def test_relaxation_on_a_large_model():
+    """1T-class blocks on 64 GPUs with the batch limit small enough to enumerate."""
+    p = make_problem(load_model("megatron-22B"), load_system("h100-80g-nvl8"), 16, 16, "bf16")
+    assert check_problem(p, np.random.default_rng(0), n=200) > 50
