@@ -57,6 +57,7 @@ from .space import Problem, _structure_domain, divisors, keep, sigmas, tp_choice
 MB_TABLE = 32            # microbatches tabulated exactly; larger ones share the peak-rate row
 MB_BUCKETS = np.array([1, 2, 3, 5, 9, 17])   # microbatch buckets of the time table: [1], [2], [3, 4], ... [17, 32]
 LOG_UNITS = 2 ** 12      # units per natural log of seconds: a relative resolution of 1e-6
+AMGM_WEIGHTS = (0.995, 0.99, 0.98, 0.97, 0.96, 0.95, 0.93, 0.9, 0.85, 0.8, 0.7)
 TANGENTS = np.arange(-10.0, 10.01, 0.25)   # where the bubble share's tangents touch
 MEM_UNIT = 1024 / 64     # memory in 1/64 KiB: blocks in flight count in 1/64 block
 BIG = 2 ** 40            # the value of a table entry no assignment may take
@@ -263,7 +264,31 @@ class Master:
                 md.Add(g0 * lgv <= int(math.ceil(g0 * math.log(g0) * LOG_UNITS)) + (gpus - g0) * LOG_UNITS)
         self.bound = md.NewIntVar(int(lq.min() + lx.min() - lg.max() - 1), int(lq.max() + lx.max() - lg.min()) + y_hi,
                                   "log_time_per_sample_bound")
-        md.Add(self.bound == qv + xv + y - lgv)
+        # the PP sends join the slowest stage's time: log(A + B) >= w log(A / w) + (1 - w) log(B / (1 - w))
+        # for every w in (0, 1) (the weighted mean of the logs is at most the log of the mean)
+        D_v = np.array(sorted(set(pv[:, 2].tolist())), dtype=np.int64)
+        v_i = md.NewIntVar(0, len(D_v) - 1, "interleave_index")
+        self._element(v_i, D_v, v)
+        lp = self._log(self._p2p_table(D_tp, D_v, lo, hi_))                # (tp, bucket, v): seconds per sample
+        pv_ = md.NewIntVar(int(lp.min()), int(lp.max()), "log_pp_sends_per_sample")
+        self._table([tp_i, mbk, v_i, pv_], [(a, c, j, int(lp[a, c, j])) for a, c, j in np.ndindex(lp.shape)])
+        lpp = self._log(D_pp.astype(float))
+        ppl = md.NewIntVar(int(lpp.min()), int(lpp.max()), "log_pp")
+        self._element(pp_i, lpp, ppl)
+        one = md.NewBoolVar("single_stage")
+        md.Add(pp == 1).OnlyEnforceIf(one)
+        md.Add(pp >= 2).OnlyEnforceIf(one.Not())
+        stage = md.NewIntVar(int(lq.min() + lx.min()), int(lq.max() + lx.max()) + 8 * LOG_UNITS, "log_stage_time")
+        md.Add(stage >= qv + xv)
+        for w in AMGM_WEIGHTS:
+            c = -(w * math.log(w) + (1 - w) * math.log(1 - w))
+            a, b = int(round(w * 1024)), 1024 - int(round(w * 1024))
+            wr = a / 1024
+            c = -(wr * math.log(wr) + (1 - wr) * math.log(1 - wr))
+            md.Add(1024 * stage >= a * (qv + xv) + b * (pv_ + ppl) + int(math.floor(1024 * c * LOG_UNITS)) - 1024
+                   ).OnlyEnforceIf(one.Not())
+        self.rows += len(AMGM_WEIGHTS)
+        md.Add(self.bound == stage + y - lgv)
         md.Minimize(self.bound)
 
         # ---- HBM: state + microbatch x (stored x blocks in flight + working)
@@ -363,6 +388,25 @@ class Master:
         lp = np.broadcast_to(last["params"], D_tp.shape).astype(float)
         self._both = fp + (0.0 if m.tied_embeddings else lp)
         return fp
+
+    def _p2p_table(self, D_tp, D_v, lo, hi):
+        """Least PP send time on a stage's critical path per sequence, per
+        (tp, microbatch bucket, interleave), times tp (as the block table):
+        sequence parallel (no gather), the fastest tier; beyond the table
+        the bandwidth term alone (the latency shrinks per sequence)."""
+        p = self.p
+        out = np.full((len(D_tp), len(lo), len(D_v)), np.inf)
+        tiers = np.arange(len(p.system.networks))
+        for c in range(len(lo)):
+            mbs = np.arange(lo[c], min(hi[c], MB_TABLE) + 1) if c < len(lo) - 1 else np.array([MB_TABLE])
+            t, mb, v, n = np.meshgrid(D_tp, mbs, D_v, tiers, indexing="ij")
+            x = perf.pipeline_p2p_time(p.model, p.system, p.datatype, t, mb, True, 2, v, n, 0.0) / mb
+            if c == len(lo) - 1:       # any microbatch beyond: no latency
+                free = dataclasses.replace(p.system, networks=tuple(dataclasses.replace(net, latency_s=0.0)
+                                                                   for net in p.system.networks))
+                x = perf.pipeline_p2p_time(p.model, free, p.datatype, t, mb, True, 2, v, n, 0.0) / mb
+            out[:, c, :] = x.min(axis=(1, 3))
+        return out * D_tp[:, None, None]
 
     def _block_tables(self, D_tp, sig, has):
         """Per (tp, microbatch bucket, class): the least seconds of one

@@ -31,6 +31,7 @@ How the proof works (see space.py for the levels):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import textwrap
 import time
@@ -45,7 +46,7 @@ from .errors import ConfigError
 from .evaluate import Report, evaluate, plain_json
 from .spec import MAX_GPUS, MAX_INT_FIELD, default_datatype, fmt_limit, load_model, load_system
 from .knobs import TpComm, TpOverlap, describe
-from .master import Master
+from .master import LOG_UNITS, Master
 from .space import (GROUP_REST, SIGMA, TP_CHOICE, Problem, batches_of, count_space, enumerate_all, families,
                     group_rest, group_rows, knob_rows_to_strategy, make_problem, members_of, sigmas, structures,
                     tp_choices)
@@ -99,7 +100,8 @@ class PlanResult:
                            "top": [r.to_dict() for r in self.top],
                            "lower_bound_s_per_sample": self.lower_bound,
                            "bound_samples_per_s": self.bound_samples_per_s,
-                           "gap": self.gap, "stats": self.stats, "explanation": self.explanation})
+                           "gap": self.gap, "stats": self.stats, "explanation": self.explanation,
+                           "messages": self.messages})
 
     def summary(self) -> str:
         """The result as the CLI prints it: the problem and status, the best
@@ -118,10 +120,12 @@ class PlanResult:
                         + (f" (allow more than {st['time_limit_s']:g} s)" if st.get("time_limit_s") else ""))
             elif self.explanation:
                 what = format_explanation(self.explanation)
+                if self.explanation["summary"] in self.messages:
+                    return "\n".join([head, what])
             else:
                 what = "no strategy in the space fits"
             return "\n".join([head, what, proof])
-        lines = [head, self.best.summary(self.system)]
+        lines = [head, *self.messages, self.best.summary(self.system)]
         if len(self.top) > 1:
             lines.append(f"top {len(self.top)}")
             for i, r in enumerate(self.top, 1):
@@ -147,6 +151,8 @@ FIX_LABELS = (("hbm_gib", "HBM per GPU", "GiB"), ("offload_gib", "offload memory
 def format_explanation(ex: dict) -> str:
     """An explanation (explain.explain) as a wrapped paragraph and a table of single fixes."""
     lines = textwrap.wrap(ex["summary"], width=88)
+    if not ex.get("fixes"):
+        return "\n".join(lines)
     lines.append("smallest single change that fits (each alone, all else as asked):")
     for key, label, unit in FIX_LABELS:
         value = ex["fixes"].get(key)
@@ -350,12 +356,12 @@ class Tables:
 class TopK:
     """The k best (time per sample, knobs) seen, ties broken by the knobs."""
 
-    def __init__(self, k: int):
-        self.k, self.items = k, []
+    def __init__(self, k: int, cap: float = math.inf):
+        self.k, self.items, self.cap = k, [], cap     # cap: nothing slower is of interest
 
     @property
     def threshold(self) -> float:
-        return self.items[-1][0] if len(self.items) >= self.k else math.inf
+        return min(self.cap, self.items[-1][0] if len(self.items) >= self.k else math.inf)
 
     def offer(self, knobs: dict, r: dict):
         tps = r["time_s"] / knobs["batch"]
@@ -433,7 +439,7 @@ def _check_options(gpus, top_k, time_limit_s, threads, method, progress):
 
 
 def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype=None, pin=None,
-         even_stages=False, batch=None,
+         even_stages=False, batch=None, target_samples_per_s=None,
          top_k=1, time_limit_s=None, threads=None, method="cpsat", progress=None) -> PlanResult:
     """The fastest strategy for `model` on `gpus` GPUs of `system`, proven
     optimal under the analytical model (status 'optimal'), the best found
@@ -448,9 +454,23 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype=None
     Bad arguments raise ConfigError: gpus in [1, MAX_GPUS], max_batch in
     [1, MAX_INT_FIELD], top_k in [1, MAX_TOP_K], threads in [1,
     MAX_THREADS], time_limit_s in (0, MAX_TIME_LIMIT_S], pin a mapping of
-    knob -> value or non-empty list of values."""
+    knob -> value or non-empty list of values.
+
+    `gpus` a range (or list) of counts with `target_samples_per_s`: the
+    fewest GPUs in it whose best strategy reaches the target, the GPU
+    count a variable of the solver; the result is the plan at that count,
+    with a proof that no smaller count in the range reaches the target
+    (stats['fewest']), or 'infeasible' when none does. `batch` N: exactly
+    that global batch (max_batch follows it)."""
     t0 = time.perf_counter()
     model, system = load_model(model), load_system(system)
+    if not isinstance(gpus, (int, np.integer)) and gpus is not None and not isinstance(gpus, bool):
+        return _fewest_gpus(model, system, gpus, target_samples_per_s, t0, max_batch=max_batch,
+                            datatype=datatype, pin=pin, even_stages=even_stages, batch=batch, top_k=top_k,
+                            time_limit_s=time_limit_s, threads=threads, method=method, progress=progress)
+    if target_samples_per_s is not None:
+        raise ConfigError("plan", "target_samples_per_s", target_samples_per_s,
+                          "None with one GPU count (a target asks for a range of counts: gpus=range(...))")
     _check_options(gpus, top_k, time_limit_s, threads, method, progress)
     if batch is not None:
         # exactly this batch (a planner who fixed it for convergence): the limit follows it
@@ -493,7 +513,8 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype=None
 
     master = Master(p, None if threads is None else int(threads))
     top = TopK(int(top_k))
-    evaluated = groups_opened = structures_opened = families_opened = 0
+    families_opened = 0
+    counts = {"structures": 0, "groups": 0, "evaluated": 0}
     status = "optimal"
     last_lb = 0.0
     while True:
@@ -508,37 +529,7 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype=None
         if last_lb * (1 - RELATIVE_SLACK) > top.threshold:
             break                              # nothing left can beat the incumbent
         families_opened += 1
-        tables = Tables(p, family_structures(p, fam, int(top_k)))
-        out_of_time = False
-        for i in np.argsort(tables.s_bound, kind="stable"):
-            if tables.s_bound[i] * (1 - RELATIVE_SLACK) > top.threshold:
-                break
-            structures_opened += 1
-            for g in tables.groups_of(i):
-                if not tables.g_fits[g]:
-                    continue
-                if deadline is not None and time.perf_counter() >= deadline:
-                    out_of_time = True
-                    break
-                if tables.g_bound[g] * (1 - RELATIVE_SLACK) > top.threshold:
-                    break
-                knobs = tables.members(g)
-                if len(knobs["tp"]) == 0:
-                    continue
-                groups_opened += 1
-                mb = tables.member_bounds(g, knobs)
-                order = np.argsort(mb, kind="stable")
-                # exact evaluations in small batches, best refined bound first
-                for start in range(0, len(order), MEMBER_BATCH):
-                    idx = order[start:start + MEMBER_BATCH]
-                    idx = idx[mb[idx] * (1 - RELATIVE_SLACK) <= top.threshold]
-                    if len(idx) == 0:
-                        break
-                    sub = {k: v[idx] for k, v in knobs.items()}
-                    top.offer(sub, perf.evaluate_arrays(p.model, p.system, p.datatype, sub))
-                    evaluated += len(idx)
-            if out_of_time:
-                break
+        out_of_time = _open_family(p, fam, top, deadline, counts)
         if out_of_time:
             status = "feasible"
             break
@@ -554,8 +545,8 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype=None
         status = "infeasible" if status == "optimal" else "unknown"
     reports = _reports(p, top)
     stats = {**base_stats, **master.stats(), "families_opened": families_opened,
-             "structures_opened": structures_opened, "groups_opened": groups_opened,
-             "evaluated": evaluated, "evaluated_fraction": evaluated / space if space else 0.0,
+             "structures_opened": counts["structures"], "groups_opened": counts["groups"],
+             "evaluated": counts["evaluated"], "evaluated_fraction": counts["evaluated"] / space if space else 0.0,
              "solver_calls": master.solves, "solve_s": time.perf_counter() - t0, "method": "cpsat"}
     if status == "infeasible":
         lower, gap = math.inf, math.inf
@@ -566,6 +557,131 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype=None
     return _explained(p, PlanResult(status=status, best=reports[0] if reports else None, top=reports,
                                     lower_bound=lower, gap=gap, stats=stats, problem=_problem_dict(p),
                                     system=system))
+
+
+MAX_COUNTS = 1_000_000       # GPU counts in one range
+
+
+def _fewest_gpus(model, system, gpus, target, t0, **kw) -> PlanResult:
+    """plan() over a range of GPU counts (see plan): CP-SAT chooses the
+    count with the families; each proposal (the least count whose bound
+    reaches the target) is opened at its count, and forbidden if no
+    strategy of it reaches the target. The first count whose family
+    reaches it is the fewest: every smaller one was opened and failed, or
+    its bound is already slower than the target."""
+    try:
+        counts = sorted({int(g) for g in gpus})
+    except (TypeError, ValueError):
+        raise ConfigError("plan", "gpus", gpus, "an integer or a range (list) of integers") from None
+    if not counts or len(counts) > MAX_COUNTS or any(isinstance(g, bool) for g in gpus):
+        raise ConfigError("plan", "gpus", gpus, f"a non-empty range of at most {MAX_COUNTS:,} GPU counts")
+    for g in counts:
+        _check_int("gpus", g, 1, MAX_GPUS)
+    if (isinstance(target, bool) or not isinstance(target, (int, float, np.integer, np.floating))
+            or not 0 < target < math.inf):
+        raise ConfigError("plan", "target_samples_per_s", target,
+                          "a positive number of samples per second (needed with a range of GPU counts)")
+    if kw["method"] != "cpsat":
+        raise ConfigError("plan", "method", kw["method"], "cpsat with a range of GPU counts")
+    batch, pin, max_batch = kw["batch"], kw["pin"], kw["max_batch"]
+    if batch is not None:
+        _check_int("batch", batch, 1, MAX_INT_FIELD)
+        pin, max_batch = {**(pin or {}), "batch": int(batch)}, int(batch)
+    datatype = kw["datatype"] or default_datatype(system)
+    p = make_problem(model, system, counts[-1], max_batch, datatype, pin, kw["even_stages"])
+    deadline = None if kw["time_limit_s"] is None else t0 + float(kw["time_limit_s"])
+    goal = 1.0 / float(target)
+    master = Master(p, kw["threads"], counts=counts)
+    if not master.empty:
+        master.model.Add(master.bound <= int(math.ceil(math.log(goal) * LOG_UNITS)) + 4)
+        master.model.Minimize(master.vars["gpus"])
+    opened = {"structures": 0, "groups": 0, "evaluated": 0}
+    families_opened, found, timed_out = 0, None, False
+    while True:
+        left = None if deadline is None else deadline - time.perf_counter()
+        nxt = master.next(left)
+        if nxt is None:
+            break
+        if nxt == "timeout":
+            timed_out = True
+            break
+        fam, _ = nxt
+        q = dataclasses.replace(p, gpus=fam["gpus"])
+        top = TopK(1, cap=goal * (1 + RELATIVE_SLACK))
+        families_opened += 1
+        if _open_family(q, fam, top, deadline, opened, top_k=1):
+            timed_out = True
+            break
+        if top.items and top.items[0][0] <= goal * (1 + RELATIVE_SLACK):
+            found = fam["gpus"]
+            break
+        master.exclude(fam, goal)
+        if kw["progress"]:
+            kw["progress"](families_opened, math.inf)
+    fewest = {"counts": len(counts), "smallest": counts[0], "largest": counts[-1], "target_samples_per_s": target,
+              "families_opened": families_opened, "solver_calls": master.solves, **master.stats(),
+              **{f"{k}_opened" if k != "evaluated" else k: v for k, v in opened.items()},
+              "search_s": time.perf_counter() - t0}
+    span = f"{counts[0]:,}..{counts[-1]:,} ({len(counts):,} counts)"
+    if found is not None:
+        left = None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
+        res = plan(p.model, p.system, found, max_batch=max_batch, datatype=datatype, pin=pin,
+                   even_stages=kw["even_stages"], top_k=kw["top_k"], time_limit_s=left, threads=kw["threads"])
+        res.stats["fewest"] = fewest
+        res.stats["solve_s"] = time.perf_counter() - t0
+        res.problem.update(gpus_range=[counts[0], counts[-1], len(counts)], target_samples_per_s=target)
+        res.messages.append(f"fewest GPUs in {span} reaching {target:g} samples/s: {found:,}; "
+                            f"no smaller count does (proven: {families_opened} families opened, "
+                            f"{master.solves} CP-SAT solves)")
+        return res
+    status = "unknown" if timed_out else "infeasible"
+    what = (f"time limit reached before a count in {span} was found to reach {target:g} samples/s"
+            if timed_out else f"no GPU count in {span} reaches {target:g} samples/s "
+            f"(proven: {families_opened} families opened, {master.solves} CP-SAT solves); "
+            f"more GPUs, a larger batch limit or a faster system would")
+    return PlanResult(status=status, best=None, top=[], lower_bound=0.0 if timed_out else math.inf,
+                      gap=math.inf, stats={"fewest": fewest, "space_size": 0, "structures": 0, "evaluated":
+                                           opened["evaluated"], "evaluated_fraction": 0.0,
+                                           "solve_s": time.perf_counter() - t0, "method": "cpsat"},
+                      problem={**_problem_dict(p), "gpus_range": [counts[0], counts[-1], len(counts)],
+                               "target_samples_per_s": target},
+                      explanation=None if timed_out else {"summary": what, "fixes": {}},
+                      messages=[what], system=system)
+
+
+def _open_family(p: Problem, fam: dict, top: TopK, deadline, counts: dict, top_k: int | None = None) -> bool:
+    """Evaluate a family's structures (family_structures) against the
+    incumbent: its groups in order of bound while the bound can beat the
+    k-th best, each group's members in order of their refined bound.
+    Counts what it opens in `counts`; True when the deadline cut it short."""
+    tables = Tables(p, family_structures(p, fam, top.k if top_k is None else top_k))
+    for i in np.argsort(tables.s_bound, kind="stable"):
+        if tables.s_bound[i] * (1 - RELATIVE_SLACK) > top.threshold:
+            break
+        counts["structures"] += 1
+        for g in tables.groups_of(i):
+            if not tables.g_fits[g]:
+                continue
+            if deadline is not None and time.perf_counter() >= deadline:
+                return True
+            if tables.g_bound[g] * (1 - RELATIVE_SLACK) > top.threshold:
+                break
+            knobs = tables.members(g)
+            if len(knobs["tp"]) == 0:
+                continue
+            counts["groups"] += 1
+            mb = tables.member_bounds(g, knobs)
+            order = np.argsort(mb, kind="stable")
+            # exact evaluations in small batches, best refined bound first
+            for start in range(0, len(order), MEMBER_BATCH):
+                idx = order[start:start + MEMBER_BATCH]
+                idx = idx[mb[idx] * (1 - RELATIVE_SLACK) <= top.threshold]
+                if len(idx) == 0:
+                    break
+                sub = {k: v[idx] for k, v in knobs.items()}
+                top.offer(sub, perf.evaluate_arrays(p.model, p.system, p.datatype, sub))
+                counts["evaluated"] += len(idx)
+    return False
 
 
 def _explained(p: Problem, res: PlanResult) -> PlanResult:
