@@ -197,20 +197,6 @@ class Master:
         off = p.has_offload
         ow, oa, oo = (flag(x, off) for x in ("offload_weights", "offload_activations", "offload_optimizer"))
 
-        # state per GPU of the first stage: weights and gradients over (tp, pp,
-        # offload_weights); optimizer state over (tp, pp, offload_optimizer),
-        # divided by dp with ZeRO-1
-        wg = np.zeros((len(D_tp), len(D_pp), 2))
-        ost = np.zeros((len(D_tp), len(D_pp), 2))
-        first_params = self._first_params(D_tp)
-        for a, t in enumerate(D_tp):
-            for b, x in enumerate(D_pp):
-                st = perf.state_bytes(m, dt, t, _first_blocks(m.blocks, x), 1, 0,
-                                      first_params[a] if x > 1 else self._both[a])
-                for o in (0, 1):
-                    mem = perf.memory_terms(dt, st, 0.0, 0.0, 0.0, Recompute.NONE, o, 0, o)
-                    wg[a, b, o] = mem["weights"] + mem["gradients"]
-                    ost[a, b, o] = mem["optimizer"]
         # ---- the tables
         per = tau * D_tp[:, None, None, None]              # per sample over all GPUs (mb divided in)
         # log seconds per sample >= log(Bmax(pp) pp) + log(tau tp / (mb gpus))
@@ -320,51 +306,83 @@ class Master:
         md.Add(self.bound == stage + y - lgv)
         md.Minimize(self.bound)
 
-        # ---- HBM: state + microbatch x (stored x blocks in flight + working)
+        # ---- HBM, stage by stage (first, busiest middle, last: perf.pipeline_memory's
+        # stages; every one must fit): state + microbatch x (stored x blocks in flight + working)
         cap = int(sys_.hbm_gib * perf.GIB / MEM_UNIT)
-        wgt = np.floor(wg / MEM_UNIT).astype(np.int64)
-        ot = np.floor(ost / MEM_UNIT).astype(np.int64)
-        wgv = md.NewIntVar(0, int(wgt.max()), "weights_and_gradients")
-        self._table([tp_i, pp_i, ow, wgv], [(a, b, o, int(wgt[a, b, o])) for a, b, o in np.ndindex(wgt.shape)])
-        ov_ = md.NewIntVar(0, int(ot.max()), "optimizer_state_unsharded")
-        self._table([tp_i, pp_i, oo, ov_], [(a, b, o, int(ot[a, b, o])) for a, b, o in np.ndindex(ot.shape)])
-        shard = md.NewIntVar(1, int(dps.max()), "optimizer_shard")
-        md.Add(shard == dp).OnlyEnforceIf(zero)
-        md.Add(shard == 1).OnlyEnforceIf(zero.Not())
-        osv = md.NewIntVar(0, int(ot.max()), "optimizer_state")
-        osx = md.NewIntVar(0, int(ot.max()) * int(dps.max()), "optimizer_state_x_shard")
-        md.AddMultiplicationEquality(osx, [osv, shard])
-        md.Add(osx >= ov_ - shard + 1)                     # osv >= unsharded / shard, rounded down
-        sv = md.NewIntVar(0, int(wgt.max()) + int(ot.max()), "state_bytes")
-        md.Add(sv == wgv + osv)
         s1t = np.floor(np.where(np.isfinite(s1), s1, 0.0) / 1024.0).astype(np.int64)   # KiB: x 1/64 block units
         w1t = np.floor(np.where(np.isfinite(w1), w1, 0.0) / MEM_UNIT).astype(np.int64)
         s1v = md.NewIntVar(0, int(s1t.max()), "stored_per_block")
         w1v = md.NewIntVar(0, int(w1t.max()), "working")
         self._table([tp_i, sg, s1v, w1v], [(a, g, int(s1t[a, g]), int(w1t[a, g])) for a, g in cpairs])
-        fb64 = 64 * _first_blocks(m.blocks, D_pp)
-        fbv = md.NewIntVar(int(fb64.min()), int(fb64.max()), "first_stage_blocks")
-        self._element(pp_i, fb64, fbv)
-        chunks = np.where(pv[:, 2] > 1, (pv[:, 2] - 1) * pv[:, 1] + 2 * (pv[:, 1] - 1) + 1, pv[:, 1])
-        captab = np.floor(chunks * _first_blocks(m.blocks, pv[:, 1]) * 64 / pv[:, 2]).astype(np.int64)
-        capv = md.NewIntVar(0, int(captab.max()), "blocks_in_flight_cap")
-        self._element(pv_i, captab, capv)
-        bln = md.NewIntVar(0, int(fb64.max()) * p.max_batch, "n_x_first_blocks")
-        md.AddMultiplicationEquality(bln, [n, fbv])
-        bl = md.NewIntVar(0, int(captab.max()), "blocks_in_flight")
-        md.AddMinEquality(bl, [capv, bln])
-        ble = md.NewIntVar(64, max(int(captab.max()), 64), "blocks_in_flight_in_hbm")
-        md.Add(ble >= bl).OnlyEnforceIf(self._not(oa))          # offloaded: one block's worth at least
-        hi = int(s1t.max()) * max(int(captab.max()), 64)
-        sbl = md.NewIntVar(0, hi, "stored_x_blocks")
-        md.AddMultiplicationEquality(sbl, [s1v, ble])
-        per_mb = md.NewIntVar(0, hi + int(w1t.max()), "activations_per_sequence")
-        md.Add(per_mb == sbl + w1v)
-        acts = md.NewIntVar(0, (hi + int(w1t.max())) * int(mbs.max()), "activations")
-        md.AddMultiplicationEquality(acts, [per_mb, mb])
-        md.Add(sv + acts <= cap)
-        self.tables = dict(stored=s1t, working=w1t, classes=classes, cap=captab, pv=pv,
-                           first64=fb64, hbm=cap, log_time=lq)
+        shard = md.NewIntVar(1, int(dps.max()), "optimizer_shard")
+        md.Add(shard == dp).OnlyEnforceIf(zero)
+        md.Add(shard == 1).OnlyEnforceIf(zero.Not())
+        not_oa = self._not(oa)
+        first_params = self._first_params(D_tp)
+        layout = perf.stage_layout(m.blocks, D_pp)
+        for kind, blocks, index in (("first", layout[0], np.zeros_like(D_pp)),
+                                    ("middle", layout[1], np.minimum(1, D_pp - 1)),
+                                    ("last", layout[2], D_pp - 1)):
+            exists = {"first": D_pp >= 1, "middle": D_pp >= 3, "last": D_pp >= 2}[kind]
+            blocks = np.where(exists, blocks, 0)
+            wg = np.zeros((len(D_tp), len(D_pp), 2))
+            ost = np.zeros((len(D_tp), len(D_pp), 2))
+            for a_, t in enumerate(D_tp):
+                for b_, x in enumerate(D_pp):
+                    if not exists[b_]:
+                        continue
+                    extra = {"first": first_params[a_] if x > 1 else self._both[a_], "middle": 0.0,
+                             "last": self._last[a_]}[kind]
+                    st = perf.state_bytes(m, dt, t, blocks[b_], 1, 0, extra)
+                    for o in (0, 1):
+                        mem = perf.memory_terms(dt, st, 0.0, 0.0, 0.0, Recompute.NONE, o, 0, o)
+                        wg[a_, b_, o] = mem["weights"] + mem["gradients"]
+                        ost[a_, b_, o] = mem["optimizer"]
+            wgt = np.floor(wg / MEM_UNIT).astype(np.int64)
+            ot = np.floor(ost / MEM_UNIT).astype(np.int64)
+            wgv = md.NewIntVar(0, int(wgt.max()), f"{kind}_weights_and_gradients")
+            self._table([tp_i, pp_i, ow, wgv], [(a_, b_, o, int(wgt[a_, b_, o])) for a_, b_, o in np.ndindex(wgt.shape)])
+            ov_ = md.NewIntVar(0, int(ot.max()), f"{kind}_optimizer_state_unsharded")
+            self._table([tp_i, pp_i, oo, ov_], [(a_, b_, o, int(ot[a_, b_, o])) for a_, b_, o in np.ndindex(ot.shape)])
+            osv = md.NewIntVar(0, int(ot.max()), f"{kind}_optimizer_state")
+            osx = md.NewIntVar(0, int(ot.max()) * int(dps.max()), f"{kind}_optimizer_state_x_shard")
+            md.AddMultiplicationEquality(osx, [osv, shard])
+            md.Add(osx >= ov_ - shard + 1)                     # osv >= unsharded / shard, rounded down
+            # blocks in flight: min(cap(pp, v), n x the stage's blocks), in 1/64 block
+            b64 = 64 * blocks
+            bv = md.NewIntVar(0, int(b64.max()), f"{kind}_stage_blocks")
+            self._element(pp_i, b64, bv)
+            pidx = np.searchsorted(D_pp, pv[:, 1])
+            st_i = index[pidx]
+            chunks = np.where(pv[:, 2] > 1, (pv[:, 2] - 1) * pv[:, 1] + 2 * (pv[:, 1] - 1 - st_i) + 1,
+                              pv[:, 1] - st_i)
+            captab = np.floor(chunks * blocks[pidx] * 64 / pv[:, 2]).astype(np.int64)
+            capv = md.NewIntVar(0, int(captab.max()), f"{kind}_blocks_in_flight_cap")
+            self._element(pv_i, captab, capv)
+            bln = md.NewIntVar(0, int(b64.max()) * p.max_batch, f"{kind}_n_x_blocks")
+            md.AddMultiplicationEquality(bln, [n, bv])
+            bl = md.NewIntVar(0, int(captab.max()), f"{kind}_blocks_in_flight")
+            md.AddMinEquality(bl, [capv, bln])
+            top_b = max(int(captab.max()), 64)
+            one_b = md.NewIntVar(0, 64, f"{kind}_one_block")
+            md.AddMinEquality(one_b, [bl, md.NewConstant(64)])
+            ble = md.NewIntVar(0, top_b, f"{kind}_blocks_in_flight_in_hbm")
+            md.Add(ble >= one_b)                                 # offloaded: one block's worth at least
+            md.Add(ble >= bl).OnlyEnforceIf(not_oa)
+            hi = int(s1t.max()) * top_b
+            sbl = md.NewIntVar(0, hi, f"{kind}_stored_x_blocks")
+            md.AddMultiplicationEquality(sbl, [s1v, ble])
+            here = md.NewBoolVar(f"{kind}_stage_exists")
+            md.AddAllowedAssignments([pp_i, here], [(int(j), int(exists[j])) for j in range(len(D_pp))])
+            w_here = md.NewIntVar(0, int(w1t.max()), f"{kind}_working")
+            md.Add(w_here == w1v).OnlyEnforceIf(here)
+            md.Add(w_here == 0).OnlyEnforceIf(here.Not())
+            per_mb = md.NewIntVar(0, hi + int(w1t.max()), f"{kind}_activations_per_sequence")
+            md.Add(per_mb == sbl + w_here)
+            acts = md.NewIntVar(0, (hi + int(w1t.max())) * int(mbs.max()), f"{kind}_activations")
+            md.AddMultiplicationEquality(acts, [per_mb, mb])
+            md.Add(wgv + osv + acts <= cap)
+        self.tables = dict(stored=s1t, working=w1t, classes=classes, pv=pv, hbm=cap, log_time=lq)
 
         self.knob_vars = {"recompute_flash_class": sg, "optimizer_sharding": zero, "offload_weights": ow,
                           "offload_activations": oa, "offload_optimizer": oo}
@@ -412,12 +430,14 @@ class Master:
         stage: both ends, the output layer's shared when tied), per tp."""
         m, dt = self.p.model, self.p.datatype
         self._both = np.zeros(len(D_tp))
+        self._last = np.zeros(len(D_tp))
         if m.vocab == 0:
             return np.zeros(len(D_tp))
         first, last = perf.extras_terms(m, self.p.system, dt, D_tp.astype(float), 1.0, 0, 0, 0, 0)
         fp = np.broadcast_to(first["params"], D_tp.shape).astype(float)
         lp = np.broadcast_to(last["params"], D_tp.shape).astype(float)
         self._both = fp + (0.0 if m.tied_embeddings else lp)
+        self._last = lp
         return fp
 
     def _p2p_table(self, D_tp, D_v, lo, hi):
