@@ -1,15 +1,19 @@
-"""Search speed: proven optimum for the 1T models on 4k-16k H100s.
+"""Search speed: the CP-SAT search's bars, medians over the repeats.
 
     python scripts/bench_search.py [--repeats 3] [--quick]
 
-For megatron-1T and the family's 1T on 4,096 / 8,192 / 12,288 / 16,384 GPUs
-of h100-80g-nvl8, fp8, batch <= 3072, with and without 1 TiB / 100 GB/s
-offload: status, median seconds over the repeats, space size, strategies
-evaluated exactly and their share. Then brute force on one case it can
-finish, against plan on the same case in the same run, as a speed-up.
-Last, infeasible cases: solve time (proving nothing fits) against the time
-to explain it (minimal conflict and every fix), medians, as a ratio.
-Bars: every case optimal in under 10 s on 2 cores, under 0.1% evaluated.
+1. For megatron-1T and the family's 1T on 4,096 / 8,192 / 12,288 / 16,384
+   GPUs of h100-80g-nvl8, fp8, batch <= 3072 (a variable), with and without
+   1 TiB / 100 GB/s offload: status, median seconds, CP-SAT solves, the
+   model's table rows, space size, strategies evaluated exactly.
+   Bars: 1T on 16,384 proven in under 1 s; table rows at most 50,000.
+2. llama3.1-405B on 16,384 H100s at sequence 131,072 (bar: proven, < 5 s).
+3. The fewest GPUs for 1T at 150 samples/s over 1,024..32,768 in steps of
+   8 (bar: proven, < 30 s).
+4. Brute force on a case it can finish, against plan on the same case in
+   the same run, as a speed-up (the same optimum).
+5. Infeasible cases: solve time (proving nothing fits) against the time to
+   explain it (minimal conflict and every fix), as a ratio.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from optimizer.search import plan  # noqa: E402
-from optimizer.spec import load_system  # noqa: E402
+from optimizer.spec import load_model, load_system  # noqa: E402
 
 
 def timed(fn, repeats):
@@ -46,9 +50,10 @@ def main():
              for s in (plain, offload)]
     if args.quick:
         cases, args.repeats = cases[:2], 1
-    print(f"{'model':<12} {'gpus':>6} {'offload':<10} {'status':<8} {'median s':>9} {'space':>11} "
-          f"{'evaluated':>9} {'share':>9} {'samples/s':>10} {'MFU':>6}")
-    worst_t = worst_share = 0.0
+    print(f"{'model':<12} {'gpus':>6} {'offload':<10} {'status':<8} {'median s':>9} {'solves':>6} {'rows':>6} "
+          f"{'space':>13} {'evaluated':>9} {'samples/s':>10} {'MFU':>6}")
+    worst_t = worst_share = t_16k = 0.0
+    worst_rows = 0
     all_optimal = True
     for model, gpus, system in cases:
         res, t = timed(lambda: plan(model, system, gpus), args.repeats)
@@ -58,17 +63,35 @@ def main():
         sps = f"{res.best.samples_per_s:10.2f}" if res.best else f"{'-':>10}"
         mfu = f"{100 * res.best.mfu:5.1f}%" if res.best else f"{'-':>6}"
         off = "1TiB/100" if system.offload_gib else "none"
-        print(f"{model:<12} {gpus:>6} {off:<10} {res.status:<8} {t:>9.3f} {res.stats['space_size']:>11,} "
-              f"{res.stats['evaluated']:>9,} {100 * share:>8.4f}% {sps} {mfu}", flush=True)
-    print(f"\nworst median time {worst_t:.2f} s (bar 10 s), worst share evaluated "
-          f"{100 * worst_share:.4f}% (bar 0.1%), all optimal: {all_optimal}")
+        print(f"{model:<12} {gpus:>6} {off:<10} {res.status:<8} {t:>9.3f} {res.stats['solver_calls']:>6} "
+              f"{res.stats['table_rows']:>6,} {res.stats['space_size']:>13,} {res.stats['evaluated']:>9,} "
+              f"{sps} {mfu}", flush=True)
+        worst_rows = max(worst_rows, res.stats["table_rows"])
+        if model == "1T" and gpus == 16384:
+            t_16k = max(t_16k, t)
+    print(f"\n1T on 16,384: {t_16k:.2f} s (bar 1 s); most table rows {worst_rows:,} (bar 50,000); "
+          f"worst median {worst_t:.2f} s; all optimal: {all_optimal}")
+
+    # long sequences: llama3.1-405B at 131,072 tokens
+    res, t = timed(lambda: plan(load_model("llama3.1-405B", seq_len=131072), plain, 16384), args.repeats)
+    print(f"\nllama3.1-405B, sequence 131,072, 16,384 GPUs: {res.status} in {t:.2f} s (bar 5 s)"
+          + (f", {res.best.samples_per_s:.2f} samples/s" if res.best else "")
+          + (f"; {res.explanation['summary']}" if res.explanation else ""), flush=True)
+
+    # the GPU count as a variable
+    if not args.quick:
+        res, t = timed(lambda: plan("1T", plain, range(1024, 32769, 8), target_samples_per_s=150), args.repeats)
+        f = res.stats["fewest"]
+        print(f"fewest GPUs for 1T at 150 samples/s over 1,024..32,768 step 8: {res.best.strategy.gpus if res.best else None}"
+              f" ({res.status}) in {t:.2f} s (bar 30 s); {f['families_opened']} families opened, "
+              f"{f['solver_calls']} CP-SAT solves", flush=True)
 
     # brute force against plan, same case, same run
-    model, gpus, system = ("megatron-22B", 64, plain) if args.quick else ("1T", 4096, offload)
-    fast, t_plan = timed(lambda: plan(model, system, gpus), args.repeats)
-    slow, t_brute = timed(lambda: plan(model, system, gpus, method="enumerate"), 1)
+    model, gpus, system, mb = ("megatron-22B", 16, plain, 16) if args.quick else ("megatron-22B", 64, offload, 64)
+    fast, t_plan = timed(lambda: plan(model, system, gpus, max_batch=mb), args.repeats)
+    slow, t_brute = timed(lambda: plan(model, system, gpus, max_batch=mb, method="enumerate"), 1)
     same = abs(fast.best.samples_per_s - slow.best.samples_per_s) <= 1e-9 * slow.best.samples_per_s
-    print(f"\nbrute force, {model} on {gpus} GPUs: {slow.stats['evaluated']:,} strategies in {t_brute:.2f} s "
+    print(f"\nbrute force, {model} on {gpus} GPUs, batch <= {mb}: {slow.stats['evaluated']:,} strategies in {t_brute:.2f} s "
           f"({slow.stats['evaluated'] / t_brute:,.0f}/s); plan {t_plan:.3f} s; speed-up {t_brute / t_plan:.1f}x; "
           f"same optimum: {same}")
 
