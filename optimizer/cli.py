@@ -154,7 +154,11 @@ def cmd_plan(args) -> int:
     system = load_system(args.system, **_system_overrides(args))
     progress = None if args.json else _progress(args.method)
     try:
+        if isinstance(args.gpus, range) and args.target is None:
+            raise ConfigError("--target-samples-per-s", "target", None, "a number of samples per second "
+                              "(a range of --gpus asks for the fewest GPUs reaching it)")
         res = plan(model, system, args.gpus, max_batch=args.max_batch, batch=args.batch, datatype=args.datatype,
+                   target_samples_per_s=args.target,
                    pin=_pins(args), top_k=args.top, time_limit_s=args.time_limit, threads=args.threads,
                    method=args.method, progress=progress, even_stages=args.even_stages)
     finally:
@@ -391,6 +395,29 @@ def _number(kind, low, high, what, unlimited=False, open_low=False):
 
 
 GPUS_ARG = _number(int, 1, MAX_GPUS, "an integer")
+
+
+def _gpu_counts(text):
+    """--gpus for plan: a count, or LO:HI[:STEP] (every STEP-th count from
+    LO up to HI, inclusive) for the fewest GPUs reaching a target."""
+    if ":" not in text:
+        return GPUS_ARG(text)
+    parts = text.split(":")
+    one = _number(int, 1, MAX_GPUS, "a GPU count")
+    try:
+        if len(parts) not in (2, 3):
+            raise argparse.ArgumentTypeError("")
+        lo, hi = one(parts[0]), one(parts[1])
+        step = _number(int, 1, MAX_GPUS, "a step")(parts[2]) if len(parts) == 3 else 1
+    except argparse.ArgumentTypeError:
+        lo = hi = step = None
+    if lo is None or hi < lo:
+        raise argparse.ArgumentTypeError(f"got {one_line(repr(text), 40)}, expected a GPU count or LO:HI[:STEP] "
+                                         f"with 1 <= LO <= HI <= {fmt_limit(MAX_GPUS)}")
+    return range(lo, hi + 1, step)
+
+
+_gpu_counts.__name__ = "a GPU count or LO:HI[:STEP]"
 BATCH_ARG = _number(int, 1, MAX_INT_FIELD, "an integer")
 
 
@@ -423,7 +450,11 @@ def _add_plan_args(p):
                                                    "(see `optimize list`)")
     p.add_argument("--seq-len", dest="seq_len", type=int, default=None,
                        help="sequence length (default: the model's; a config.json's max_position_embeddings)")
-    p.add_argument("--gpus", required=True, type=GPUS_ARG, help="number of GPUs (tp * pp * dp)")
+    p.add_argument("--gpus", required=True, type=_gpu_counts,
+                   help="number of GPUs (tp * pp * dp); or LO:HI[:STEP] with --target-samples-per-s: the fewest "
+                        "GPUs in that range whose best strategy reaches the target, proven")
+    p.add_argument("--target-samples-per-s", dest="target", type=_number(float, 0, 1e12, "a number", open_low=True),
+                   default=None, help="with a range of --gpus: the throughput to reach (samples per second)")
     _add_system_args(p)
     p.add_argument("--max-batch", dest="max_batch", type=BATCH_ARG, default=3072,
                    help="global batch limit in sequences (default 3072); the batch is a variable: any "

@@ -347,6 +347,14 @@ def _plan_kwargs(rng: random.Random) -> dict:
         kw["top_k"] = rng.choice((1, 2, 3, 5))
     if rng.random() < 0.1:
         kw["method"] = "enumerate"
+    if rng.random() < 0.1:
+        kw["batch"] = rng.choice((1, 4, 8, 12, 64)) if rng.random() < 0.8 else weird_value(rng)
+    if rng.random() < 0.1:
+        lo = rng.choice((1, 2, 4, 8))
+        kw["gpus"] = range(lo, lo + rng.choice((0, 8, 24)) + 1, rng.choice((1, 2, 4)))
+        kw["target_samples_per_s"] = rng.choice((1.0, 50.0, 1e6)) if rng.random() < 0.8 else weird_value(rng)
+    elif rng.random() < 0.03:
+        kw["target_samples_per_s"] = 10.0          # a target without a range: refused
     return kw
 
 
@@ -431,7 +439,11 @@ def gen_argv(rng: random.Random, workdir: str) -> list:
         if rng.random() < 0.7:
             args += ["--system", _input_arg(rng, workdir, lambda r: small_system(r) if r.random() < 0.8 else gen_system(r))]
         args += ["--time-limit", rng.choice(("2", "1", "0.01")) if rng.random() < 0.9 else rng.choice(NUMBERS)]
-        for flag, vals in (("--max-batch", ("8", "32", "64")), ("--top", ("1", "2", "3")),
+        if rng.random() < 0.1:
+            args += ["--gpus", rng.choice(("1:8", "4:16:4", "8:4", "2:2", "1:", ":8", "1:8:0")),
+                     "--target-samples-per-s", rng.choice(("10", "0", "1e6", "nan"))]
+        for flag, vals in (("--max-batch", ("8", "32", "64")), ("--batch", ("4", "8", "12")),
+                           ("--top", ("1", "2", "3")),
                            ("--threads", ("1", "2")), ("--datatype", ("fp8", "bf16", "fp32")),
                            ("--method", ("cpsat", "enumerate")), ("--hbm-gib", ("8", "80", "0.5")),
                            ("--offload-gib", ("0", "512")), ("--offload-gbps", ("50", "unlimited")),
