@@ -3,7 +3,7 @@
 The knobs that fix a family of structures (tp, pp, dp, microbatch,
 interleave) and the batch, as microbatches per replica n, are solver
 variables; so are the group knobs memory and time depend on most (the
-activation signature sigma, ZeRO-1, the offload flags). The limits are
+activation signature sigma, the ZeRO stage, the offload flags). The limits are
 constraints:
 
   tp * pp * dp = gpus                  two multiplication equalities
@@ -23,12 +23,15 @@ the same way:
           the slowest stage's blocks times the least time of one block (over
           the TP choices), per sample: t_mb / (dp * microbatch)
   bubble  main * (pp - 1) / (interleave * n)
-  step    the optimizer step(tp, pp, ZeRO-1, offload_optimizer) / batch
+  step    the optimizer step(tp, pp, ZeRO stage, offload_optimizer) / batch
 
-Memory per GPU of the first stage is at least its state (tp, pp, ZeRO-1,
-offload of weights and optimizer) plus microbatch x (stored activations per
-block(tp, sigma) x blocks in flight + working bytes(tp, sigma)), blocks in
-flight min(cap(pp, interleave), n * first-stage blocks(pp)), one block when
+Memory per GPU of the first stage is at least its state (tp, pp, ZeRO
+stage, offload of weights and optimizer): weights / s3 + gradients / s2 +
+optimizer / s1, s_k = dp from ZeRO stage k on and 1 below it (the
+sharding group at its largest, dp: never above the exact bytes whatever
+`shard` is; ZeRO-3's two gathered blocks left out), plus microbatch x
+(stored activations per block(tp, sigma) x blocks in flight + working
+bytes(tp, sigma)), blocks in flight min(cap(pp, interleave), n * first-stage blocks(pp)), one block when
 activations are offloaded. Every table is floored (time) or kept below the
 exact value (memory), so the model is a relaxation: it never cuts a
 strategy the exact model accepts and its objective never exceeds an exact
@@ -185,32 +188,32 @@ class Master:
             if not vals:
                 md.Add(x == 1)                                   # nothing allowed: infeasible
             return x
-        # ZeRO-1 matters only with dp > 1 (idle there at 0; a pin says nothing)
-        zero = md.NewBoolVar("optimizer_sharding")
-        if not p.allowed("optimizer_sharding", [1])[0]:
-            md.Add(zero == 0)
-        if not p.allowed("optimizer_sharding", [0])[0]:
-            dp_gt1 = md.NewBoolVar("dp_gt_1")
-            md.Add(dp >= 2).OnlyEnforceIf(dp_gt1)
-            md.Add(dp == 1).OnlyEnforceIf(dp_gt1.Not())
-            md.AddImplication(dp_gt1, zero)
+        # the ZeRO stage matters only with dp > 1 (idle there at 0; a pin says nothing)
+        stages = K.BY_NAME["zero"].values
+        zero = md.NewIntVar(min(stages), max(stages), "zero")
+        dp_gt1 = md.NewBoolVar("dp_gt_1")
+        md.Add(dp >= 2).OnlyEnforceIf(dp_gt1)
+        md.Add(dp == 1).OnlyEnforceIf(dp_gt1.Not())
+        md.Add(zero == 0).OnlyEnforceIf(dp_gt1.Not())
+        for c in stages:
+            if not p.allowed("zero", [c])[0]:
+                md.Add(zero != c).OnlyEnforceIf(dp_gt1)
         off = p.has_offload
         ow, oa, oo = (flag(x, off) for x in ("offload_weights", "offload_activations", "offload_optimizer"))
 
-        # state per GPU of the first stage: weights and gradients over (tp, pp,
-        # offload_weights); optimizer state over (tp, pp, offload_optimizer),
-        # divided by dp with ZeRO-1
-        wg = np.zeros((len(D_tp), len(D_pp), 2))
-        ost = np.zeros((len(D_tp), len(D_pp), 2))
+        # state per GPU of the first stage, unsharded: weights and gradients
+        # over (tp, pp, offload_weights); optimizer state over (tp, pp,
+        # offload_optimizer); each divided by dp from its ZeRO stage on (below)
+        unsharded = {item: np.zeros((len(D_tp), len(D_pp), 2)) for item in ("weights", "gradients", "optimizer")}
         first_params = self._first_params(D_tp)
         for a, t in enumerate(D_tp):
             for b, x in enumerate(D_pp):
-                st = perf.state_bytes(m, dt, t, _first_blocks(m.blocks, x), 1, 0,
+                st = perf.state_bytes(m, dt, t, _first_blocks(m.blocks, x), 1, 0, 0,
                                       first_params[a] if x > 1 else self._both[a])
                 for o in (0, 1):
                     mem = perf.memory_terms(dt, st, 0.0, 0.0, 0.0, Recompute.NONE, o, 0, o)
-                    wg[a, b, o] = mem["weights"] + mem["gradients"]
-                    ost[a, b, o] = mem["optimizer"]
+                    for item, table in unsharded.items():
+                        table[a, b, o] = mem[item]
         # ---- the tables
         per = tau * D_tp[:, None, None, None]              # per sample over all GPUs (mb divided in)
         # log seconds per sample >= log(Bmax(pp) pp) + log(tau tp / (mb gpus))
@@ -322,21 +325,10 @@ class Master:
 
         # ---- HBM: state + microbatch x (stored x blocks in flight + working)
         cap = int(sys_.hbm_gib * perf.GIB / MEM_UNIT)
-        wgt = np.floor(wg / MEM_UNIT).astype(np.int64)
-        ot = np.floor(ost / MEM_UNIT).astype(np.int64)
-        wgv = md.NewIntVar(0, int(wgt.max()), "weights_and_gradients")
-        self._table([tp_i, pp_i, ow, wgv], [(a, b, o, int(wgt[a, b, o])) for a, b, o in np.ndindex(wgt.shape)])
-        ov_ = md.NewIntVar(0, int(ot.max()), "optimizer_state_unsharded")
-        self._table([tp_i, pp_i, oo, ov_], [(a, b, o, int(ot[a, b, o])) for a, b, o in np.ndindex(ot.shape)])
-        shard = md.NewIntVar(1, int(dps.max()), "optimizer_shard")
-        md.Add(shard == dp).OnlyEnforceIf(zero)
-        md.Add(shard == 1).OnlyEnforceIf(zero.Not())
-        osv = md.NewIntVar(0, int(ot.max()), "optimizer_state")
-        osx = md.NewIntVar(0, int(ot.max()) * int(dps.max()), "optimizer_state_x_shard")
-        md.AddMultiplicationEquality(osx, [osv, shard])
-        md.Add(osx >= ov_ - shard + 1)                     # osv >= unsharded / shard, rounded down
-        sv = md.NewIntVar(0, int(wgt.max()) + int(ot.max()), "state_bytes")
-        md.Add(sv == wgv + osv)
+        sharded = [self._sharded_state(item, unsharded[item], flag, stage, zero, dp, tp_i, pp_i, int(dps.max()))
+                   for item, flag, stage in (("weights", ow, 3), ("gradients", ow, 2), ("optimizer", oo, 1))]
+        sv = md.NewIntVar(0, sum(int(ub) for _, ub in sharded), "state_bytes")
+        md.Add(sv == sum(x for x, _ in sharded))
         s1t = np.floor(np.where(np.isfinite(s1), s1, 0.0) / 1024.0).astype(np.int64)   # KiB: x 1/64 block units
         w1t = np.floor(np.where(np.isfinite(w1), w1, 0.0) / MEM_UNIT).astype(np.int64)
         s1v = md.NewIntVar(0, int(s1t.max()), "stored_per_block")
@@ -366,7 +358,7 @@ class Master:
         self.tables = dict(stored=s1t, working=w1t, classes=classes, cap=captab, pv=pv,
                            first64=fb64, hbm=cap, log_time=lq)
 
-        self.knob_vars = {"recompute_flash_class": sg, "optimizer_sharding": zero, "offload_weights": ow,
+        self.knob_vars = {"recompute_flash_class": sg, "zero": zero, "offload_weights": ow,
                           "offload_activations": oa, "offload_optimizer": oo}
         self.classes = [tuple(int(x) for x in c) for c in classes]
         self.vars = {"gpus": gpus, "tp": tp, "pp": pp, "dp": dp, "microbatch": mb, "interleave": v, "n": n,
@@ -382,6 +374,28 @@ class Master:
         self.cuts = 0
 
     # ------------------------------------------------------------ helpers
+
+    def _sharded_state(self, item, table, flag, stage, zero, dp, tp_i, pp_i, dp_max):
+        """A state item's bytes per GPU (MEM_UNIT), from its unsharded table
+        over (tp, pp, its offload flag), divided by dp where the ZeRO stage
+        is `stage` or more (else by 1), rounded down: (variable, upper bound).
+        dp is the largest sharding group, so this never exceeds the exact
+        bytes whatever the group."""
+        md = self.model
+        t = np.floor(table / MEM_UNIT).astype(np.int64)
+        whole = md.NewIntVar(0, int(t.max()), f"{item}_unsharded")
+        self._table([tp_i, pp_i, flag, whole], [(a, b, o, int(t[a, b, o])) for a, b, o in np.ndindex(t.shape)])
+        on = md.NewBoolVar(f"{item}_sharded")
+        md.Add(zero >= stage).OnlyEnforceIf(on)
+        md.Add(zero < stage).OnlyEnforceIf(on.Not())
+        group = md.NewIntVar(1, dp_max, f"{item}_shard")
+        md.Add(group == dp).OnlyEnforceIf(on)
+        md.Add(group == 1).OnlyEnforceIf(on.Not())
+        part = md.NewIntVar(0, int(t.max()), item)
+        prod = md.NewIntVar(0, int(t.max()) * dp_max, f"{item}_x_shard")
+        md.AddMultiplicationEquality(prod, [part, group])
+        md.Add(prod >= whole - group + 1)                  # part >= whole / group, rounded down
+        return part, int(t.max())
 
     def _not(self, x):
         b = self.model.NewBoolVar(f"not_{x.Name()}")
@@ -517,14 +531,14 @@ class Master:
         Strategy or knob codes), or None when the model rejects it: a
         relaxation never rejects a strategy the exact model accepts, and
         its bound never exceeds the exact time (tests check both)."""
-        k = {n: int(v) for n, v in K.codes(s if isinstance(s, dict) else s.to_dict()).items()}
+        k = {n: int(v) for n, v in K.canonical(s if isinstance(s, dict) else s.to_dict()).items()}
         if self.empty:
             return None
         copy = self.model.clone()
         var = lambda x: copy.GetIntVarFromProtoIndex(x.Index())  # noqa: E731
         fixed = {"gpus": k["tp"] * k["pp"] * k["dp"], **{n: k[n] for n in ("tp", "pp", "dp", "microbatch",
                                                                              "interleave", "batch")},
-                 "optimizer_sharding": k["optimizer_sharding"], "offload_weights": k["offload_weights"],
+                 "zero": k["zero"], "offload_weights": k["offload_weights"],
                  "offload_activations": k["offload_activations"], "offload_optimizer": k["offload_optimizer"]}
         for n, x in fixed.items():
             copy.Add(var(self.vars[n] if n in self.vars else self.knob_vars[n]) == x)
