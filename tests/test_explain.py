@@ -124,7 +124,7 @@ def test_core_is_minimal(big):
     ("1T", 64, None, "h100-80g-nvl8-off2t-100gbps"),
     ("1T", 4096, {"tp": 1}, "h100-80g-nvl8"),
     ("1T", 4096, {"tp": 2, "recompute": "none"}, "h100-80g-nvl8"),
-    ("1T", 1024, {"pp": 4, "optimizer_sharding": False}, "h100-80g-nvl8"),
+    ("1T", 1024, {"pp": 4, "zero": 0}, "h100-80g-nvl8"),
     ("megatron-22B", 8, {"tp_overlap": "ring", "tp": 1}, "h100-80g-nvl8"),
     ("megatron-22B", 16, {"dp_overlap": True, "dp": 1}, "h100-80g-nvl8"),
 ])

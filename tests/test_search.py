@@ -41,7 +41,7 @@ CASES = [
     (tiny(2048, 16, 128, 12), H100, {"hbm_gib": 8}, 32, 64, {"tp_comm": "rs_ag", "tp_overlap": "pipe"}),
     (tiny(2048, 16, 128, 12), OFF, {"hbm_gib": 3}, 32, 64, {"offload_weights": True}),
     (tiny(1024, 16, 64, 8), H100, {"hbm_gib": 4}, 16, 32, {"pp": [2, 4], "microbatch": 1}),
-    (tiny(1024, 16, 64, 8), H100, {"hbm_gib": 4}, 16, 32, {"dp_overlap": True, "optimizer_sharding": True}),
+    (tiny(1024, 16, 64, 8), H100, {"hbm_gib": 4}, 16, 32, {"dp_overlap": True, "zero": 1}),
     ("megatron-22B", H100, {}, 16, 32, {}),
     ("megatron-22B", "a100-80g", {}, 32, 64, {"tp": 8}),
     ("gpt3-175B", H100, {}, 64, 64, {"tp": 8, "pp": [4, 8]}),
