@@ -42,6 +42,12 @@ CASES = [
     (tiny(2048, 16, 128, 12), OFF, {"hbm_gib": 3}, 32, 64, {"offload_weights": True}),
     (tiny(1024, 16, 64, 8), H100, {"hbm_gib": 4}, 16, 32, {"pp": [2, 4], "microbatch": 1}),
     (tiny(1024, 16, 64, 8), H100, {"hbm_gib": 4}, 16, 32, {"dp_overlap": True, "zero": 1}),
+    # ZeRO stages and hybrid sharding groups
+    (tiny(1024, 16, 64, 8), H100, {"hbm_gib": 2}, 8, 16, {"zero": 2}),
+    (tiny(1024, 16, 64, 8), H100, {"hbm_gib": 2}, 8, 16, {"zero": 3}),
+    (tiny(2048, 16, 128, 8), H100, {"hbm_gib": 3}, 8, 16, {"zero": [1, 3], "shard": 2, "dp": [4, 8]}),
+    (tiny(1024, 16, 64, 8), H100, {"hbm_gib": 2}, 8, 8, {"zero": [0, 1, 2, 3]}),
+    (tiny(2048, 16, 128, 8), tiered_system(3, hbm_gib=3, first=2, growth=4), {}, 16, 16, {"zero": 3}),
     ("megatron-22B", H100, {}, 16, 32, {}),
     ("megatron-22B", "a100-80g", {}, 32, 64, {"tp": 8}),
     ("gpt3-175B", H100, {}, 64, 64, {"tp": 8, "pp": [4, 8]}),
