@@ -2,7 +2,7 @@
 
 Time never makes a strategy infeasible: the rules and memory do. Memory per
 GPU depends only on a strategy's group (structure, activation signature,
-ZeRO-1, offload flags), and within a structure it is smallest at microbatch
+ZeRO stage and sharding group, offload flags), and within a structure it is smallest at microbatch
 1 without interleaving: stored activations times the blocks in flight,
 mb * min(pp, local/mb), does not decrease with the microbatch, and the
 interleaved schedule keeps pp + (pp-1)/v stages' worth of blocks against
@@ -48,8 +48,8 @@ from ortools.sat.python import cp_model
 from . import knobs as K
 from . import perf
 from . import rules as R
-from .space import (GROUP_REST, SIGMA, STRUCTURE, Problem, divisors, group_rest, knob_rows_to_strategy, sigmas,
-                    tp_choices)
+from .space import (GROUP_REST, SIGMA, STRUCTURE, Problem, divisors, domain, group_rest, knob_rows_to_strategy,
+                    shard_domain, sigmas, tp_choices)
 from .errors import ConfigError
 from .spec import Strategy, load_system
 
@@ -161,10 +161,31 @@ def _placeable(q: Problem, r: dict) -> np.ndarray:
 
 # ---------------------------------------------------------------- memory
 
+def _axis_sizes(p: Problem) -> tuple:
+    """The memory grid's axis per GROUP_REST knob: its domain's size; for
+    shard two cells, the whole DP group (0) and the least-memory proper
+    sharding group the pins allow (_best_shard): memory falls as the group
+    grows, so those two are all a row needs (the whole group is allowed
+    wherever a pin on shard is dropped)."""
+    return tuple(2 if n == "shard" else len(domain(p, n)) for n in GROUP_REST)
+
+
+def _best_shard(p: Problem, dp) -> np.ndarray:
+    """Per dp: the largest sharding group below dp the pins allow (its
+    knob code), or 0 when none is."""
+    dps, inv = np.unique(np.asarray(dp, dtype=np.int64).reshape(-1), return_inverse=True)
+    best = np.zeros(len(dps), dtype=np.int64)
+    for i, d in enumerate(dps):
+        s = shard_domain(int(d))[1:]
+        s = s[p.allowed("shard", s)]
+        best[i] = int(s.max()) if len(s) else 0
+    return best[inv.reshape(-1)]
+
+
 def _memory(p: Problem, r: dict):
     """HBM and offload bytes of every group of every row, shape (rows, G
-    activation signatures, then one axis of 2 per GROUP_REST flag); which
-    groups exist is `_allowed`'s business."""
+    activation signatures, then one axis per GROUP_REST knob: _axis_sizes);
+    which groups exist is `_allowed`'s business."""
     m, dt = p.model, p.datatype
     pairs, inv = np.unique(np.stack([r["tp"], r["microbatch"]], 1), axis=0, return_inverse=True)
     inv = inv.reshape(-1)
@@ -181,19 +202,40 @@ def _memory(p: Problem, r: dict):
                                  sig["tp_comm"][None, :], 0, 0)
         extras = [{key: per_row(x[key]) for key in ("params", "stored")} for x in ends]
     col = lambda x: np.asarray(x, dtype=float).reshape(R_, 1, *one)  # noqa: E731
-    z, ow, oa, oo = _flag_axes()
+    ax = _group_axes(p, r["dp"])
     micro = np.maximum(np.floor(col(r["batch"]) / col(r["dp"]) / col(r["microbatch"])), 1)
     mem, _ = perf.pipeline_memory(m, dt, col(r["tp"]), np.asarray(r["pp"]).reshape(R_, 1, *one), col(r["dp"]),
-                                  col(r["interleave"]), micro, z, per_row(blk["stored"]), per_row(blk["working"]),
-                                  sig["recompute"].reshape(1, G, *one), (ow, oa, oo), *extras)
-    shape = (R_, G) + (2,) * len(GROUP_REST)
+                                  col(r["interleave"]), micro, ax["zero"], ax["shard"], per_row(blk["stored"]),
+                                  per_row(blk["working"]), sig["recompute"].reshape(1, G, *one),
+                                  (ax["offload_weights"], ax["offload_activations"], ax["offload_optimizer"]),
+                                  *extras)
+    shape = (R_, G) + _axis_sizes(p)
     return np.broadcast_to(mem["hbm"], shape), np.broadcast_to(mem["offload"], shape)
 
 
-def _flag_axes():
-    """One axis per GROUP_REST flag (optimizer_sharding and the offload flags), after rows and signatures."""
+def _group_axes(p: Problem, dp) -> dict:
+    """The knob codes along each GROUP_REST axis, after rows and
+    signatures: a knob's domain, or for shard 0 and the row's _best_shard."""
+    sizes = _axis_sizes(p)
     n = len(GROUP_REST)
-    return tuple(np.arange(2).reshape([1, 1] + [2 if i == j else 1 for i in range(n)]) for j in range(n))
+    out = {}
+    for j, name in enumerate(GROUP_REST):
+        if name == "shard":
+            codes = np.stack([np.zeros(len(dp), dtype=np.int64), _best_shard(p, dp)], 1)
+            out[name] = codes.reshape([len(dp), 1] + [sizes[j] if i == j else 1 for i in range(n)])
+        else:
+            out[name] = domain(p, name).reshape([1, 1] + [sizes[j] if i == j else 1 for i in range(n)])
+    return out
+
+
+def _cells(rows: np.ndarray) -> tuple:
+    """The memory grid's cell of each group_rest row: each knob's index in
+    its domain, shard's 0 for the whole DP group and 1 for a proper one."""
+    out = []
+    for c, name in enumerate(GROUP_REST):
+        x = rows[:, c]
+        out.append((x > 0).astype(np.int64) if name == "shard" else x)    # domains here are 0..n-1
+    return tuple(out)
 
 
 def _allowed(q: Problem, r: dict, tier: bool) -> np.ndarray:
@@ -215,7 +257,8 @@ def _allowed(q: Problem, r: dict, tier: bool) -> np.ndarray:
             ok[i, j] = len(tp_choices(unplaced, int(t), bool(sig["sp"][j]))) > 0
     G = ok.shape[1]
     n = len(GROUP_REST)
-    flags = np.zeros((R_,) + (2,) * n, dtype=bool)
+    sizes = _axis_sizes(q)
+    flags = np.zeros((R_,) + sizes, dtype=bool)
     # the space's own group flags per dp, on a system with (or without) the tier
     sys_ = q.system if tier == q.has_offload else dataclasses.replace(
         q.system, offload_gib=max(q.system.offload_gib, 1.0) if tier else 0.0,
@@ -227,10 +270,10 @@ def _allowed(q: Problem, r: dict, tier: bool) -> np.ndarray:
         # some dp_overlap value the pins admit (where it has no effect, any)
         has_overlap = not K.BY_NAME["dp_overlap"].matters({"dp": d}) or q.allowed("dp_overlap", [0, 1]).any()
         if has_overlap and len(rows):
-            f = np.zeros((2,) * n, dtype=bool)
-            f[tuple(rows.T)] = True
+            f = np.zeros(sizes, dtype=bool)
+            f[_cells(rows)] = True
             flags[dinv.reshape(-1) == d_i] = f
-    a = ok[inv.reshape(-1)].reshape(R_, G, *(1,) * n) & flags.reshape(R_, 1, *(2,) * n)
+    a = ok[inv.reshape(-1)].reshape(R_, G, *(1,) * n) & flags.reshape(R_, 1, *sizes)
     return a
 
 
@@ -301,11 +344,12 @@ def _smallest(p: Problem, which: str):
     best = float(value.reshape(-1)[flat])
     if not math.isfinite(best):
         return math.inf, None
-    i, j, *flags = np.unravel_index(flat, value.shape)
+    i, j, *cells = np.unravel_index(flat, value.shape)
     sig = sigmas(p, r["tp"][i:i + 1])
     tp = int(r["tp"][i])
+    ax = _group_axes(p, r["dp"][i:i + 1])
     knobs = {k: int(r[k][i]) for k in STRUCT_PINS} | {k: int(sig[k][j]) for k in SIGMA} | {
-        k: int(f) for k, f in zip(GROUP_REST, flags)} | {
+        k: int(ax[k].reshape(-1)[c]) for k, c in zip(GROUP_REST, cells)} | {
         "tp_overlap": 0, "dp_overlap": 0,
         "tp_net": 0 if tp <= p.system.nvlink_size else -1, "pp_net": -1, "dp_net": -1}
     return best, knob_rows_to_strategy({k: [v] for k, v in knobs.items()}, 0, p.datatype)
@@ -342,7 +386,7 @@ def fix_gpus(p: Problem):
     """Smallest GPU count above the current one, in whole NVLink domains
     up to the outermost tier, at which the problem is feasible; with its
     (tp, pp, dp). For a fixed (tp, pp) memory does not grow with dp
-    (local batch and microbatches in flight shrink, ZeRO-1 shards finer),
+    (local batch and microbatches in flight shrink, ZeRO shards finer),
     so a bisection on dp at the least-memory row gives a first candidate
     and the exact check goes up from there."""
     step = p.system.nvlink_size
@@ -510,8 +554,8 @@ def _describe(st: Strategy) -> str:
     extras = [f"recompute={st.recompute}"]
     if st.tp_comm != "ar":
         extras.append("sequence parallel")
-    if st.optimizer_sharding:
-        extras.append("ZeRO-1")
+    if st.zero:
+        extras.append(f"ZeRO-{st.zero}" + (f" over groups of {st.shard}" if st.shard else ""))
     off = [n for n, on in (("weights", st.offload_weights), ("activations", st.offload_activations),
                            ("optimizer", st.offload_optimizer)) if on]
     if off:

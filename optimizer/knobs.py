@@ -57,7 +57,9 @@ class Knob:
     elsewhere the space holds it at its canonical code (`idle`).
     `memory_view`, for a member knob, is the part of its value that memory
     reads (its group key). `block`: the per-block terms read it (the search
-    tabulates those terms over these knobs alone)."""
+    tabulates those terms over these knobs alone). `values`: the whole
+    domain of a small integer knob (empty: any positive integer, or a
+    domain the space derives, as shard's from dp)."""
 
     name: str
     kind: str
@@ -72,6 +74,7 @@ class Knob:
     idle: int = 0
     memory_view: Callable | None = None
     block: bool = False
+    values: tuple = ()
 
     @property
     def choices(self) -> tuple:
@@ -100,12 +103,27 @@ class Knob:
 
     def help(self) -> str:
         vals = ("|".join(self.choices) if self.kind == "enum"
+                else "|".join(map(str, self.values)) if self.values
                 else {"bool": "true|false", "tier": "tier index", "int": "integer"}[self.kind])
         return f"{self.name} ({vals}): {self.meaning}"
 
 
 def _dp_gt_1(k):
     return np.asarray(k["dp"]) > 1
+
+
+def _sharded(k):
+    """Where a sharding group exists: ZeRO 1 or more over more than one replica."""
+    return (np.asarray(k["dp"]) > 1) & (np.asarray(k["zero"]) >= 1)
+
+
+class Zero(IntEnum):
+    """ZeRO stages (Rajbhandari et al. 2020): what is sharded over the DP
+    sharding group (the knob `shard`)."""
+    NONE = 0         # gradients all-reduced over DP; everything replicated
+    OPTIMIZER = 1    # optimizer state (Megatron's distributed optimizer)
+    GRADIENTS = 2    # ... and the gradients, reduce-scattered as they are produced
+    WEIGHTS = 3      # ... and the weights, gathered block by block (FSDP)
 
 
 KNOBS: tuple[Knob, ...] = (
@@ -130,8 +148,16 @@ KNOBS: tuple[Knob, ...] = (
          matters=lambda k: np.asarray(k["tp_comm"]) > TpComm.AR, matters_reads=("tp_comm",), block=True),
     Knob("dp_overlap", "bool", "member", "DP gradient reduction hidden behind the last backward",
          default=False, matters=_dp_gt_1, matters_reads=("dp",)),
-    Knob("optimizer_sharding", "bool", "group", "ZeRO-1: optimizer state sharded over DP "
-         "(gradients reduce-scattered, weights all-gathered)", default=False, matters=_dp_gt_1, matters_reads=("dp",)),
+    Knob("zero", "int", "group", "ZeRO stage: 0 gradients all-reduced over DP; 1 optimizer state "
+         "sharded over the sharding group (gradients reduce-scattered, weights all-gathered after the "
+         "step); 2 also the gradients; 3 also the weights, each block's gathered before its forward "
+         "and its backward (prefetched behind the previous block), gradients reduce-scattered per "
+         "microbatch (FSDP)", default=0, values=tuple(int(z) for z in Zero), matters=_dp_gt_1,
+         matters_reads=("dp",)),
+    Knob("shard", "int", "group", "sharding group of ZeRO: 0 the whole DP group, else its size, a "
+         "divisor of dp strictly between 1 and dp; the dp/shard groups replicate and all-reduce the "
+         "sharded gradients once per batch (hybrid sharding, HSDP)", default=0, matters=_sharded,
+         matters_reads=("dp", "zero")),
     Knob("fused_activation", "bool", "group", "activation function fused into the first MLP matmul "
          "(its output recomputed, not stored)", default=False, block=True),
     Knob("flash_attention", "bool", "group", "fused attention (FlashAttention): no sequence x sequence "
@@ -158,6 +184,10 @@ TIERS = tuple(k for k in KNOBS if k.kind == "tier")
 
 BLOCK = tuple(k.name for k in KNOBS if k.block)
 
+# Names accepted on input only: alias -> (knob, {alias value: knob value}).
+# optimizer_sharding was the ZeRO-1 flag before ZeRO had stages.
+ALIASES = {"optimizer_sharding": ("zero", {False: 0, True: 1})}
+
 
 def at_level(level: str) -> tuple[Knob, ...]:
     return tuple(k for k in KNOBS if k.level == level)
@@ -178,7 +208,7 @@ def codes(knobs: dict) -> dict:
 def canonical(knobs: dict) -> dict:
     """Codes with every knob that has no effect held at its idle code (a
     group of one GPU on tier 0, ag_redo off without sequence parallelism,
-    DP options off with dp = 1): two strategies the model cannot tell apart
+    DP options off with dp = 1, no sharding group without ZeRO): two strategies the model cannot tell apart
     become one."""
     k = codes(knobs)
     shape = np.broadcast(*k.values()).shape

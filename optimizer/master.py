@@ -3,7 +3,7 @@
 The knobs that fix a family of structures (tp, pp, dp, microbatch,
 interleave) and the batch, as microbatches per replica n, are solver
 variables; so are the group knobs memory and time depend on most (the
-activation signature sigma, ZeRO-1, the offload flags). The limits are
+activation signature sigma, the ZeRO stage, the offload flags). The limits are
 constraints:
 
   tp * pp * dp = gpus                  two multiplication equalities
@@ -23,12 +23,15 @@ the same way:
           the slowest stage's blocks times the least time of one block (over
           the TP choices), per sample: t_mb / (dp * microbatch)
   bubble  main * (pp - 1) / (interleave * n)
-  step    the optimizer step(tp, pp, ZeRO-1, offload_optimizer) / batch
+  step    the optimizer step(tp, pp, ZeRO stage, offload_optimizer) / batch
 
-Memory per GPU of the first stage is at least its state (tp, pp, ZeRO-1,
-offload of weights and optimizer) plus microbatch x (stored activations per
-block(tp, sigma) x blocks in flight + working bytes(tp, sigma)), blocks in
-flight min(cap(pp, interleave), n * first-stage blocks(pp)), one block when
+Memory per GPU of the first stage is at least its state (tp, pp, ZeRO
+stage, offload of weights and optimizer): weights / s3 + gradients / s2 +
+optimizer / s1, s_k = dp from ZeRO stage k on and 1 below it (the
+sharding group at its largest, dp: never above the exact bytes whatever
+`shard` is; ZeRO-3's two gathered blocks left out), plus microbatch x
+(stored activations per block(tp, sigma) x blocks in flight + working
+bytes(tp, sigma)), blocks in flight min(cap(pp, interleave), n * first-stage blocks(pp)), one block when
 activations are offloaded. Every table is floored (time) or kept below the
 exact value (memory), so the model is a relaxation: it never cuts a
 strategy the exact model accepts and its objective never exceeds an exact
@@ -185,15 +188,16 @@ class Master:
             if not vals:
                 md.Add(x == 1)                                   # nothing allowed: infeasible
             return x
-        # ZeRO-1 matters only with dp > 1 (idle there at 0; a pin says nothing)
-        zero = md.NewBoolVar("optimizer_sharding")
-        if not p.allowed("optimizer_sharding", [1])[0]:
-            md.Add(zero == 0)
-        if not p.allowed("optimizer_sharding", [0])[0]:
-            dp_gt1 = md.NewBoolVar("dp_gt_1")
-            md.Add(dp >= 2).OnlyEnforceIf(dp_gt1)
-            md.Add(dp == 1).OnlyEnforceIf(dp_gt1.Not())
-            md.AddImplication(dp_gt1, zero)
+        # the ZeRO stage matters only with dp > 1 (idle there at 0; a pin says nothing)
+        stages = K.BY_NAME["zero"].values
+        zero = md.NewIntVar(min(stages), max(stages), "zero")
+        dp_gt1 = md.NewBoolVar("dp_gt_1")
+        md.Add(dp >= 2).OnlyEnforceIf(dp_gt1)
+        md.Add(dp == 1).OnlyEnforceIf(dp_gt1.Not())
+        md.Add(zero == 0).OnlyEnforceIf(dp_gt1.Not())
+        for c in stages:
+            if not p.allowed("zero", [c])[0]:
+                md.Add(zero != c).OnlyEnforceIf(dp_gt1)
         off = p.has_offload
         ow, oa, oo = (flag(x, off) for x in ("offload_weights", "offload_activations", "offload_optimizer"))
 
@@ -225,9 +229,16 @@ class Master:
         lppv = md.NewIntVar(0, int(lpp_.max()), "log_pp_size")
         self._element(tp_i, ltp, ltv)
         self._element(pp_i, lpp_, lppv)
+        dn = md.NewIntVar(0, T - 1, "dp_net")
+        dp_i = md.NewIntVar(0, len(dps) - 1, "dp_index")
+        self._element(dp_i, dps, dp)
+        ldp = np.floor(np.log(dps) * LOG_UNITS).astype(np.int64)
+        ldv = md.NewIntVar(0, int(ldp.max()), "log_dp")
+        self._element(dp_i, ldp, ldv)
         for t, netw in enumerate(sys_.networks):
             used = []
-            for net, lv, hi_l, name in ((tn, ltv, int(ltp.max()), "tp"), (pn, lppv, int(lpp_.max()), "pp")):
+            for net, lv, hi_l, name in ((tn, ltv, int(ltp.max()), "tp"), (pn, lppv, int(lpp_.max()), "pp"),
+                                        (dn, ldv, int(ldp.max()), "dp")):
                 on = md.NewBoolVar(f"{name}_on_tier_{t}")
                 md.Add(net == t).OnlyEnforceIf(on)
                 md.Add(net != t).OnlyEnforceIf(on.Not())
@@ -235,7 +246,7 @@ class Master:
                 md.Add(z >= lv).OnlyEnforceIf(on)
                 used.append(z)
             md.Add(sum(used) <= int(math.ceil(math.log(netw.size) * LOG_UNITS)))
-        for net, name, size in ((tn, "tp_net", tp), (pn, "pp_net", pp)):
+        for net, name, size in ((tn, "tp_net", tp), (pn, "pp_net", pp), (dn, "dp_net", dp)):
             if name in p.pins:
                 big = md.NewBoolVar(f"{name}_matters")
                 md.Add(size >= 2).OnlyEnforceIf(big)
@@ -293,14 +304,32 @@ class Master:
         one = md.NewBoolVar("single_stage")
         md.Add(pp == 1).OnlyEnforceIf(one)
         md.Add(pp >= 2).OnlyEnforceIf(one.Not())
-        stage = md.NewIntVar(int(lq.min() + lx.min()), int(lq.max() + lx.max()) + 8 * LOG_UNITS, "log_stage_time")
-        md.Add(stage >= qv + xv)
+        # ZeRO-3: a block takes at least its weight gathers and gradient
+        # reduce-scatter (overlapped hides them at best behind its compute),
+        # over a group of at least 2 on the DP tier, per sequence of the largest
+        # microbatch of the bucket
+        blk = md.NewIntVar(int(lq.min()), int(lq.max()) + 40 * LOG_UNITS, "log_block_time")
+        md.Add(blk >= qv)
+        if 3 in K.BY_NAME["zero"].values and p.allowed("zero", [3])[0]:
+            pb = perf.block_params(m) / D_tp
+            comm3 = np.stack([2 * perf.collective_time(sys_, "all_gather", pb * perf.act_bytes(dt), 2, t)
+                              + perf.collective_time(sys_, "reduce_scatter", pb * perf.GRAD_COMM_BYTES[dt], 2, t)
+                              for t in range(T)], 1)                                  # (tp, tier)
+            lz = self._log(comm3[:, None, :] * D_tp[:, None, None] / hi_[None, :, None])
+            qz = md.NewIntVar(int(lz.min()), int(lz.max()), "log_zero3_comm_per_sample")
+            self._table([tp_i, mbk, dn, qz], [(a, c, t, int(lz[a, c, t])) for a, c, t in np.ndindex(lz.shape)])
+            z3 = md.NewBoolVar("zero3")
+            md.Add(zero >= 3).OnlyEnforceIf(z3)
+            md.Add(zero <= 2).OnlyEnforceIf(z3.Not())
+            md.Add(blk >= qz).OnlyEnforceIf(z3)
+        stage = md.NewIntVar(int(lq.min() + lx.min()), int(lq.max() + lx.max()) + 48 * LOG_UNITS, "log_stage_time")
+        md.Add(stage >= blk + xv)
         for w in AMGM_WEIGHTS:
             c = -(w * math.log(w) + (1 - w) * math.log(1 - w))
             a, b = int(round(w * 1024)), 1024 - int(round(w * 1024))
             wr = a / 1024
             c = -(wr * math.log(wr) + (1 - wr) * math.log(1 - wr))
-            md.Add(1024 * stage >= a * (qv + xv) + b * (pv_ + ppl) + int(math.floor(1024 * c * LOG_UNITS)) - 1024
+            md.Add(1024 * stage >= a * (blk + xv) + b * (pv_ + ppl) + int(math.floor(1024 * c * LOG_UNITS)) - 1024
                    ).OnlyEnforceIf(one.Not())
         self.rows += len(AMGM_WEIGHTS)
         md.Add(self.bound == stage + y - lgv)
@@ -314,9 +343,6 @@ class Master:
         s1v = md.NewIntVar(0, int(s1t.max()), "stored_per_block")
         w1v = md.NewIntVar(0, int(w1t.max()), "working")
         self._table([tp_i, sg, s1v, w1v], [(a, g, int(s1t[a, g]), int(w1t[a, g])) for a, g in cpairs])
-        shard = md.NewIntVar(1, int(dps.max()), "optimizer_shard")
-        md.Add(shard == dp).OnlyEnforceIf(zero)
-        md.Add(shard == 1).OnlyEnforceIf(zero.Not())
         not_oa = self._not(oa)
         first_params = self._first_params(D_tp)
         layout = perf.stage_layout(m.blocks, D_pp)
@@ -325,29 +351,25 @@ class Master:
                                     ("last", layout[2], D_pp - 1)):
             exists = {"first": D_pp >= 1, "middle": D_pp >= 3, "last": D_pp >= 2}[kind]
             blocks = np.where(exists, blocks, 0)
-            wg = np.zeros((len(D_tp), len(D_pp), 2))
-            ost = np.zeros((len(D_tp), len(D_pp), 2))
+            # the stage's state, unsharded: weights and gradients over (tp, pp,
+            # offload_weights), optimizer state over (tp, pp, offload_optimizer);
+            # each divided by dp from its ZeRO stage on (_sharded_state)
+            unsharded = {item: np.zeros((len(D_tp), len(D_pp), 2)) for item in ("weights", "gradients", "optimizer")}
             for a_, t in enumerate(D_tp):
                 for b_, x in enumerate(D_pp):
                     if not exists[b_]:
                         continue
                     extra = {"first": first_params[a_] if x > 1 else self._both[a_], "middle": 0.0,
                              "last": self._last[a_]}[kind]
-                    st = perf.state_bytes(m, dt, t, blocks[b_], 1, 0, extra)
+                    st = perf.state_bytes(m, dt, t, blocks[b_], 1, 0, 0, extra)
                     for o in (0, 1):
                         mem = perf.memory_terms(dt, st, 0.0, 0.0, 0.0, Recompute.NONE, o, 0, o)
-                        wg[a_, b_, o] = mem["weights"] + mem["gradients"]
-                        ost[a_, b_, o] = mem["optimizer"]
-            wgt = np.floor(wg / MEM_UNIT).astype(np.int64)
-            ot = np.floor(ost / MEM_UNIT).astype(np.int64)
-            wgv = md.NewIntVar(0, int(wgt.max()), f"{kind}_weights_and_gradients")
-            self._table([tp_i, pp_i, ow, wgv], [(a_, b_, o, int(wgt[a_, b_, o])) for a_, b_, o in np.ndindex(wgt.shape)])
-            ov_ = md.NewIntVar(0, int(ot.max()), f"{kind}_optimizer_state_unsharded")
-            self._table([tp_i, pp_i, oo, ov_], [(a_, b_, o, int(ot[a_, b_, o])) for a_, b_, o in np.ndindex(ot.shape)])
-            osv = md.NewIntVar(0, int(ot.max()), f"{kind}_optimizer_state")
-            osx = md.NewIntVar(0, int(ot.max()) * int(dps.max()), f"{kind}_optimizer_state_x_shard")
-            md.AddMultiplicationEquality(osx, [osv, shard])
-            md.Add(osx >= ov_ - shard + 1)                     # osv >= unsharded / shard, rounded down
+                        for item, table in unsharded.items():
+                            table[a_, b_, o] = mem[item]
+            sharded = [self._sharded_state(f"{kind}_{item}", unsharded[item], flag, stage, zero, dp, tp_i, pp_i,
+                                           int(dps.max()))
+                       for item, flag, stage in (("weights", ow, 3), ("gradients", ow, 2), ("optimizer", oo, 1))]
+            state = sum(x for x, _ in sharded)
             # blocks in flight: min(cap(pp, v), n x the stage's blocks), in 1/64 block
             b64 = 64 * blocks
             bv = md.NewIntVar(0, int(b64.max()), f"{kind}_stage_blocks")
@@ -381,10 +403,10 @@ class Master:
             md.Add(per_mb == sbl + w_here)
             acts = md.NewIntVar(0, (hi + int(w1t.max())) * int(mbs.max()), f"{kind}_activations")
             md.AddMultiplicationEquality(acts, [per_mb, mb])
-            md.Add(wgv + osv + acts <= cap)
+            md.Add(state + acts <= cap)
         self.tables = dict(stored=s1t, working=w1t, classes=classes, pv=pv, hbm=cap, log_time=lq)
 
-        self.knob_vars = {"recompute_flash_class": sg, "optimizer_sharding": zero, "offload_weights": ow,
+        self.knob_vars = {"recompute_flash_class": sg, "zero": zero, "offload_weights": ow,
                           "offload_activations": oa, "offload_optimizer": oo}
         self.classes = [tuple(int(x) for x in c) for c in classes]
         self.vars = {"gpus": gpus, "tp": tp, "pp": pp, "dp": dp, "microbatch": mb, "interleave": v, "n": n,
@@ -400,6 +422,28 @@ class Master:
         self.cuts = 0
 
     # ------------------------------------------------------------ helpers
+
+    def _sharded_state(self, item, table, flag, stage, zero, dp, tp_i, pp_i, dp_max):
+        """A state item's bytes per GPU (MEM_UNIT), from its unsharded table
+        over (tp, pp, its offload flag), divided by dp where the ZeRO stage
+        is `stage` or more (else by 1), rounded down: (variable, upper bound).
+        dp is the largest sharding group, so this never exceeds the exact
+        bytes whatever the group."""
+        md = self.model
+        t = np.floor(table / MEM_UNIT).astype(np.int64)
+        whole = md.NewIntVar(0, int(t.max()), f"{item}_unsharded")
+        self._table([tp_i, pp_i, flag, whole], [(a, b, o, int(t[a, b, o])) for a, b, o in np.ndindex(t.shape)])
+        on = md.NewBoolVar(f"{item}_sharded")
+        md.Add(zero >= stage).OnlyEnforceIf(on)
+        md.Add(zero < stage).OnlyEnforceIf(on.Not())
+        group = md.NewIntVar(1, dp_max, f"{item}_shard")
+        md.Add(group == dp).OnlyEnforceIf(on)
+        md.Add(group == 1).OnlyEnforceIf(on.Not())
+        part = md.NewIntVar(0, int(t.max()), item)
+        prod = md.NewIntVar(0, int(t.max()) * dp_max, f"{item}_x_shard")
+        md.AddMultiplicationEquality(prod, [part, group])
+        md.Add(prod >= whole - group + 1)                  # part >= whole / group, rounded down
+        return part, int(t.max())
 
     def _not(self, x):
         b = self.model.NewBoolVar(f"not_{x.Name()}")
@@ -537,14 +581,14 @@ class Master:
         Strategy or knob codes), or None when the model rejects it: a
         relaxation never rejects a strategy the exact model accepts, and
         its bound never exceeds the exact time (tests check both)."""
-        k = {n: int(v) for n, v in K.codes(s if isinstance(s, dict) else s.to_dict()).items()}
+        k = {n: int(v) for n, v in K.canonical(s if isinstance(s, dict) else s.to_dict()).items()}
         if self.empty:
             return None
         copy = self.model.clone()
         var = lambda x: copy.GetIntVarFromProtoIndex(x.Index())  # noqa: E731
         fixed = {"gpus": k["tp"] * k["pp"] * k["dp"], **{n: k[n] for n in ("tp", "pp", "dp", "microbatch",
                                                                              "interleave", "batch")},
-                 "optimizer_sharding": k["optimizer_sharding"], "offload_weights": k["offload_weights"],
+                 "zero": k["zero"], "offload_weights": k["offload_weights"],
                  "offload_activations": k["offload_activations"], "offload_optimizer": k["offload_optimizer"]}
         for n, x in fixed.items():
             copy.Add(var(self.vars[n] if n in self.vars else self.knob_vars[n]) == x)

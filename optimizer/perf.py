@@ -545,25 +545,25 @@ def pipeline_p2p_time(model: Model, system: System, datatype: str, tp, microbatc
     return 2 * np.asarray(interleave, dtype=float) * p2p
 
 
-def microbatch_time(blocks, compute, tp_exposed, offload, pp_comm, extra=0.0):
+def microbatch_time(blocks, compute, tp_exposed, offload, pp_comm, extra=0.0, zero3=0.0):
     """Seconds of one microbatch through one stage: its blocks' compute,
-    exposed TP communication and offload overhead, the stage extras' time,
-    and the PP sends."""
-    return blocks * (compute + tp_exposed + offload) + extra + pp_comm
+    exposed TP communication, offload overhead and exposed ZeRO-3
+    communication, the stage extras' time, and the PP sends."""
+    return blocks * (compute + tp_exposed + offload + zero3) + extra + pp_comm
 
 
 EXTRA_TIMES = ("fw_compute", "bw_compute", "re_compute", "fw_tp", "bw_tp", "re_tp")
 
 
-def slowest_stage(stages, compute, tp_exposed, offload, pp_comm):
+def slowest_stage(stages, compute, tp_exposed, offload, pp_comm, zero3=0.0):
     """The microbatch time of the slowest of `stages` (pipeline_memory's
     list), and that stage's blocks and extras' times: every stage's blocks
     (microbatch_time) plus its extras' time."""
     t_mb, slow = None, None
     for blocks, _, x, exists in stages:
         ex = {n: np.asarray(x.get(n, 0.0)) for n in EXTRA_TIMES}
-        t = np.where(exists, microbatch_time(blocks, compute, tp_exposed, offload, pp_comm, sum(ex.values())),
-                     -np.inf)
+        t = np.where(exists, microbatch_time(blocks, compute, tp_exposed, offload, pp_comm, sum(ex.values()),
+                                             zero3), -np.inf)
         if t_mb is None:
             t_mb, slow = t, {"blocks": blocks, **ex}
         else:
@@ -574,7 +574,7 @@ def slowest_stage(stages, compute, tp_exposed, offload, pp_comm):
     return t_mb, slow
 
 
-def step_times(system: System, datatype: str, stages, dp, optimizer_sharding, dp_net, offload_optimizer):
+def step_times(system: System, datatype: str, stages, dp, zero, shard, dp_net, offload_optimizer):
     """The optimizer step and the DP gradient reduction of the stage that
     takes longest (each stage steps and reduces its own parameters)."""
     optimizer_t = dp_time = 0.0
@@ -582,7 +582,7 @@ def step_times(system: System, datatype: str, stages, dp, optimizer_sharding, dp
         optimizer_t = np.maximum(optimizer_t, np.where(
             exists, optimizer_time(system, datatype, states, offload_optimizer), 0.0))
         dp_time = np.maximum(dp_time, np.where(
-            exists, dp_comm_time(system, datatype, states, dp, optimizer_sharding, dp_net), 0.0))
+            exists, dp_comm_time(system, datatype, states, dp, zero, shard, dp_net), 0.0))
     return optimizer_t, dp_time
 
 
@@ -595,18 +595,34 @@ def iteration_time(microbatches, pp, interleave, t_mb, optimizer, dp_exposed):
 
 # --------------------------------------------------------------- memory
 
-def state_bytes(model: Model, datatype: str, tp, blocks, dp, optimizer_sharding, extra_params=0.0) -> dict:
+def shard_group(dp, shard):
+    """GPUs in the ZeRO sharding group: `shard`, or the whole DP group
+    when it is 0."""
+    shard = np.asarray(shard, dtype=float)
+    return np.where(shard > 0, shard, np.asarray(dp, dtype=float))
+
+
+def state_bytes(model: Model, datatype: str, tp, blocks, dp, zero, shard, extra_params=0.0) -> dict:
     """Parameters of one block on one GPU, and the weights, weight gradients
     and optimizer state of a whole stage of `blocks` blocks and the extras'
-    `extra_params` (bytes per GPU)."""
+    `extra_params` (bytes per GPU). ZeRO (Rajbhandari et al. 2020) divides
+    by the sharding group S (shard_group): the optimizer state from stage
+    1, the gradients from 2, the weights at 3, which then also holds two
+    blocks' weights whole (`gathered`: the one computing and the one being
+    prefetched). The factors per item: `shard` (optimizer), `grad_shard`,
+    `weight_shard`."""
     p_block = block_params(model) / np.asarray(tp, dtype=float)
     n_s = np.asarray(blocks, dtype=float)
     p_stage = p_block * n_s + extra_params
-    shard = np.where(np.asarray(optimizer_sharding).astype(bool), np.asarray(dp, dtype=float), 1.0)
-    return dict(p_block=p_block, p_stage=p_stage, n_s=n_s, shard=shard,
-                weights=p_stage * act_bytes(datatype),
-                gradients=p_stage * GRAD_BYTES_PER_PARAM,
-                optimizer=p_stage * OPTIMIZER_BYTES_PER_PARAM[datatype] / shard)
+    zero = np.asarray(zero)
+    group = shard_group(dp, shard)
+    opt_shard, grad_shard, weight_shard = (np.where(zero >= stage, group, 1.0) for stage in (1, 2, 3))
+    gathered = np.where(zero >= 3, np.minimum(2, n_s) * p_block * act_bytes(datatype), 0.0)
+    return dict(p_block=p_block, p_stage=p_stage, n_s=n_s, shard=opt_shard, grad_shard=grad_shard,
+                weight_shard=weight_shard, gathered=gathered,
+                weights=p_stage * act_bytes(datatype) / weight_shard + gathered,
+                gradients=p_stage * GRAD_BYTES_PER_PARAM / grad_shard,
+                optimizer=p_stage * OPTIMIZER_BYTES_PER_PARAM[datatype] / opt_shard)
 
 
 def stage_layout(blocks: int, pp):
@@ -633,9 +649,11 @@ def memory_terms(datatype: str, states: dict, stored, working, blocks_live, reco
     """Bytes per GPU in HBM, per item, and in the offload tier. What is
     offloaded is the blocks' (weights with their gradients, optimizer state,
     stored activations); HBM keeps two blocks' worth of it: the one
-    computing and the one being prefetched (or written back). The stage
-    extras' state and activations (`extra_stored`, for all microbatches in
-    flight) stay in HBM."""
+    computing and the one being prefetched (or written back). What is
+    offloaded is this GPU's ZeRO shard of each item (states' factors);
+    ZeRO-3's two gathered blocks stay in HBM. The stage extras' state and
+    activations (`extra_stored`, for all microbatches in flight) stay in
+    HBM."""
     ow, oa, oo = (np.asarray(x).astype(bool) for x in
                   (offload_weights, offload_activations, offload_optimizer))
     two = np.minimum(2, states["n_s"])
@@ -643,8 +661,9 @@ def memory_terms(datatype: str, states: dict, stored, working, blocks_live, reco
     p_blocks, p_extra = states["p_block"] * states["n_s"], states["p_stage"] - states["p_block"] * states["n_s"]
     act_total = stored * blocks_live
     kept = two * states["p_block"] + p_extra                # parameters whose state stays in HBM
-    weights = np.where(ow, kept * e, states["weights"])
-    grads = np.where(ow, kept * GRAD_BYTES_PER_PARAM, states["gradients"])
+    w_sh, g_sh = states["weight_shard"], states["grad_shard"]
+    weights = np.where(ow, kept * e / w_sh + states["gathered"], states["weights"])
+    grads = np.where(ow, kept * GRAD_BYTES_PER_PARAM / g_sh, states["gradients"])
     optim = np.where(oo, kept * opt_bpp / states["shard"], states["optimizer"])
     acts_hbm = np.where(oa, np.minimum(2, blocks_live) * stored, act_total)
     full = np.asarray(recompute) == Recompute.FULL
@@ -653,11 +672,11 @@ def memory_terms(datatype: str, states: dict, stored, working, blocks_live, reco
     return dict(weights=weights, gradients=grads, optimizer=optim, activations=acts,
                 checkpoints=ckpt, stored_total=act_total + extra_stored,
                 hbm=weights + grads + optim + ckpt + acts,
-                offload=(np.where(ow, p_blocks * (e + GRAD_BYTES_PER_PARAM), 0.0)
+                offload=(np.where(ow, p_blocks * (e / w_sh + GRAD_BYTES_PER_PARAM / g_sh), 0.0)
                          + np.where(oo, p_blocks * opt_bpp / states["shard"], 0.0) + np.where(oa, act_total, 0.0)))
 
 
-def pipeline_memory(model: Model, datatype: str, tp, pp, dp, interleave, microbatches, optimizer_sharding,
+def pipeline_memory(model: Model, datatype: str, tp, pp, dp, interleave, microbatches, zero, shard,
                     stored, working, recompute, offloads, first=None, last=None) -> tuple[dict, list]:
     """The memory of the fullest stage, and the states of every stage that
     can be the fullest or the slowest, [(blocks, states, extras)]: the
@@ -681,7 +700,7 @@ def pipeline_memory(model: Model, datatype: str, tp, pp, dp, interleave, microba
     out, fullest = [], None
     for blocks, stage, x, exists in ends:
         stage = np.minimum(stage, np.maximum(pp - 1, 0))
-        states = state_bytes(model, datatype, tp, blocks, dp, optimizer_sharding, x["params"])
+        states = state_bytes(model, datatype, tp, blocks, dp, zero, shard, x["params"])
         chunks = in_flight_chunks(pp, interleave, microbatches, stage)
         mem = memory_terms(datatype, states, stored, working, chunks * states["n_s"] / np.asarray(interleave),
                            recompute, *offloads, extra_stored=np.minimum(pp - stage, microbatches) * x["stored"])
@@ -743,15 +762,40 @@ def optimizer_time(system: System, datatype: str, states: dict, offload_optimize
     return np.where(oo, np.maximum(t, move), t)
 
 
-def dp_comm_time(system: System, datatype: str, states: dict, dp, optimizer_sharding, dp_net):
-    """Gradient reduction over DP: an all-reduce, or with ZeRO-1 a
-    reduce-scatter of the gradients and an all-gather of the weights."""
+def dp_comm_time(system: System, datatype: str, states: dict, dp, zero, shard, dp_net):
+    """DP communication once per batch. ZeRO 0: an all-reduce of the
+    gradients over dp. ZeRO 1 and 2: a reduce-scatter of the gradients and
+    an all-gather of the updated weights over the sharding group S. ZeRO 3:
+    nothing more per batch (its gathers and reduce-scatters run per
+    microbatch: zero3_comm_time). With hybrid sharding (S < dp) every stage
+    1..3 also all-reduces its gradient shard across the dp / S replicas.
+    Everything on the DP tier."""
     tier = normalise_tier(system, dp_net)
+    zero = np.asarray(zero)
+    group = shard_group(dp, shard)
+    replicas = np.asarray(dp, dtype=float) / group
     gcomm = states["p_stage"] * GRAD_COMM_BYTES[datatype]
-    return np.where(np.asarray(optimizer_sharding).astype(bool),
-                    collective_time(system, "reduce_scatter", gcomm, dp, tier)
-                    + collective_time(system, "all_gather", states["weights"], dp, tier),
-                    collective_time(system, "all_reduce", gcomm, dp, tier))
+    sharded = (collective_time(system, "reduce_scatter", gcomm, group, tier)
+               + collective_time(system, "all_gather", states["p_stage"] * act_bytes(datatype), group, tier))
+    across = collective_time(system, "all_reduce", gcomm / group, replicas, tier)
+    return np.select([zero == 0, zero < 3], [collective_time(system, "all_reduce", gcomm, dp, tier),
+                                             sharded + across], across)
+
+
+def zero3_comm_time(system: System, datatype: str, p_block, dp, zero, shard, dp_net, compute):
+    """ZeRO-3's exposed communication per block and microbatch: two
+    all-gathers of the block's weights over the sharding group (before its
+    forward and before its backward) and a reduce-scatter of its gradients,
+    on the DP tier, prefetched so that they hide behind the block's compute
+    (`compute`: its forward, backward and recomputation), which they slow
+    by the tier's processor share (`overlapped`, no pipeline fill). Zero
+    below stage 3. Non-increasing in `compute`."""
+    tier = normalise_tier(system, dp_net)
+    group = shard_group(dp, shard)
+    comm = (2 * collective_time(system, "all_gather", p_block * act_bytes(datatype), group, tier)
+            + collective_time(system, "reduce_scatter", p_block * GRAD_COMM_BYTES[datatype], group, tier))
+    u = _tier_table(system, "processor_share")[tier]
+    return np.where(np.asarray(zero) >= 3, overlapped(comm, compute, np.inf, u), 0.0)
 
 
 def dp_exposed_time(system: System, dp_time, window, dp_overlap, dp_net):
@@ -832,7 +876,10 @@ def evaluate_arrays(model: Model, system: System, datatype: str, knobs: dict) ->
         terms = [{key: np.asarray(x)[inverse] if np.ndim(x) else x for key, x in d.items()} for d in terms]
     blk, ends = terms[0], terms[1:] or [None, None]
     offloads = (k["offload_weights"], k["offload_activations"], k["offload_optimizer"])
-    mem, stages = pipeline_memory(model, datatype, k["tp"], k["pp"], dp, v, m, k["optimizer_sharding"],
+    # ZeRO and its sharding group only where they have an effect (knobs.canonical)
+    zero = np.where(dp > 1, k["zero"], 0)
+    shard = np.where(zero >= 1, k["shard"], 0)
+    mem, stages = pipeline_memory(model, datatype, k["tp"], k["pp"], dp, v, m, zero, shard,
                                   blk["stored"], blk["working"], k["recompute"], offloads, *ends)
     p_block = stages[0][1]["p_block"]
     fw_pass = blk["fw_compute"] + blk["fw_tp"]
@@ -844,14 +891,15 @@ def evaluate_arrays(model: Model, system: System, datatype: str, knobs: dict) ->
 
     compute = blk["fw_compute"] + blk["bw_compute"] + blk["re_compute"]
     tp_x = blk["fw_tp"] + blk["bw_tp"] + blk["re_tp"]
-    t_mb, slow = slowest_stage(stages, compute, tp_x, off_over, pp_mb)
+    zero3 = zero3_comm_time(system, datatype, p_block, dp, zero, shard, k["dp_net"], compute)
+    t_mb, slow = slowest_stage(stages, compute, tp_x, off_over, pp_mb, zero3)
     n_s = slow["blocks"]
     mb = dict(forward=n_s * blk["fw_compute"] + slow["fw_compute"],
               backward=n_s * blk["bw_compute"] + slow["bw_compute"],
               recompute=n_s * blk["re_compute"] + slow["re_compute"],
               tp_comm=n_s * tp_x + slow["fw_tp"] + slow["bw_tp"] + slow["re_tp"],
-              offload=n_s * off_over, pp_comm=pp_mb)
-    optimizer_t, dp_time = step_times(system, datatype, stages, dp, k["optimizer_sharding"], k["dp_net"],
+              offload=n_s * off_over, zero3=n_s * zero3, pp_comm=pp_mb)
+    optimizer_t, dp_time = step_times(system, datatype, stages, dp, zero, shard, k["dp_net"],
                                       k["offload_optimizer"])
     dp_exposed = dp_exposed_time(system, dp_time, n_s * blk["bw_compute"] + n_s * blk["re_compute"],
                                  k["dp_overlap"] & (dp > 1), k["dp_net"])

@@ -115,6 +115,13 @@ RULES: tuple[Rule, ...] = (
          & ((np.asarray(k["pp"]) == 1) | (_mod(_microbatches(k), k["pp"]) != 0)),
          lambda m, s, st: f"interleave={st.interleave}, pp={st.pp}, "
                           f"microbatches={st.batch // st.dp // st.microbatch}", "divisibility"),
+    # a sharding group splits DP into dp / shard replicas of equal groups
+    Rule("shard_divides_dp", ("dp", "zero", "shard"),
+         "shard must be 0 (the whole DP group) or a divisor of dp strictly between 1 and dp",
+         lambda m, s, dt, k: (np.asarray(k["shard"]) != 0)
+         & ~((np.asarray(k["shard"]) > 1) & (np.asarray(k["shard"]) < np.asarray(k["dp"]))
+             & (_mod(k["dp"], k["shard"]) == 0)),
+         lambda m, s, st: f"shard={st.shard}, dp={st.dp}, zero={st.zero}", "divisibility"),
     Rule("sequence_split", ("tp", "tp_comm"), "sequence parallelism needs tp > 1 dividing the sequence length",
          lambda m, s, dt, k: (np.asarray(k["tp_comm"]) > TpComm.AR)
          & ((np.asarray(k["tp"]) == 1) | (_mod(m.seq_len, k["tp"]) != 0)),

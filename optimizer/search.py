@@ -8,7 +8,8 @@ How the proof works (see space.py for the levels):
 
 1. Tables. The model's own term functions are evaluated on small tuples:
    block terms on (tp, microbatch, sigma, tp_comm, tp_overlap, tp_net),
-   the rest on groups (structure x sigma x ZeRO-1 x offload flags). Memory
+   the rest on groups (structure x sigma x ZeRO stage x sharding group x
+   offload flags). Memory
    per GPU depends on the group alone, so a group's HBM and offload
    footprints are exact. Its time bound takes, for each term, the best any
    member can do (least exposed TP communication, cheapest PP and DP
@@ -216,6 +217,7 @@ class Tables:
         self.pairs_inv, self.nG = inv, nG
         self.has = reduce(np.ones(len(rows), bool), np.logical_or, False)
         self.comp = reduce(compute, np.minimum, np.inf)
+        self.comp_max = reduce(compute, np.maximum, 0.0)
         self.window_blk = reduce(blk["bw_compute"] + blk["re_compute"], np.maximum, 0.0)
         self.tpx_min = reduce(tpx, np.minimum, np.inf)
         self.fw_pass_max = reduce(fw_pass, np.maximum, 0.0)
@@ -235,7 +237,7 @@ class Tables:
                             for key in ("params", "stored") + perf.EXTRA_TIMES} for x in ends]
         self.sig = sig
 
-        # ---- groups: structure x sigma x the rest of the group key (ZeRO-1, offload flags)
+        # ---- groups: structure x sigma x the rest of the group key (ZeRO, shard, offload flags)
         valid = self.has[inv]                                   # nS x nG
         gi, gj, gr = [], [], []
         vi, vj = np.nonzero(valid)
@@ -249,8 +251,8 @@ class Tables:
         gj = np.concatenate(gj) if gj else np.zeros(0, dtype=np.int64)
         ex = np.concatenate(gr) if gr else np.zeros((0, len(GROUP_REST)), dtype=np.int64)
         self.g_struct, self.g_sigma, self.g_rest = gi, gj, ex
-        self.g_zero1, self.g_ow, self.g_oa, self.g_oo = (ex[:, GROUP_REST.index(n)] for n in (
-            "optimizer_sharding", "offload_weights", "offload_activations", "offload_optimizer"))
+        self.g_zero, self.g_shard, self.g_ow, self.g_oa, self.g_oo = (ex[:, GROUP_REST.index(n)] for n in (
+            "zero", "shard", "offload_weights", "offload_activations", "offload_optimizer"))
         ug = inv[gi]
         tp, pp, dp = S_f["tp"][gi], S_f["pp"][gi], S_f["dp"][gi]
         v, mb, batch = S_f["interleave"][gi], S_f["microbatch"][gi], S_f["batch"][gi]
@@ -266,12 +268,17 @@ class Tables:
         off_lb, _ = perf.offload_overhead(sys_, traffic, self.fw_pass_max[ug, gj], self.bw_pass_max[ug, gj])
         pp_lb = np.min([perf.pipeline_p2p_time(m, sys_, dt, tp, mb, sp, pp, v, n, self.ag_min[ug, gj])
                         for n in range(T)], axis=0)
-        t_mb, _ = perf.slowest_stage(stages, self.comp[ug, gj], self.tpx_min[ug, gj], off_lb, pp_lb)
+        # ZeRO-3's exposed gathers: the best DP tier against the longest compute
+        # (non-increasing in the compute, and members differ only in tiers and compute)
+        p_block = stages[0][1]["p_block"]
+        z3_lb = np.min([perf.zero3_comm_time(sys_, dt, p_block, dp, self.g_zero, self.g_shard, n,
+                                             self.comp_max[ug, gj]) for n in range(T)], axis=0)
+        t_mb, _ = perf.slowest_stage(stages, self.comp[ug, gj], self.tpx_min[ug, gj], off_lb, pp_lb, z3_lb)
         # DP hides behind the last backward of the slowest stage: at most its blocks
         window = self.max_blocks(stages) * self.window_blk[ug, gj]
         dp_lb = np.full(len(gi), np.inf)
         for n in range(T):
-            opt, dpt = perf.step_times(sys_, dt, stages, dp, self.g_zero1, n, self.g_oo)
+            opt, dpt = perf.step_times(sys_, dt, stages, dp, self.g_zero, self.g_shard, n, self.g_oo)
             for dov in (0, 1):
                 dp_lb = np.minimum(dp_lb, perf.dp_exposed_time(sys_, dpt, window, (dov == 1) & (dp > 1), n))
         self.g_bound = perf.iteration_time(micro, pp, v, t_mb, opt, dp_lb) / batch
@@ -295,7 +302,7 @@ class Tables:
         u = self.pairs_inv[i]
         extras = ([{key: x[key][u, j] for key in x} for x in self.extras] if self.extras else (None, None))
         return perf.pipeline_memory(p.model, p.datatype, S["tp"][i], S["pp"][i], S["dp"][i].astype(float),
-                                    S["interleave"][i].astype(float), self.micro[i], self.g_zero1[g],
+                                    S["interleave"][i].astype(float), self.micro[i], self.g_zero[g], self.g_shard[g],
                                     self.stored[u, j], self.working[u, j], self.sig["recompute"][j],
                                     (self.g_ow[g], self.g_oa[g], self.g_oo[g]), *extras)
 
@@ -330,11 +337,13 @@ class Tables:
                                       pp, v, knobs["pp_net"], self.row_ag[pos])
         _, stages = self.pipeline(np.array([g]))
         window = self.max_blocks(stages) * self.window_blk[u, j]
-        _, dpt = perf.step_times(p.system, p.datatype, stages, dp, self.g_zero1[g], knobs["dp_net"],
-                                 self.g_oo[g])
+        _, dpt = perf.step_times(p.system, p.datatype, stages, dp, self.g_zero[g], self.g_shard[g],
+                                 knobs["dp_net"], self.g_oo[g])
         dp_m = perf.dp_exposed_time(p.system, dpt, window, knobs["dp_overlap"].astype(bool) & (dp > 1),
                                     knobs["dp_net"])
-        t_mb, _ = perf.slowest_stage(stages, self.row_compute[pos], self.row_tpx[pos], off, pp_m)
+        z3 = perf.zero3_comm_time(p.system, p.datatype, stages[0][1]["p_block"], dp, self.g_zero[g],
+                                  self.g_shard[g], knobs["dp_net"], self.row_compute[pos])
+        t_mb, _ = perf.slowest_stage(stages, self.row_compute[pos], self.row_tpx[pos], off, pp_m, z3)
         per_member = perf.iteration_time(micro, pp, v, t_mb, self.g_opt[g], dp_m) / batch
         # the bound of a TP choice: the best over its members' placements
         _, group = np.unique(key, return_inverse=True)

@@ -5,7 +5,7 @@ A strategy is split in the three levels of optimizer.knobs:
 
 - the *structure* (tp, pp, dp, batch, microbatch, interleave);
 - a *group* adds what memory depends on: the group knobs (recompute,
-  ag_redo, fused_activation, optimizer_sharding, offload flags) and the
+  ag_redo, fused_activation, zero, shard, offload flags) and the
   memory view of the member knobs (sequence parallelism or not, from
   tp_comm); the search splits it into the activation signature sigma
   (what block terms read) and the rest;
@@ -27,6 +27,9 @@ domains are the values a knob can take at all:
               planner's `batch=N` pins it to N)
   microbatch  divisors of batch / dp
   interleave  divisors of blocks / pp
+  zero        0..3 (its `values`)
+  shard       0 (the whole DP group) and the divisors of dp strictly
+              between 1 and dp (group_rest)
   enums, booleans   every value; tiers   every tier of the system
 
 A test enumerates the raw product of all knobs on tiny problems, filters it
@@ -46,7 +49,7 @@ import numpy as np
 from . import knobs as K
 from . import rules as R
 from .errors import ConfigError
-from .spec import DATATYPES, MAX_GPUS, MAX_INT_FIELD, Model, Strategy, System
+from .spec import DATATYPES, MAX_GPUS, MAX_INT_FIELD, POSITIVE_KNOBS, Model, Strategy, System, resolve_aliases
 
 STRUCTURE = tuple(k.name for k in K.at_level("structure"))
 MEMBER = tuple(k.name for k in K.at_level("member"))
@@ -103,14 +106,16 @@ class Problem:
 def normalise_pins(pins, source="pin") -> dict:
     """Pins as {knob: frozenset of codes}. `pins` is a mapping of knob ->
     value or non-empty list (tuple, set) of values: enum values by name,
-    booleans as bools, integers as ints within MAX_INT_FIELD; anything else
-    is a ConfigError."""
+    booleans as bools, integers as ints within MAX_INT_FIELD (among the
+    knob's `values` when it has them; 0 allowed where the default is 0);
+    anything else is a ConfigError. Aliases (knobs.ALIASES) are read as
+    their knob."""
     if pins is None:
         return {}
     if not isinstance(pins, Mapping):
         raise ConfigError(source, "pin", pins, "a mapping of knob -> value or list of values, e.g. {'tp': 8}")
     out = {}
-    for name, value in pins.items():
+    for name, value in resolve_aliases(pins, source, lists=True).items():
         if not isinstance(name, str) or name not in K.PINNABLE:
             raise ConfigError(source, name, value, f"a knob among {', '.join(K.PINNABLE)}")
         knob = K.BY_NAME[name]
@@ -126,10 +131,13 @@ def normalise_pins(pins, source="pin") -> dict:
                 if not isinstance(v, (bool, np.bool_)):
                     raise ConfigError(source, name, v, "true or false")
                 v = bool(v)
+            elif knob.values:
+                if isinstance(v, (bool, np.bool_)) or v not in knob.values:
+                    raise ConfigError(source, name, v, f"one of {', '.join(map(str, knob.values))}")
             elif (isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))
-                  or not (0 if knob.kind == "tier" else 1) <= v <= MAX_INT_FIELD):
+                  or not (1 if name in POSITIVE_KNOBS else 0) <= v <= MAX_INT_FIELD):
                 raise ConfigError(source, name, v, f"a tier index in [0, {MAX_INT_FIELD}]" if knob.kind == "tier"
-                                  else f"an integer in [1, {MAX_INT_FIELD}]")
+                                  else f"an integer in [{1 if name in POSITIVE_KNOBS else 0}, {MAX_INT_FIELD}]")
             codes.add(knob.code(v))
         out[name] = frozenset(codes)
     return out
@@ -163,13 +171,25 @@ def make_problem(model: Model, system: System, gpus, max_batch, datatype, pins=N
 # ------------------------------------------------------------ domains
 
 def domain(p: Problem, name: str) -> np.ndarray:
-    """The codes a non-structure knob can take, before rules and pins."""
+    """The codes a non-structure knob can take, before rules and pins
+    (shard's depends on dp: shard_domain)."""
     knob = K.BY_NAME[name]
+    if knob.values:
+        return np.array(knob.values, dtype=np.int64)
     if knob.kind == "enum":
         return np.array([int(e) for e in knob.enum], dtype=np.int64)
     if knob.kind == "bool":
         return np.array([0, 1], dtype=np.int64)
-    return np.arange(len(p.system.networks), dtype=np.int64)
+    if knob.kind == "tier":
+        return np.arange(len(p.system.networks), dtype=np.int64)
+    raise KeyError(name)
+
+
+def shard_domain(dp: int) -> np.ndarray:
+    """The sharding groups of a dp: 0 (the whole DP group), then the
+    divisors of dp strictly between 1 and dp (hybrid sharding)."""
+    d = divisors(dp)
+    return np.concatenate([[0], d[(d > 1) & (d < dp)]]).astype(np.int64)
 
 
 def _structure_domain(p: Problem, name: str, row: dict) -> np.ndarray:
@@ -284,9 +304,10 @@ def _memo(f):
 
 @_memo
 def group_rest(p: Problem, dp) -> np.ndarray:
-    """Rows of the other group knobs (ZeRO-1, offload flags) valid for a
-    dp: shape (n, len(GROUP_REST))."""
-    k = _product(p, {"dp": np.array([dp])}, GROUP_REST, [domain(p, n) for n in GROUP_REST])
+    """Rows of the other group knobs (ZeRO stage, sharding group, offload
+    flags) valid for a dp: shape (n, len(GROUP_REST))."""
+    k = _product(p, {"dp": np.array([dp])}, GROUP_REST,
+                 [shard_domain(dp) if n == "shard" else domain(p, n) for n in GROUP_REST])
     ok = keep(p, k, GROUP_REST, ("dp",) + GROUP_REST)
     return np.stack([k[n][ok] for n in GROUP_REST], 1).reshape(-1, len(GROUP_REST))
 

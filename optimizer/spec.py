@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import yaml
 
 from . import knobs
@@ -663,7 +664,30 @@ Strategy = dataclasses.make_dataclass(
 Strategy.__module__ = __name__
 
 STRATEGY_KEYS = tuple(f.name for f in dataclasses.fields(Strategy))
-POSITIVE_KNOBS = tuple(k.name for k in knobs.KNOBS if k.kind == "int")
+# integer knobs that must be positive; those whose default is 0 (zero, shard) may be 0
+POSITIVE_KNOBS = tuple(k.name for k in knobs.KNOBS if k.kind == "int" and k.default != 0)
+
+
+def resolve_aliases(d: Mapping, source: str, lists: bool = False) -> dict:
+    """`d` with every input-only alias (knobs.ALIASES) replaced by its
+    knob: `optimizer_sharding: true` is zero=1, false zero=0. With `lists`
+    (pins) a value may be a list of values. Giving both an alias and its
+    knob is a ConfigError."""
+    out = dict(d)
+    for alias, (name, mapping) in knobs.ALIASES.items():
+        if alias not in out:
+            continue
+        v = out.pop(alias)
+        if name in out:
+            raise ConfigError(source, alias, v, f"either {alias} or {name}, not both")
+        many = lists and isinstance(v, (list, tuple, set, frozenset))
+        vals = list(v) if many else [v]
+        for x in vals:
+            if not isinstance(x, (bool, np.bool_)):
+                raise ConfigError(source, alias, x, f"true or false (an alias of {name})")
+        mapped = [mapping[bool(x)] for x in vals]
+        out[name] = mapped if many else mapped[0]
+    return out
 
 
 def strategy_from_dict(d: Mapping, source: str = "<strategy dict>") -> Strategy:
@@ -672,12 +696,14 @@ def strategy_from_dict(d: Mapping, source: str = "<strategy dict>") -> Strategy:
         return d
     if not isinstance(d, Mapping):
         raise ConfigError(source, "strategy", d, "a mapping of strategy keys")
-    r = _Reader(d, source)
+    r = _Reader(resolve_aliases(d, source), source)
     kw: dict[str, Any] = {}
     for k in knobs.KNOBS:
         default = ... if k.default is None else k.default
         if k.kind in ("int", "tier"):
-            kw[k.name] = r.get(k.name, int, default=default, positive=k.kind == "int")
+            kw[k.name] = r.get(k.name, int, default=default, positive=k.name in POSITIVE_KNOBS,
+                               nonneg=k.kind == "int" and k.name not in POSITIVE_KNOBS,
+                               choices=k.values or None)
         elif k.kind == "bool":
             kw[k.name] = r.get(k.name, bool, default=default)
         else:

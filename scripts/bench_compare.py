@@ -39,6 +39,8 @@ if what == "evaluate":
          **{b: rng.integers(0, 2, n).astype(bool) for b in
             ("ag_redo", "dp_overlap", "optimizer_sharding", "fused_activation", "flash_attention",
              "offload_weights", "offload_activations", "offload_optimizer")},
+         # zero and shard for branches with ZeRO stages (older ones read optimizer_sharding)
+         "zero": rng.integers(0, 2, n), "shard": np.zeros(n, int),
          "tp_net": np.zeros(n, int), "pp_net": rng.integers(0, 2, n), "dp_net": np.ones(n, int)}
     m, s = load_model("1T"), load_system("h100-80g-nvl8", offload_gib=1024, offload_gbps=100)
     perf.evaluate_arrays(m, s, "fp8", k)

@@ -31,8 +31,9 @@ def random_knobs(n, rng):
         "interleave": rng.choice([1, 2, 4], n), "recompute": rng.integers(0, 3, n),
         "tp_comm": rng.integers(0, 3, n), "tp_overlap": rng.integers(0, 3, n),
         **{k: rng.integers(0, 2, n).astype(bool) for k in
-           ("ag_redo", "dp_overlap", "optimizer_sharding", "fused_activation", "flash_attention",
+           ("ag_redo", "dp_overlap", "fused_activation", "flash_attention",
             "offload_weights", "offload_activations", "offload_optimizer")},
+        "zero": rng.integers(0, 4, n), "shard": np.zeros(n, int),
         "tp_net": np.zeros(n, int), "pp_net": rng.integers(0, 2, n), "dp_net": np.ones(n, int),
     }
 

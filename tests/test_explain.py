@@ -23,10 +23,15 @@ def status(model, system="h100-80g-nvl8", gpus=4096, pin=None, max_batch=3072, *
     return opt.plan(model, load_system(system, **over), gpus, max_batch=max_batch, pin=pin).status
 
 
+# The issue's case predates ZeRO-2 and 3: with ZeRO-3 over the whole DP group
+# 18T fits 4,096 GPUs (78.3 GiB), so its tests keep ZeRO at stage 1.
+PIN_18T = {"zero": 1}
+
+
 @pytest.fixture(scope="module")
 def big():
-    """18T on 4,096 80 GiB H100s, no offload: the issue's case."""
-    p = problem("18T")
+    """18T on 4,096 80 GiB H100s, no offload, ZeRO-1: the issue's case."""
+    p = problem("18T", pin=PIN_18T)
     return p, ex.explain(p)
 
 
@@ -46,29 +51,29 @@ def test_18t_hbm_fix_is_exact(big):
     p, e = big
     h = e["fixes"]["hbm_gib"]
     assert h is not None and h > 80
-    assert status("18T", hbm_gib=h) == "optimal"
-    assert not ex.feasible(problem("18T", hbm_gib=h - GIB_STEP))
+    assert status("18T", pin=PIN_18T, hbm_gib=h) == "optimal"
+    assert not ex.feasible(problem("18T", pin=PIN_18T, hbm_gib=h - GIB_STEP))
 
 
 def test_18t_offload_fix_is_exact(big):
     p, e = big
     o = e["fixes"]["offload_gib"]
     assert o is not None
-    assert ex.feasible(problem("18T", offload_gib=o, offload_gbps=100))
-    assert not ex.feasible(problem("18T", offload_gib=o - GIB_STEP, offload_gbps=100))
+    assert ex.feasible(problem("18T", pin=PIN_18T, offload_gib=o, offload_gbps=100))
+    assert not ex.feasible(problem("18T", pin=PIN_18T, offload_gib=o - GIB_STEP, offload_gbps=100))
 
 
 def test_18t_gpu_fix_is_exact(big):
     p, e = big
     n = e["fixes"]["gpus"]
     assert n is not None and n > 4096 and n % 8 == 0
-    assert ex.feasible(problem("18T", gpus=n))
+    assert ex.feasible(problem("18T", pin=PIN_18T, gpus=n))
     for below in range(4096 + 8, n, 8):          # every whole-node count between is infeasible
-        assert not ex.feasible(problem("18T", gpus=below))
+        assert not ex.feasible(problem("18T", pin=PIN_18T, gpus=below))
 
 
 def test_18t_with_1tib_offload_is_feasible():
-    assert status("18T", "h100-80g-nvl8-off1t-100gbps") == "optimal"
+    assert status("18T", "h100-80g-nvl8-off1t-100gbps", pin=PIN_18T) == "optimal"
 
 
 def test_128t_needs_more_hbm_than_80_but_at_most_120():
@@ -124,7 +129,9 @@ def test_core_is_minimal(big):
     ("1T", 64, None, "h100-80g-nvl8-off2t-100gbps"),
     ("1T", 4096, {"tp": 1}, "h100-80g-nvl8"),
     ("1T", 4096, {"tp": 2, "recompute": "none"}, "h100-80g-nvl8"),
-    ("1T", 1024, {"pp": 4, "optimizer_sharding": False}, "h100-80g-nvl8"),
+    ("1T", 1024, {"pp": 4, "zero": 0}, "h100-80g-nvl8"),
+    ("megatron-1T", 512, {"zero": 3}, "h100-80g-nvl8"),
+    ("1T", 1024, {"pp": 4, "zero": [2, 3], "shard": 4}, "h100-80g-nvl8"),
     ("megatron-22B", 8, {"tp_overlap": "ring", "tp": 1}, "h100-80g-nvl8"),
     ("megatron-22B", 16, {"dp_overlap": True, "dp": 1}, "h100-80g-nvl8"),
 ])
@@ -135,13 +142,13 @@ def test_feasibility_agrees_with_the_search(model, gpus, pin, system):
 
 
 def test_cli_prints_paragraph_and_fixes_and_exits_1(capsys):
-    rc = main(["--model", "18T", "--gpus", "4096"])
+    rc = main(["--model", "18T", "--gpus", "4096", "--pin", "zero=1"])
     out = capsys.readouterr().out
     assert rc == 1
     assert "HBM capacity" in out and "smallest single change" in out
-    e = ex.explain(problem("18T"))
+    e = ex.explain(problem("18T", pin=PIN_18T))
     assert f"{e['fixes']['hbm_gib']:,} GiB" in out
-    rc = main(["--model", "18T", "--gpus", "4096", "--json"])
+    rc = main(["--model", "18T", "--gpus", "4096", "--pin", "zero=1", "--json"])
     doc = json.loads(capsys.readouterr().out)
     assert rc == 1 and doc["status"] == "infeasible"
     assert doc["explanation"]["fixes"] == e["fixes"]

@@ -46,7 +46,7 @@ def test_state_bytes_per_parameter():
     total = r.memory["weights"] + r.memory["gradients"] + r.memory["optimizer"]
     assert math.isclose(total, 18 * per_gpu, rel_tol=1e-12)
     sharded = opt.evaluate(m, opt.load_system(A100, hbm_gib=1e4),
-                           dataclasses.replace(s, optimizer_sharding=True))
+                           dataclasses.replace(s, zero=1))
     assert math.isclose(sharded.memory["optimizer"], 12 * per_gpu / 4, rel_tol=1e-12)
 
 
@@ -99,7 +99,7 @@ knob_sets = st.fixed_dictionaries({
     "interleave": st.sampled_from([1, 2]), "recompute": st.sampled_from(["none", "attn", "full"]),
     "tp_comm": st.sampled_from(["ar", "rs_ag", "p2p_rs_ag"]),
     "tp_overlap": st.sampled_from(["none", "ring", "pipe"]),
-    "ag_redo": st.booleans(), "dp_overlap": st.booleans(), "optimizer_sharding": st.booleans(),
+    "ag_redo": st.booleans(), "dp_overlap": st.booleans(), "zero": st.sampled_from([0, 1, 2, 3]), "shard": st.sampled_from([0, 2]),
     "fused_activation": st.booleans(), "offload_weights": st.booleans(),
     "offload_activations": st.booleans(), "offload_optimizer": st.booleans(),
     "pp_net": st.sampled_from([0, 1]), "dp_net": st.sampled_from([0, 1]),

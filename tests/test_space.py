@@ -39,9 +39,13 @@ def raw_space(model, sys_, gpus, max_batch, pins):
     struct = [(tp, pp, gpus // (tp * pp)) for tp in ints for pp in ints if gpus % (tp * pp) == 0]
     T = len(sys_.networks)
     rest = [k for k in K.KNOBS if k.level != "structure"]
-    doms = [range(len(k.enum)) if k.kind == "enum" else range(2) if k.kind == "bool" else range(T) for k in rest]
-    grid = np.array(list(itertools.product(*doms)), dtype=np.int64)
+
+    def raw(k, dp):
+        # shard: every integer up to one past dp (beyond it the rule only grows surer)
+        return (range(len(k.enum)) if k.kind == "enum" else range(2) if k.kind == "bool"
+                else k.values if k.values else range(dp + 2) if k.name == "shard" else range(T))
     for tp, pp, dp in struct:
+        grid = np.array(list(itertools.product(*(raw(k, dp) for k in rest))), dtype=np.int64)
         for batch, mb, v in itertools.product(range(1, max_batch + 1), range(1, max_batch + 1),
                                               range(1, model.blocks + 1)):
             k = {"tp": tp, "pp": pp, "dp": dp, "batch": batch, "microbatch": mb, "interleave": v}

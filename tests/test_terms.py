@@ -264,7 +264,7 @@ def test_weights_gradients_optimizer_memory():
     P = L * block_params()
     r = run(dict(tp=1, pp=1, dp=4, batch=4))
     assert (r.memory["weights"], r.memory["gradients"], r.memory["optimizer"]) == (2 * P, 4 * P, 12 * P)
-    r = run(dict(tp=1, pp=2, dp=4, batch=4, optimizer_sharding=True))
+    r = run(dict(tp=1, pp=2, dp=4, batch=4, zero=1))
     assert (r.memory["weights"], r.memory["gradients"], r.memory["optimizer"]) == (P, 2 * P, 12 * P / 2 / 4)
     r = run(dict(tp=1, pp=1, dp=2, batch=4, datatype="fp32"))
     assert (r.memory["weights"], r.memory["gradients"], r.memory["optimizer"]) == (4 * P, 4 * P, 8 * P)
@@ -587,12 +587,12 @@ def test_dp_zero1(d, dt):
     all-gathered: the same volume as one all-reduce."""
     e = BYTES[dt]
     grad = 4 if dt == "fp32" else 2
-    r = run(dict(tp=1, pp=1, dp=d, batch=d, datatype=dt, dp_net=1, optimizer_sharding=True))
+    r = run(dict(tp=1, pp=1, dp=d, batch=d, datatype=dt, dp_net=1, zero=1))
     assert close(r.breakdown["dp_comm"], net("reduce_scatter", d, P_MODEL * grad) + net("all_gather", d, P_MODEL * e))
 
 
 def test_dp_of_one_is_free():
-    r = run(dict(tp=1, pp=1, dp=1, batch=2, dp_overlap=True, optimizer_sharding=True))
+    r = run(dict(tp=1, pp=1, dp=1, batch=2, dp_overlap=True, zero=1))
     assert r.breakdown["dp_comm"] == 0.0
 
 
@@ -633,7 +633,7 @@ def test_adam_step(dt, d, shard):
     state = 8 if dt == "fp32" else 12
     p = P_MODEL / (d if shard else 1)
     expected = 11 * p / (VECTOR_TFLOPS[dt] * 1e12) + p * (2 * state + 4 + BYTES[dt]) / (HBM_GBPS * 1e9)
-    r = run(dict(tp=1, pp=1, dp=d, batch=d, datatype=dt, optimizer_sharding=shard))
+    r = run(dict(tp=1, pp=1, dp=d, batch=d, datatype=dt, zero=int(shard)))
     assert close(r.breakdown["optimizer"], expected)
 
 
@@ -896,16 +896,16 @@ def test_knob_codes_and_values():
 def test_knob_canonical():
     """Knobs without effect go to their idle code: ag_redo without sequence
     parallelism, DP options with dp = 1, tiers of groups of one."""
-    s = opt.Strategy(tp=1, pp=1, dp=1, batch=4, ag_redo=True, dp_overlap=True, optimizer_sharding=True,
+    s = opt.Strategy(tp=1, pp=1, dp=1, batch=4, ag_redo=True, dp_overlap=True, zero=1,
                      tp_net=1, pp_net=1, dp_net=1, recompute="full")
     c = knobs.canonical(strategy_dict(s))
-    assert int(c["ag_redo"]) == 0 and int(c["dp_overlap"]) == 0 and int(c["optimizer_sharding"]) == 0
+    assert int(c["ag_redo"]) == 0 and int(c["dp_overlap"]) == 0 and int(c["zero"]) == 0
     assert int(c["tp_net"]) == 0 and int(c["pp_net"]) == 0 and int(c["dp_net"]) == 0
     assert int(c["recompute"]) == Recompute.FULL
     s = opt.Strategy(tp=2, pp=2, dp=2, batch=4, tp_comm="rs_ag", ag_redo=True, dp_overlap=True,
-                     optimizer_sharding=True, tp_net=1, pp_net=1, dp_net=1)
+                     zero=1, tp_net=1, pp_net=1, dp_net=1)
     c = knobs.canonical(strategy_dict(s))
-    assert [int(c[n]) for n in ("ag_redo", "dp_overlap", "optimizer_sharding", "tp_net", "pp_net", "dp_net")] \
+    assert [int(c[n]) for n in ("ag_redo", "dp_overlap", "zero", "tp_net", "pp_net", "dp_net")] \
         == [1, 1, 1, 1, 1, 1]
     c = knobs.canonical(dict(strategy_dict(s), tp_comm=np.array([0, 1, 2]), ag_redo=np.array([1, 1, 1])))
     assert c["ag_redo"].tolist() == [0, 1, 1] and c["tp"].shape == (3,)
@@ -1043,7 +1043,7 @@ def test_pp_sends_and_dp_in_fp8_are_bf16():
     x = b * S * H * 2
     r = run(dict(tp=t, pp=p, dp=1, batch=m * b, microbatch=b, pp_net=1, datatype="fp8"))
     assert close(r.breakdown["pp_comm"], m * 2 * (net("p2p", 2, x / t) + nvl("all_gather", t, x)))
-    r = run(dict(tp=1, pp=1, dp=d, batch=d, datatype="fp8", dp_net=1, optimizer_sharding=True))
+    r = run(dict(tp=1, pp=1, dp=d, batch=d, datatype="fp8", dp_net=1, zero=1))
     assert close(r.breakdown["dp_comm"], net("reduce_scatter", d, P_MODEL * 2) + net("all_gather", d, P_MODEL * 2))
 
 
@@ -1190,7 +1190,7 @@ def test_evaluate_arrays_matches_one_by_one():
     ks = [dict(tp=2, pp=2, dp=1, batch=8, microbatch=2, interleave=2, recompute="attn", tp_comm="rs_ag",
                ag_redo=True, dp_net=1, pp_net=1),
           dict(tp=1, pp=4, dp=2, batch=8, microbatch=1, recompute="full", dp_overlap=True, pp_net=1, dp_net=1),
-          dict(tp=4, pp=1, dp=2, batch=4, microbatch=2, optimizer_sharding=True, dp_net=1)]
+          dict(tp=4, pp=1, dp=2, batch=4, microbatch=2, zero=1, dp_net=1)]
     full = [opt.Strategy(**k) for k in ks]
     arrays = {n: np.array([knobs.BY_NAME[n].code(getattr(s, n)) for s in full]) for n in knobs.NAMES}
     r = perf.evaluate_arrays(MODEL_V, SYSTEM, "bf16", arrays)
@@ -1309,7 +1309,7 @@ def test_composition_defaults():
     """The composition as the search's bound calls it, without the stage
     extras: a stage of blocks only, no extra activations, no extra time.
     state_bytes takes the stage's blocks (here L/2 = 4, the stage of pp = 2)."""
-    st = perf.state_bytes(MODEL, "bf16", 1, L // 2, 4, True)
+    st = perf.state_bytes(MODEL, "bf16", 1, L // 2, 4, 1, 0)
     assert st["p_stage"] == L / 2 * block_params() and st["shard"] == 4
     assert st["optimizer"] == 12 * L / 2 * block_params() / 4
     assert perf.microbatch_time(4, 1.0, 0.5, 0.25, 0.125) == 4 * 1.75 + 0.125
@@ -1325,7 +1325,7 @@ def test_offload_without_link_is_infinitely_slow():
     over, _ = perf.offload_overhead(nolink, (np.array([1.0, 0.0, 0.0]), 0.0, np.array([0.0, 2.0, 0.0]), 0.0),
                                     1.0, 1.0)
     assert over.tolist() == [math.inf, math.inf, 0.0]
-    st = perf.state_bytes(MODEL, "bf16", 1, 1, 1, False)
+    st = perf.state_bytes(MODEL, "bf16", 1, 1, 1, 0, 0)
     assert perf.optimizer_time(nolink, "bf16", st, True) == math.inf
 
 
@@ -1385,3 +1385,113 @@ def test_full_recompute_spares_the_output_layer():
     recomputation for them either)."""
     s = dict(tp=1, pp=2, dp=1, batch=2, pp_net=1, recompute="full")
     assert run(s, model=MODEL_V).breakdown["recompute"] == run(s).breakdown["recompute"]
+
+
+# ------------------------------------------------------------ ZeRO stages
+
+def test_zero_stages_state_bytes():
+    """ZeRO [R20 sec. 5] over dp = 4, bf16, tp = pp = 1, P = L x block
+    parameters: stage 1 divides the optimizer state (12 bytes a parameter)
+    by 4, stage 2 the fp32 gradients (4 bytes) too, stage 3 the bf16
+    weights (2 bytes) too, and holds two blocks' weights whole (the one
+    computing and the one prefetched): 2 x p_block x 2 bytes.
+      stage 2: weights 2P, gradients 4P/4 = P, optimizer 12P/4 = 3P
+      stage 3: weights 2P/4 + 4 p_block = P/2 + 4 p_block, gradients P, optimizer 3P"""
+    P, pb = L * block_params(), block_params()
+    r = run(dict(tp=1, pp=1, dp=4, batch=4, zero=2))
+    assert (r.memory["weights"], r.memory["gradients"], r.memory["optimizer"]) == (2 * P, P, 3 * P)
+    r = run(dict(tp=1, pp=1, dp=4, batch=4, zero=3))
+    assert close(r.memory["weights"], P / 2 + 4 * pb)
+    assert (r.memory["gradients"], r.memory["optimizer"]) == (P, 3 * P)
+    # one block on the stage (pp = 8): only that block gathered, 1 x p_block x 2
+    r = run(dict(tp=1, pp=8, dp=4, batch=4, zero=3))
+    assert close(r.memory["weights"], 2 * pb / 4 + 2 * pb)
+    # dp = 1: nothing to shard over, ZeRO has no effect
+    assert run(dict(tp=1, pp=1, dp=1, batch=4, zero=3)).memory == run(dict(tp=1, pp=1, dp=1, batch=4)).memory
+
+
+def test_hybrid_shard_state_and_comm():
+    """Hybrid sharding over dp = 8 in groups of shard = 2 (4 replicas), on
+    the slow tier, bf16, P parameters:
+      memory, stage 1: optimizer 12P/2 = 6P (not 12P/8), weights 2P, gradients 4P
+      per batch, stages 1 and 2: reduce-scatter of the 2P gradient bytes and
+        all-gather of the 2P weight bytes over the group of 2, then the
+        gradient shard (2P/2 = P bytes) all-reduced over the 4 replicas;
+      stage 3: only that all-reduce per batch (the rest runs per microbatch)."""
+    P = L * block_params()
+    r = run(dict(tp=1, pp=1, dp=8, batch=8, zero=1, shard=2, dp_net=1))
+    assert (r.memory["weights"], r.memory["gradients"], r.memory["optimizer"]) == (2 * P, 4 * P, 6 * P)
+    across = net("all_reduce", 4, P)
+    expected = net("reduce_scatter", 2, 2 * P) + net("all_gather", 2, 2 * P) + across
+    assert close(r.breakdown["dp_comm"], expected)
+    assert close(run(dict(tp=1, pp=1, dp=8, batch=8, zero=2, shard=2, dp_net=1)).breakdown["dp_comm"], expected)
+    r = run(dict(tp=1, pp=1, dp=8, batch=8, zero=3, shard=2, dp_net=1))
+    assert close(r.breakdown["dp_comm"], across)
+    assert close(r.memory["weights"], 2 * P / 2 + 2 * 2 * block_params())
+    # the whole group (shard 0 = 8): stage 3 has nothing left per batch
+    assert run(dict(tp=1, pp=1, dp=8, batch=8, zero=3, dp_net=1)).breakdown["dp_comm"] == 0.0
+
+
+@pytest.mark.parametrize("dp_net, mb", [(1, 1), (0, 16)])
+def test_zero3_per_block_exposed(dp_net, mb):
+    """ZeRO-3 per block and microbatch over dp = 4: two all-gathers of the
+    block's bf16 weights (2 p_block bytes) and a reduce-scatter of its bf16
+    gradients (2 p_block bytes) on the DP tier, prefetched behind the
+    block's compute W (forward, backward, recomputation), no fill:
+    exposed(comm, W, inf, share), paid L blocks x m microbatches.
+    p_block = 12 x 1024^2 + 13 x 1024 = 12,596,224; 2 p_block = 25.19 MB.
+      slow tier, microbatch 1: each collective 10 us + 0.75 x 25.19 MB / 8 GB/s
+        = 2.37 ms, comm = 7.1 ms against W of about 0.2 ms: comm-bound,
+        exposed comm - W
+      fast tier, microbatch 16: each 2 us + 0.75 x 25.19 MB / 50 GB/s = 0.38 ms,
+        comm = 1.14 ms against W of about 3 ms: hidden, exposed 0.2 x comm"""
+    pb, m = block_params(), 2
+    coll, share = (net, NET_SHARE) if dp_net == 1 else (nvl, NVL_SHARE)
+    r = run(dict(tp=1, pp=1, dp=4, batch=4 * m * mb, microbatch=mb, zero=3, dp_net=dp_net))
+    W = (r.breakdown["forward"] + r.breakdown["backward"] + r.breakdown["recompute"]) / (m * L)
+    comm = 2 * coll("all_gather", 4, 2 * pb) + coll("reduce_scatter", 4, 2 * pb)
+    assert close(r.breakdown["zero3"], m * L * exposed(comm, W, math.inf, share))
+    if dp_net == 1:
+        assert comm * (1 - share) >= W and close(r.breakdown["zero3"], m * L * (comm - W))
+    else:
+        assert comm * (1 - share) < W and close(r.breakdown["zero3"], m * L * share * comm)
+    # the time adds up: the exposed gathers are part of each microbatch
+    assert close(r.time_s, sum(r.breakdown.values()), rel=1e-9)
+    # below stage 3 nothing runs per microbatch
+    r1 = run(dict(tp=1, pp=1, dp=4, batch=4 * m * mb, microbatch=mb, zero=2, dp_net=dp_net))
+    assert r1.breakdown["zero3"] == 0.0
+
+
+def test_shard_rule():
+    """shard is 0 (the whole DP group) or a divisor of dp strictly between 1
+    and dp: dp = 8 takes 0, 2, 4 and refuses 1, 3, 8, 16; dp = 2 takes only 0."""
+    rule = rules.BY_NAME["shard_divides_dp"]
+    shard = np.array([0, 2, 4, 1, 3, 8, 16])
+    broken = rule.broken(MODEL, SYSTEM, "bf16", {"dp": np.full(7, 8), "zero": np.ones(7, int), "shard": shard})
+    assert broken.tolist() == [False, False, False, True, True, True, True]
+    assert rule.broken(MODEL, SYSTEM, "bf16", {"dp": np.array([2, 2]), "zero": 1,
+                                               "shard": np.array([0, 2])}).tolist() == [False, True]
+    with pytest.raises(opt.InfeasibleStrategy, match="shard_divides_dp"):
+        run(dict(tp=1, pp=1, dp=8, batch=8, zero=1, shard=3))
+
+
+def test_optimizer_sharding_alias():
+    """optimizer_sharding, the old ZeRO-1 flag, is read on input as zero =
+    1 (true) or 0 (false), in strategies and in pins; never with zero."""
+    from optimizer.errors import ConfigError
+    from optimizer.space import normalise_pins
+    from optimizer.spec import strategy_from_dict
+    base = dict(tp=1, pp=1, dp=4, batch=4)
+    assert strategy_from_dict({**base, "optimizer_sharding": True}).zero == 1
+    assert strategy_from_dict({**base, "optimizer_sharding": False}).zero == 0
+    with pytest.raises(ConfigError):
+        strategy_from_dict({**base, "optimizer_sharding": True, "zero": 1})
+    with pytest.raises(ConfigError):
+        strategy_from_dict({**base, "optimizer_sharding": 1})
+    assert normalise_pins({"optimizer_sharding": [True, False]}) == {"zero": frozenset({0, 1})}
+    assert normalise_pins({"optimizer_sharding": True}) == {"zero": frozenset({1})}
+    with pytest.raises(ConfigError):
+        normalise_pins({"optimizer_sharding": True, "zero": 2})
+    with pytest.raises(ConfigError):
+        normalise_pins({"zero": 4})
+    assert normalise_pins({"shard": [0, 2]}) == {"shard": frozenset({0, 2})}
