@@ -208,7 +208,7 @@ def _memory(p: Problem, r: dict):
                                   col(r["interleave"]), micro, ax["zero"], ax["shard"], per_row(blk["stored"]),
                                   per_row(blk["working"]), sig["recompute"].reshape(1, G, *one),
                                   (ax["offload_weights"], ax["offload_activations"], ax["offload_optimizer"]),
-                                  *extras)
+                                  *extras, keys=("hbm", "offload"))
     shape = (R_, G) + _axis_sizes(p)
     return np.broadcast_to(mem["hbm"], shape), np.broadcast_to(mem["offload"], shape)
 

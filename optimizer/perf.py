@@ -677,7 +677,7 @@ def memory_terms(datatype: str, states: dict, stored, working, blocks_live, reco
 
 
 def pipeline_memory(model: Model, datatype: str, tp, pp, dp, interleave, microbatches, zero, shard,
-                    stored, working, recompute, offloads, first=None, last=None) -> tuple[dict, list]:
+                    stored, working, recompute, offloads, first=None, last=None, keys=None) -> tuple[dict, list]:
     """The memory of the fullest stage, and the states of every stage that
     can be the fullest or the slowest, [(blocks, states, extras)]: the
     first (the embedding, the most microbatches in flight), the busiest
@@ -704,6 +704,7 @@ def pipeline_memory(model: Model, datatype: str, tp, pp, dp, interleave, microba
         chunks = in_flight_chunks(pp, interleave, microbatches, stage)
         mem = memory_terms(datatype, states, stored, working, chunks * states["n_s"] / np.asarray(interleave),
                            recompute, *offloads, extra_stored=np.minimum(pp - stage, microbatches) * x["stored"])
+        mem = mem if keys is None else {key: mem[key] for key in keys}     # `keys`: only these items
         if fullest is None:
             fullest = mem
         else:

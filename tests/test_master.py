@@ -26,7 +26,7 @@ def _tiny(hidden, heads, blocks, seq, vocab, gated, kv):
                        "kv_heads": kv})
 
 
-def check_problem(p, rng, n=60):
+def check_problem(p, rng, n=25):
     master = Master(p)
     rows = [r for r in enumerate_all(p)]
     if not rows:
@@ -45,10 +45,10 @@ def check_problem(p, rng, n=60):
     return checked
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
 @given(hidden=st.sampled_from([512, 1024, 2048]), heads=st.sampled_from([8, 16]), blocks=st.integers(2, 9),
        seq=st.sampled_from([512, 2048]), vocab=st.sampled_from([0, 32000]), gated=st.booleans(),
-       kv=st.sampled_from([2, 8]), gpus=st.sampled_from([4, 8, 12, 16]), max_batch=st.sampled_from([8, 16, 24]),
+       kv=st.sampled_from([2, 8]), gpus=st.sampled_from([4, 8, 12, 16]), max_batch=st.sampled_from([4, 8, 12]),
        hbm=st.sampled_from([1.0, 2.0, 4.0]), tiers=st.integers(1, 4), offload=st.booleans(),
        seed=st.integers(0, 2 ** 16))
 def test_model_is_a_relaxation(hidden, heads, blocks, seq, vocab, gated, kv, gpus, max_batch, hbm, tiers, offload,
@@ -65,5 +65,5 @@ def test_model_is_a_relaxation(hidden, heads, blocks, seq, vocab, gated, kv, gpu
 
 def test_relaxation_on_a_large_model():
     """1T-class blocks on 64 GPUs with the batch limit small enough to enumerate."""
-    p = make_problem(load_model("megatron-22B"), load_system("h100-80g-nvl8"), 16, 16, "bf16")
-    assert check_problem(p, np.random.default_rng(0), n=200) > 50
+    p = make_problem(load_model("megatron-22B"), load_system("h100-80g-nvl8"), 16, 8, "bf16")
+    assert check_problem(p, np.random.default_rng(0), n=80) > 40
