@@ -75,7 +75,7 @@ def test_plan_json_has_the_proof(capsys):
 
 
 def test_plan_infeasible_exit_1(capsys):
-    assert main(["--model", "18T", "--gpus", "4096"]) == 1
+    assert main(["--model", "18T", "--gpus", "4096", "--pin", "zero=1"]) == 1
     assert "infeasible" in capsys.readouterr().out
 
 
@@ -193,7 +193,7 @@ def test_datatype_defaults_to_the_best_the_system_has(capsys):
 
 
 def test_json_is_strict_for_infeasible_plans(capsys):
-    assert main(["--model", "18T", "--gpus", "4096", "--json"]) == 1
+    assert main(["--model", "18T", "--gpus", "4096", "--pin", "zero=1", "--json"]) == 1
     doc = _strict_json(capsys.readouterr().out)
     assert doc["status"] == "infeasible" and doc["gap"] is None and doc["best"] is None
 
@@ -338,7 +338,7 @@ def test_plan_json_round_trips_into_evaluate(tmp_path, capsys):
 
 
 def test_infeasible_plan_is_no_strategy_file(tmp_path, capsys):
-    assert main(["--model", "18T", "--gpus", "4096", "--json"]) == 1
+    assert main(["--model", "18T", "--gpus", "4096", "--pin", "zero=1", "--json"]) == 1
     f = tmp_path / "plan.json"
     f.write_text(capsys.readouterr().out)
     assert main(["evaluate", "--model", "18T", "--strategy", str(f)]) == 2
