@@ -344,6 +344,9 @@ class Master:
         w1v = md.NewIntVar(0, int(w1t.max()), "working")
         self._table([tp_i, sg, s1v, w1v], [(a, g, int(s1t[a, g]), int(w1t[a, g])) for a, g in cpairs])
         not_oa = self._not(oa)
+        zero3 = md.NewBoolVar("zero_3")
+        md.Add(zero >= 3).OnlyEnforceIf(zero3)
+        md.Add(zero <= 2).OnlyEnforceIf(zero3.Not())
         first_params = self._first_params(D_tp)
         layout = perf.stage_layout(m.blocks, D_pp)
         for kind, blocks, index in (("first", layout[0], np.zeros_like(D_pp)),
@@ -355,6 +358,10 @@ class Master:
             # offload_weights), optimizer state over (tp, pp, offload_optimizer);
             # each divided by dp from its ZeRO stage on (_sharded_state)
             unsharded = {item: np.zeros((len(D_tp), len(D_pp), 2)) for item in ("weights", "gradients", "optimizer")}
+            # what the offload tier holds of the blocks' state, by the same flags
+            offl = {item: np.zeros((len(D_tp), len(D_pp), 2)) for item in ("weights", "gradients", "optimizer")}
+            per_param = {"weights": perf.act_bytes(dt), "gradients": perf.GRAD_BYTES_PER_PARAM,
+                         "optimizer": perf.OPTIMIZER_BYTES_PER_PARAM[dt]}
             for a_, t in enumerate(D_tp):
                 for b_, x in enumerate(D_pp):
                     if not exists[b_]:
@@ -366,10 +373,21 @@ class Master:
                         mem = perf.memory_terms(dt, st, 0.0, 0.0, 0.0, Recompute.NONE, o, 0, o)
                         for item, table in unsharded.items():
                             table[a_, b_, o] = mem[item]
+                            offl[item][a_, b_, o] = o * st["p_block"] * st["n_s"] * per_param[item]
             sharded = [self._sharded_state(f"{kind}_{item}", unsharded[item], flag, stage, zero, dp, tp_i, pp_i,
                                            int(dps.max()))
                        for item, flag, stage in (("weights", ow, 3), ("gradients", ow, 2), ("optimizer", oo, 1))]
             state = sum(x for x, _ in sharded)
+            # ZeRO-3 keeps two whole blocks gathered (the one computing, the next)
+            gath = np.zeros((len(D_tp), len(D_pp)), dtype=np.int64)
+            for a_, t in enumerate(D_tp):
+                gath[a_] = np.floor(np.minimum(2, blocks) * perf.block_params(m) / t * perf.act_bytes(dt)
+                                    / MEM_UNIT).astype(np.int64)
+            gtab = md.NewIntVar(0, int(gath.max()), f"{kind}_gathered_blocks")
+            self._table([tp_i, pp_i, gtab], [(a_, b_, int(gath[a_, b_])) for a_, b_ in np.ndindex(gath.shape)])
+            gv = md.NewIntVar(0, int(gath.max()), f"{kind}_gathered_if_zero3")
+            md.Add(gv >= gtab).OnlyEnforceIf(zero3)
+            state = state + gv
             # blocks in flight: min(cap(pp, v), n x the stage's blocks), in 1/64 block
             b64 = 64 * blocks
             bv = md.NewIntVar(0, int(b64.max()), f"{kind}_stage_blocks")
@@ -404,6 +422,19 @@ class Master:
             acts = md.NewIntVar(0, (hi + int(w1t.max())) * int(mbs.max()), f"{kind}_activations")
             md.AddMultiplicationEquality(acts, [per_mb, mb])
             md.Add(state + acts <= cap)
+            if off:
+                # the offload tier: the blocks' offloaded state (sharded as in HBM) and,
+                # offloaded, every stored activation in flight
+                moved = [self._sharded_state(f"{kind}_offloaded_{item}", offl[item], flag, stage, zero, dp, tp_i,
+                                             pp_i, int(dps.max()))
+                         for item, flag, stage in (("weights", ow, 3), ("gradients", ow, 2), ("optimizer", oo, 1))]
+                all_in = md.NewIntVar(0, int(s1t.max()) * int(captab.max()), f"{kind}_stored_in_flight")
+                md.AddMultiplicationEquality(all_in, [s1v, bl])
+                all_mb = md.NewIntVar(0, int(s1t.max()) * int(captab.max()) * int(mbs.max()), f"{kind}_stored_all")
+                md.AddMultiplicationEquality(all_mb, [all_in, mb])
+                act_off = md.NewIntVar(0, int(s1t.max()) * int(captab.max()) * int(mbs.max()), f"{kind}_acts_offloaded")
+                md.Add(act_off >= all_mb).OnlyEnforceIf(oa)
+                md.Add(sum(x for x, _ in moved) + act_off <= int(sys_.offload_gib * perf.GIB / MEM_UNIT))
         self.tables = dict(stored=s1t, working=w1t, classes=classes, pv=pv, hbm=cap, log_time=lq)
 
         self.knob_vars = {"recompute_flash_class": sg, "zero": zero, "offload_weights": ow,

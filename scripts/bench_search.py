@@ -97,7 +97,7 @@ def main():
 
     # explanations: solve (the infeasibility proof) against explain, same run
     big = load_system("h100-80g-nvl8-off2t-100gbps")
-    hard = [("18T", 4096, plain, None), ("128T", 4096, big, None), ("1T", 4096, plain, {"tp": 1}),
+    hard = [("18T", 4096, plain, {"zero": 1}), ("128T", 4096, big, {"zero": 1}), ("1T", 4096, plain, {"tp": 1}),
             ("1T", 4096, plain, {"tp": 16, "tp_net": 0})]
     if args.quick:
         hard = hard[:1]

@@ -77,14 +77,14 @@ def test_18t_with_1tib_offload_is_feasible():
 
 
 def test_128t_needs_more_hbm_than_80_but_at_most_120():
-    res = opt.plan("128T", "h100-80g-nvl8-off2t-100gbps", 4096)
+    res = opt.plan("128T", "h100-80g-nvl8-off2t-100gbps", 4096, pin=PIN_18T)     # ZeRO-3 fits it
     assert res.status == "infeasible"
     e = res.explanation
     assert "hbm_capacity" in e["conflicts"]
     h = e["fixes"]["hbm_gib"]
     assert 80 < h <= 120
-    assert ex.feasible(problem("128T", "h100-80g-nvl8-off2t-100gbps", hbm_gib=h))
-    assert not ex.feasible(problem("128T", "h100-80g-nvl8-off2t-100gbps", hbm_gib=h - GIB_STEP))
+    assert ex.feasible(problem("128T", "h100-80g-nvl8-off2t-100gbps", pin=PIN_18T, hbm_gib=h))
+    assert not ex.feasible(problem("128T", "h100-80g-nvl8-off2t-100gbps", pin=PIN_18T, hbm_gib=h - GIB_STEP))
 
 
 def test_pinned_request_names_the_pin_and_batch_fix_is_exact():
