@@ -87,15 +87,17 @@ def test_128t_needs_more_hbm_than_80_but_at_most_120():
     assert not ex.feasible(problem("128T", "h100-80g-nvl8-off2t-100gbps", pin=PIN_18T, hbm_gib=h - GIB_STEP))
 
 
-def test_pinned_request_names_the_pin_and_batch_fix_is_exact():
-    pin = {"tp": 1, "flash_attention": False}     # fused attention alone makes tp=1 fit
-    e = ex.explain(problem("1T", pin=pin))
+def test_pinned_request_names_the_pin_and_the_batch_is_a_variable():
+    # the case: tp=1 on 4,096 GPUs fits at a small batch (the batch is a
+    # variable up to the limit), and not at 3072 held fixed, where the pin is named
+    pin = {"tp": 1, "flash_attention": False, "zero": 1}
+    assert ex.feasible(problem("1T", pin=pin))
+    e = ex.explain(problem("1T", pin={**pin, "batch": 3072}))
     assert "pin:tp" in e["conflicts"]
     assert "tp=1" in e["summary"]
-    b = e["fixes"]["max_batch"]
-    assert b is not None
-    assert ex.feasible(problem("1T", pin=pin, max_batch=b))
-    assert not ex.feasible(problem("1T", pin=pin, max_batch=b - 1))
+    h = e["fixes"]["hbm_gib"]
+    assert ex.feasible(problem("1T", pin={**pin, "batch": 3072}, hbm_gib=h))
+    assert not ex.feasible(problem("1T", pin={**pin, "batch": 3072}, hbm_gib=h - GIB_STEP))
 
 
 def test_nvlink_fix_is_exact():
