@@ -125,15 +125,18 @@ def test_core_is_minimal(big):
         assert core._solve(set(e["conflicts"]) - {name})[0]
 
 
+LONG = pytest.mark.exhaustive        # full searches of 1T on 1,024-4,096 GPUs
+
+
 @pytest.mark.parametrize("model,gpus,pin,system", [
     ("megatron-1T", 512, None, "h100-80g-nvl8"),
     ("1T", 64, None, "h100-80g-nvl8"),
     ("1T", 64, None, "h100-80g-nvl8-off2t-100gbps"),
-    ("1T", 4096, {"tp": 1}, "h100-80g-nvl8"),
-    ("1T", 4096, {"tp": 2, "recompute": "none"}, "h100-80g-nvl8"),
-    ("1T", 1024, {"pp": 4, "zero": 0}, "h100-80g-nvl8"),
+    pytest.param("1T", 4096, {"tp": 1}, "h100-80g-nvl8", marks=LONG),
+    pytest.param("1T", 4096, {"tp": 2, "recompute": "none"}, "h100-80g-nvl8", marks=LONG),
+    pytest.param("1T", 1024, {"pp": 4, "zero": 0}, "h100-80g-nvl8", marks=LONG),
     ("megatron-1T", 512, {"zero": 3}, "h100-80g-nvl8"),
-    ("1T", 1024, {"pp": 4, "zero": [2, 3], "shard": 4}, "h100-80g-nvl8"),
+    pytest.param("1T", 1024, {"pp": 4, "zero": [2, 3], "shard": 4}, "h100-80g-nvl8", marks=LONG),
     ("megatron-22B", 8, {"tp_overlap": "ring", "tp": 1}, "h100-80g-nvl8"),
     ("megatron-22B", 16, {"dp_overlap": True, "dp": 1}, "h100-80g-nvl8"),
 ])
