@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 
 import numpy as np
 from ortools.sat.python import cp_model
@@ -63,7 +64,6 @@ LOG_UNITS = 2 ** 12      # units per natural log of seconds: a relative resoluti
 AMGM_WEIGHTS = (0.995, 0.99, 0.98, 0.97, 0.96, 0.95, 0.93, 0.9, 0.85, 0.8, 0.7)
 TANGENTS = np.arange(-10.0, 10.01, 0.25)   # where the bubble share's tangents touch
 MEM_UNIT = 1024 / 64     # memory in 1/64 KiB: blocks in flight count in 1/64 block
-BIG = 2 ** 40            # the value of a table entry no assignment may take
 
 
 def _peak_system(system):
@@ -435,7 +435,6 @@ class Master:
                 act_off = md.NewIntVar(0, int(s1t.max()) * int(captab.max()) * int(mbs.max()), f"{kind}_acts_offloaded")
                 md.Add(act_off >= all_mb).OnlyEnforceIf(oa)
                 md.Add(sum(x for x, _ in moved) + act_off <= int(sys_.offload_gib * perf.GIB / MEM_UNIT))
-        self.tables = dict(stored=s1t, working=w1t, classes=classes, pv=pv, hbm=cap, log_time=lq)
 
         self.knob_vars = {"recompute_flash_class": sg, "zero": zero, "offload_weights": ow,
                           "offload_activations": oa, "offload_optimizer": oo}
@@ -578,7 +577,6 @@ class Master:
         pk = perf.block_terms(p.model, _peak_system(p.system), p.datatype,
                               {**{n: v[one] for n, v in k.items()}, "tp_overlap": 0})
         np.minimum.at(tau, (a_[one], nB - 1, c_[one], tier[one]), pk["fw_compute"] + pk["bw_compute"] + pk["re_compute"])
-        self.rows_computed = int(len(per))
         return tau, s1, w1, classes, cls_of
 
     # --------------------------------------------------------------- loop
@@ -588,12 +586,14 @@ class Master:
         return {"model_variables": len(proto.variables), "model_constraints": len(proto.constraints),
                 "table_rows": self.rows}
 
-    def next(self, time_left: float | None):
+    def next(self, deadline: float | None):
         """(family knobs, bound in seconds per sample) of the least bound
-        left, None when nothing is left (the proof), or 'timeout'."""
+        left, None when nothing is left (the proof), or 'timeout' once the
+        deadline (time.perf_counter) has passed."""
         if self.empty:
             return None
-        if time_left is not None:
+        if deadline is not None:
+            time_left = deadline - time.perf_counter()
             if time_left <= 0:
                 return "timeout"
             self.solver.parameters.max_time_in_seconds = time_left

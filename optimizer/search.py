@@ -527,8 +527,7 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype=None
     status = "optimal"
     last_lb = 0.0
     while True:
-        left = None if deadline is None else deadline - time.perf_counter()
-        nxt = master.next(left)
+        nxt = master.next(deadline)
         if nxt is None:
             break
         if nxt == "timeout":
@@ -607,8 +606,7 @@ def _fewest_gpus(model, system, gpus, target, t0, **kw) -> PlanResult:
     opened = {"structures": 0, "groups": 0, "evaluated": 0}
     families_opened, found, timed_out = 0, None, False
     while True:
-        left = None if deadline is None else deadline - time.perf_counter()
-        nxt = master.next(left)
+        nxt = master.next(deadline)
         if nxt is None:
             break
         if nxt == "timeout":
