@@ -57,4 +57,4 @@ def test_model_size_finding_agrees_with_plan(tmp_path):
     res = opt.sweep(grid, executor="serial")
     table, verdict, reason = model_size.analyse(res.rows)
     assert "18T" in reason and "| 18T | infeasible |" in table
-    assert opt.plan("18T", "h100-80g-nvl8", 4096).status == "infeasible"
+    assert opt.plan("18T", "h100-80g-nvl8", 4096, pin=grid["options"]["pin"]).status == "infeasible"

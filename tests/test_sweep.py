@@ -15,8 +15,10 @@ from optimizer.cli import main
 from optimizer.errors import ConfigError
 from optimizer.sweep import CSV_COLUMNS, comparable, load_grid, point_key, read_results
 
+# ZeRO-1 at most (the study's space): with ZeRO-3, 18T fits on 4,096 GPUs
+ZERO1 = {"zero": [0, 1]}
 SMALL = {"name": "small", "models": ["1T", "18T"], "gpus": [4096],
-         "overrides": {"offload_gib": [0, 1024], "offload_gbps": 100}}
+         "overrides": {"offload_gib": [0, 1024], "offload_gbps": 100}, "options": {"pin": ZERO1}}
 
 
 def test_grid_is_the_cross_product_with_defaults():
@@ -42,7 +44,7 @@ def test_rows_agree_with_plan_and_explain_infeasible_points(serial_small):
     assert res.solved == 4 and res.reused == 0
     for row in res.rows:
         system = opt.load_system("h100-80g-nvl8", offload_gib=row["offload_gib"], offload_gbps=100)
-        direct = opt.plan(row["model"], system, row["gpus"])
+        direct = opt.plan(row["model"], system, row["gpus"], pin=ZERO1)
         assert row["status"] == direct.status
         if direct.best is None:
             assert row["result"] is None
@@ -191,7 +193,8 @@ def test_bad_grids_name_file_and_key(tmp_path, capsys, data, key):
 
 
 def test_cli_sweep_writes_table_csv_and_json(tmp_path, capsys):
-    path = _grid_file(tmp_path, {"name": "cli", "models": ["1T", "18T"], "gpus": 4096})
+    path = _grid_file(tmp_path, {"name": "cli", "models": ["1T", "18T"], "gpus": 4096,
+                                      "options": {"pin": ZERO1}})
     assert main(["sweep", str(path), "--executor", "serial", "--quiet", "--csv", str(tmp_path / "t.csv")]) == 0
     out = capsys.readouterr().out
     assert "1T" in out and "infeasible" in out and "2 points (2 solved now, 0 from" in out

@@ -23,7 +23,8 @@ MODELS = ["7T", "11T", "18T", "26T", "37T", "53T", "72T", "96T", "128T"]
 def grid(quick):
     return {"name": NAME, "models": ["11T", "37T", "128T"] if quick else MODELS, "systems": [c.SYSTEM],
             "gpus": [4096], "overrides": {"hbm_gib": [80, 120], "offload_gib": [2048] if quick else CAPACITIES,
-                                          "offload_gbps": 100}}
+                                          "offload_gbps": 100},
+            "options": c.options()}
 
 
 def plot(rows, path):

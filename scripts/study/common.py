@@ -26,6 +26,16 @@ from optimizer.sweep import EXECUTORS, offload_letters, progress_printer  # noqa
 
 MODELS = ["1T", "2T", "4T", "7T", "11T", "18T", "26T", "37T", "53T", "72T", "96T", "128T"]
 SYSTEM = "h100-80g-nvl8"
+# The study's space is Megatron's: the optimizer state may be sharded over
+# the data-parallel group (ZeRO-1, the distributed optimizer) but gradients
+# and weights are not. ZeRO-2/3 would change its findings (18T fits on 4,096
+# GPUs with ZeRO-3, at 1.7% MFU), so every grid pins the stage to 0 or 1.
+STUDY_PIN = {"zero": [0, 1]}
+
+
+def options(**more) -> dict:
+    """A grid's options: the study's space, and any of the finding's own."""
+    return {"pin": dict(STUDY_PIN), **more}
 
 
 def parser(doc: str) -> argparse.ArgumentParser:

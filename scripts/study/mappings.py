@@ -40,7 +40,7 @@ def grid(quick):
             "systems": [c.SYSTEM], "gpus": [4096],
             "overrides": {"offload_gib": [0, 1024], "offload_gbps": 100},
             # the study counted mappings with pp dividing the blocks
-            "options": {"even_stages": True}}
+            "options": c.options(even_stages=True)}
 
 
 def _pairs(rows, offload_gib=0):

@@ -18,7 +18,7 @@ CLAIM = ("The smallest model, 1T, reaches only about 60% efficiency on 4,096 H10
 
 def grid(quick):
     return {"name": NAME, "models": ["1T", "4T", "18T"] if quick else c.MODELS,
-            "systems": [c.SYSTEM], "gpus": [4096]}
+            "systems": [c.SYSTEM], "gpus": [4096], "options": c.options()}
 
 
 def plot(rows, path):

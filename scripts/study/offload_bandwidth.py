@@ -23,7 +23,8 @@ BANDWIDTHS = [50, 100, "unlimited"]
 def grid(quick):
     return {"name": NAME, "models": ["1T", "11T", "37T"] if quick else c.MODELS, "systems": [c.SYSTEM],
             "gpus": [4096], "overrides": {"hbm_gib": [80] if quick else [80, 120], "offload_gib": 1024,
-                                          "offload_gbps": BANDWIDTHS}}
+                                          "offload_gbps": BANDWIDTHS},
+            "options": c.options()}
 
 
 def plot(rows, path):

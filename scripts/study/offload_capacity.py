@@ -28,7 +28,8 @@ ENOUGH = 0.9
 def grid(quick):
     return {"name": NAME, "models": ["1T", "26T"] if quick else c.MODELS, "systems": [c.SYSTEM],
             "gpus": [4096, 16384] if quick else GPUS,
-            "overrides": {"offload_gib": [256, 2048] if quick else CAPACITIES, "offload_gbps": 100}}
+            "overrides": {"offload_gib": [256, 2048] if quick else CAPACITIES, "offload_gbps": 100},
+            "options": c.options()}
 
 
 def plot(rows, path):

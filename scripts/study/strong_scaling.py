@@ -27,7 +27,8 @@ WELL, NEEDED, SUFFICES = 0.8, 0.10, 0.05
 def grid(quick):
     return {"name": NAME, "models": ["1T"], "systems": [c.SYSTEM], "gpus": [4096, 16384] if quick else GPUS,
             "overrides": {"nvlink_size": [8, 16], "offload_gib": [0] if quick else [0, 1024],
-                          "offload_gbps": 100}}
+                          "offload_gbps": 100},
+            "options": c.options()}
 
 
 def _series(rows, nvl, off):
