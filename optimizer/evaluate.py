@@ -13,7 +13,7 @@ from .errors import InfeasibleStrategy
 from .spec import Model, Strategy, System, load_model, load_strategy, load_system
 
 BREAKDOWN = ("forward", "backward", "recompute", "optimizer", "bubble",
-             "tp_comm", "pp_comm", "dp_comm", "zero3", "offload")
+             "tp_comm", "cp_comm", "pp_comm", "dp_comm", "zero3", "offload")
 MEMORY = ("weights", "gradients", "optimizer", "activations", "checkpoints")
 
 

@@ -39,6 +39,11 @@ class TpComm(IntEnum):
     P2P_RS_AG = 2    # the same, built from point-to-point sends (ring overlap needs it)
 
 
+class CpComm(IntEnum):
+    RING = 0         # K and V passed rank to rank while the attention computes (ring attention)
+    ALLGATHER = 1    # K and V all-gathered before the attention, dK and dV reduce-scattered after
+
+
 class TpOverlap(IntEnum):
     NONE = 0     # TP collectives run alone
     RING = 1     # hidden behind the matmul, one chunk per TP rank
@@ -108,13 +113,21 @@ class Knob:
         return f"{self.name} ({vals}): {self.meaning}"
 
 
-def _dp_gt_1(k):
-    return np.asarray(k["dp"]) > 1
+def _replicated(k):
+    """Where the weights have more than one replica: dp x cp GPUs hold the
+    same weights (context parallelism replicates them too) and reduce their
+    gradients."""
+    return np.asarray(k["dp"]) * np.asarray(k["cp"]) > 1
 
 
 def _sharded(k):
-    """Where a sharding group exists: ZeRO 1 or more over more than one replica."""
+    """Where a hybrid sharding group can exist: ZeRO 1 or more over more
+    than one DP replica (the group is a divisor of dp)."""
     return (np.asarray(k["dp"]) > 1) & (np.asarray(k["zero"]) >= 1)
+
+
+def _cp_gt_1(k):
+    return np.asarray(k["cp"]) > 1
 
 
 class Zero(IntEnum):
@@ -129,6 +142,8 @@ class Zero(IntEnum):
 KNOBS: tuple[Knob, ...] = (
     Knob("tp", "int", "structure", "tensor-parallel degree: each block's matrices split over tp GPUs",
          block=True),
+    Knob("cp", "int", "structure", "context-parallel degree: each sequence split over cp GPUs (two chunks "
+         "each, the causal load balanced), K and V exchanged for the attention", default=1, block=True),
     Knob("pp", "int", "structure", "pipeline-parallel degree: the blocks split into pp stages"),
     Knob("dp", "int", "structure", "data-parallel degree: replicas that split the batch"),
     Knob("batch", "int", "structure", "global batch in sequences"),
@@ -146,16 +161,20 @@ KNOBS: tuple[Knob, ...] = (
     Knob("ag_redo", "bool", "group", "with sequence parallelism, gather the inputs of qkv and mlp1 "
          "again for the weight gradients instead of keeping them whole", default=False,
          matters=lambda k: np.asarray(k["tp_comm"]) > TpComm.AR, matters_reads=("tp_comm",), block=True),
+    Knob("cp_comm", "enum", "group", "context parallelism's K and V exchange: ring (passed to the "
+         "next rank while the attention computes, overlapped) or allgather (gathered before the attention "
+         "and kept for the backward, dK and dV reduce-scattered after; not overlapped)", default="ring",
+         enum=CpComm, matters=_cp_gt_1, matters_reads=("cp",), block=True),
     Knob("dp_overlap", "bool", "member", "DP gradient reduction hidden behind the last backward",
-         default=False, matters=_dp_gt_1, matters_reads=("dp",)),
-    Knob("zero", "int", "group", "ZeRO stage: 0 gradients all-reduced over DP; 1 optimizer state "
-         "sharded over the sharding group (gradients reduce-scattered, weights all-gathered after the "
+         default=False, matters=_replicated, matters_reads=("dp", "cp")),
+    Knob("zero", "int", "group", "ZeRO stage over the dp x cp GPUs that replicate the weights: 0 "
+         "gradients all-reduced; 1 optimizer state sharded over the sharding group (gradients reduce-scattered, weights all-gathered after the "
          "step); 2 also the gradients; 3 also the weights, each block's gathered before its forward "
          "and its backward (prefetched behind the previous block), gradients reduce-scattered per "
-         "microbatch (FSDP)", default=0, values=tuple(int(z) for z in Zero), matters=_dp_gt_1,
-         matters_reads=("dp",)),
+         "microbatch (FSDP)", default=0, values=tuple(int(z) for z in Zero), matters=_replicated,
+         matters_reads=("dp", "cp")),
     Knob("shard", "int", "group", "sharding group of ZeRO: 0 the whole DP group, else its size, a "
-         "divisor of dp strictly between 1 and dp; the dp/shard groups replicate and all-reduce the "
+         "divisor of dp strictly between 1 and dp (times cp: the group spans the CP ranks); the dp/shard groups replicate and all-reduce the "
          "sharded gradients once per batch (hybrid sharding, HSDP)", default=0, matters=_sharded,
          matters_reads=("dp", "zero")),
     Knob("fused_activation", "bool", "group", "activation function fused into the first MLP matmul "
@@ -170,6 +189,8 @@ KNOBS: tuple[Knob, ...] = (
          "streamed through the step", default=False),
     Knob("tp_net", "tier", "member", "network tier of the TP groups (0 = NVLink)", default=0,
          places="tp", matters=lambda k: np.asarray(k["tp"]) > 1, matters_reads=("tp",), block=True),
+    Knob("cp_net", "tier", "member", "network tier of the CP groups (0 = NVLink)", default=0,
+         places="cp", matters=_cp_gt_1, matters_reads=("cp",), block=True),
     Knob("pp_net", "tier", "member", "network tier of the pipeline sends (-1 = outermost)", default=-1,
          places="pp", matters=lambda k: np.asarray(k["pp"]) > 1, matters_reads=("pp",)),
     Knob("dp_net", "tier", "member", "network tier of the DP groups (-1 = outermost)", default=-1,
@@ -208,7 +229,8 @@ def codes(knobs: dict) -> dict:
 def canonical(knobs: dict) -> dict:
     """Codes with every knob that has no effect held at its idle code (a
     group of one GPU on tier 0, ag_redo off without sequence parallelism,
-    DP options off with dp = 1, no sharding group without ZeRO): two strategies the model cannot tell apart
+    DP options off without replicas, no sharding group without ZeRO, CP
+    options off with cp = 1): two strategies the model cannot tell apart
     become one."""
     k = codes(knobs)
     shape = np.broadcast(*k.values()).shape
@@ -221,7 +243,7 @@ def canonical(knobs: dict) -> dict:
 
 def describe(strategy) -> str:
     """A strategy on one line: the structure, then every knob away from its
-    default (booleans by name), tiers as tp/pp/dp@tier."""
+    default (booleans by name), tiers as tp/cp/pp/dp@tier."""
     d = strategy if isinstance(strategy, dict) else strategy.to_dict()
     parts = [f"{k.name}={d[k.name]}" for k in at_level("structure")]
     for k in KNOBS:

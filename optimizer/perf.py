@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import knobs as K
-from .knobs import Recompute, TpComm, TpOverlap
+from .knobs import CpComm, Recompute, TpComm, TpOverlap
 from .rules import TEXT, check, normalise_tier, placement_violation  # noqa: F401 (re-exported)
 from .spec import BYTES_PER_ELEMENT, Model, System
 
@@ -96,7 +96,9 @@ class Op:
     tp          TP collective: 'column' (input gathered with sequence
                 parallelism, input gradient reduced), 'row' (output
                 reduced), or None
-    model_flops forward matrix FLOPs of the whole layer, unsharded (MFU)"""
+    model_flops forward matrix FLOPs of the whole layer, unsharded (MFU)
+    exchange    bytes of this GPU's K and V chunk that context parallelism
+                passes to the other CP ranks (the core attention), or 0"""
 
     name: str
     matrix: bool
@@ -109,6 +111,7 @@ class Op:
     tp: str | None = None
     model_flops: object = 0.0
     low: bool = False
+    exchange: object = 0.0
 
 
 def _linear(name, tok, n_in, n_out, t, e, tp_role, kept_in, bias=True, redo=FULL_ONLY, e_mm=None):
@@ -169,21 +172,26 @@ def _gated(op: Op, on) -> Op:
 
     return Op(op.name, op.matrix, k(op.fw), tuple(map(k, op.ig)), tuple(map(k, op.wg)), params=op.params,
               kept=tuple((b * w, drop) for b, drop in op.kept), redo=op.redo, tp=op.tp,
-              model_flops=op.model_flops)
+              model_flops=op.model_flops, exchange=op.exchange * w)
 
 
-def block_ops(model: Model, datatype: str, tp, microbatch, sp, ag_redo, fused, flash=False) -> list:
+def block_ops(model: Model, datatype: str, tp, microbatch, sp, ag_redo, fused, flash=False, cp=1,
+              cp_comm=CpComm.RING) -> list:
     """The operators of one block for one microbatch on one GPU, in order.
     `sp`: sequence parallelism (the h-wide tensors sharded over tp);
     `ag_redo`: qkv's and mlp1's inputs kept sharded and gathered again for
     the backward; `fused`: the activation function fused into mlp1;
-    `flash`: the core attention as one fused kernel (FlashAttention)."""
+    `flash`: the core attention as one fused kernel (FlashAttention);
+    `cp`: context parallelism, this GPU's share of each sequence 1/cp (two
+    chunks, one from each end: the causal work balanced), `cp_comm` how its
+    attention gets the other ranks' K and V (CpComm)."""
     e, e_mm = act_bytes(datatype), BYTES_PER_ELEMENT[datatype]
     h, f, s = float(model.hidden), float(model.feedforward), float(model.seq_len)
     a, d = float(model.heads), float(model.head_dim)
     A, KV = float(model.attn_width), float(model.kv_width)
     t = np.asarray(tp, dtype=float)
-    tok = np.asarray(microbatch, dtype=float) * s          # tokens per microbatch
+    c = np.asarray(cp, dtype=float)
+    tok = np.asarray(microbatch, dtype=float) * s / c      # tokens per microbatch on this GPU
     sp = np.asarray(sp, dtype=bool)
     ag_redo = np.asarray(ag_redo, dtype=bool) & sp
     fused = np.asarray(fused, dtype=bool)
@@ -191,7 +199,10 @@ def block_ops(model: Model, datatype: str, tp, microbatch, sp, ag_redo, fused, f
     sp_div = np.where(sp, t, 1.0)
     nh = tok * h / sp_div                                   # an h-wide tensor on this GPU
     gathered = np.where(sp, tok * h * e / np.where(ag_redo, t, 1.0), tok * h * e)
-    att = np.asarray(microbatch, dtype=float) * (a / t) * s * s   # score elements per GPU
+    # score elements per GPU: this rank's s/cp queries against the s keys;
+    # with the load-balanced causal split its share of the masked work is
+    # 1/cp of the whole too (the fused kernel's causal factor below)
+    att = np.asarray(microbatch, dtype=float) * (a / t) * s * s / c
     q, kv = tok * A / t, tok * KV / np.minimum(t, model.kv_heads)  # K, V replicated when tp > kv_heads
     width = f * (2 if model.gated_mlp else 1)               # mlp1's output (gate and up when gated)
     nf = tok * f / t
@@ -218,13 +229,21 @@ def block_ops(model: Model, datatype: str, tp, microbatch, sp, ag_redo, fused, f
     # size (dV, dP, dQ, dK): 5/2 of the forward's FLOPs. The output is the
     # projection's input, kept there. (MFU counts attention without the
     # mask, as Megatron's formula does: model_flops are the unfused ones.)
+    # With context parallelism the kernel reads the K and V of the whole
+    # sequence (cp chunks: passed round the ring, or gathered) and writes dK
+    # and dV for all of them (reduced back to their owners). The all-gather
+    # variant keeps the gathered K and V for the backward (it gathers once);
+    # the ring keeps this rank's chunk and passes the others again.
     flash = np.asarray(flash, dtype=bool)
-    stats = np.asarray(microbatch, dtype=float) * (a / t) * s * 4.0
+    stats = tok * (a / t) * 4.0
     causal = 0.5
-    fw_fused = (causal * 4 * att * d, (2 * q + 2 * kv) * e + stats)
-    bw_fused = (causal * 10 * att * d, (3 * q + 2 * kv) * e + stats + (q + 2 * kv) * e)
-    fused_attn = Op("flash_attention", True, fw_fused, (bw_fused,), kept=((q * e + 2 * kv * e, FULL_ONLY),
-                                                                           (stats, FULL_ONLY)))
+    kv_all = kv * c
+    kv_kept = np.where((np.asarray(cp_comm) == CpComm.ALLGATHER) & (c > 1), kv_all, kv)
+    fw_fused = (causal * 4 * att * d, (2 * q + 2 * kv_all) * e + stats)
+    bw_fused = (causal * 10 * att * d, (3 * q + 2 * kv_all) * e + stats + (q + 2 * kv_all) * e)
+    fused_attn = Op("flash_attention", True, fw_fused, (bw_fused,), kept=((q * e + 2 * kv_kept * e, FULL_ONLY),
+                                                                           (stats, FULL_ONLY)),
+                    exchange=np.where(c > 1, 2 * kv * e, 0.0))
     if flash.any():
         attention = [_gated(op, ~flash) for op in unfused] + [_gated(fused_attn, flash)]
     else:
@@ -254,17 +273,18 @@ def block_ops(model: Model, datatype: str, tp, microbatch, sp, ag_redo, fused, f
     return ops
 
 
-def stage_extras(model: Model, datatype: str, tp, microbatch, sp) -> tuple[list, list]:
+def stage_extras(model: Model, datatype: str, tp, microbatch, sp, cp=1) -> tuple[list, list]:
     """Operators outside the blocks: (first stage, last stage). The
     embedding lookup on the first; the final norm, the logits matmul and
     the softmax cross-entropy on the last, vocabulary-parallel over tp as in
-    Megatron. Empty without a vocabulary."""
+    Megatron, each GPU on its 1/cp of the sequence. Empty without a
+    vocabulary."""
     if model.vocab <= 0:
         return [], []
     e = act_bytes(datatype)                     # the output layer stays in 16 bits
     h, V = float(model.hidden), float(model.vocab)
     t = np.asarray(tp, dtype=float)
-    tok = np.asarray(microbatch, dtype=float) * model.seq_len
+    tok = np.asarray(microbatch, dtype=float) * model.seq_len / np.asarray(cp, dtype=float)
     sp = np.asarray(sp, dtype=bool)
     nh = tok * h / np.where(sp, t, 1.0)
     emb_params = V * h / t
@@ -441,17 +461,46 @@ def _tp_exposed(system, datatype, ops, times, tp, sp, ag_redo, tp_overlap, tp_ne
     return fw, bw, ag
 
 
+def _cp_exposed(system, ops, fw_times, bw_times, cp, cp_comm, cp_net):
+    """Exposed K and V exchange of context parallelism (forward, backward)
+    for the operators that carry one (Op.exchange: this GPU's K and V
+    chunk), over the CP group on its tier. Ring (Liu et al. 2023, ring
+    attention; Megatron-Core's p2p CP): cp - 1 steps each passing a chunk
+    to the next rank while the kernel computes on the one it holds; the
+    backward passes K and V again and dK and dV with them, twice the bytes;
+    each pass exposes what its kernel does not cover, max(0, comm -
+    kernel). All-gather: K and V gathered before the forward (the whole
+    sequence's, cp chunks), dK and dV reduce-scattered after the backward;
+    not overlapped."""
+    c = np.asarray(cp, dtype=float)
+    tier = normalise_tier(system, cp_net)
+    ring = np.asarray(cp_comm) == CpComm.RING
+    fw = bw = 0.0
+    for op, tf, tb in zip(ops, fw_times, bw_times):
+        if not np.any(np.asarray(op.exchange) > 0):
+            continue
+        step = collective_time(system, "p2p", op.exchange, c, tier)
+        ring_fw = np.maximum((c - 1) * step - tf, 0.0)
+        ring_bw = np.maximum(2 * (c - 1) * step - tb, 0.0)
+        gather = collective_time(system, "all_gather", op.exchange * c, c, tier)
+        scatter = collective_time(system, "reduce_scatter", op.exchange * c, c, tier)
+        fw = fw + np.where(ring, ring_fw, gather)
+        bw = bw + np.where(ring, ring_bw, scatter)
+    return fw, bw
+
+
 def ops_terms(system: System, datatype: str, ops: list, tp, sp, ag_redo, tp_overlap, tp_net,
-              tok_h_bytes, recompute) -> dict:
+              tok_h_bytes, recompute, cp=1, cp_comm=CpComm.RING, cp_net=0) -> dict:
     """Sums over a list of operators for one microbatch: forward, backward
-    and recomputation compute times, their exposed TP communication, and
-    the bytes kept for the backward (per recomputation mode: what the mode
-    keeps; `working`, what a fully recomputed block holds while it runs)."""
+    and recomputation compute times, their exposed TP communication and
+    exposed CP exchange (`*_cp`), and the bytes kept for the backward (per
+    recomputation mode: what the mode keeps; `working`, what a fully
+    recomputed block holds while it runs)."""
     rec = np.asarray(recompute)
     if not ops:
         zero = np.zeros(np.broadcast(rec, np.asarray(tp)).shape)
         return dict(fw_compute=zero, bw_compute=zero, re_compute=zero, fw_tp=zero, bw_tp=zero,
-                    re_tp=zero, ag=zero, stored=zero, working=zero)
+                    re_tp=zero, fw_cp=zero, bw_cp=zero, re_cp=zero, ag=zero, stored=zero, working=zero)
     is_mode = {mode: rec == mode for mode in (Recompute.ATTN, Recompute.FULL)}
     timed = {}          # a kernel shared by several passes is timed once
 
@@ -462,7 +511,8 @@ def ops_terms(system: System, datatype: str, ops: list, tp, sp, ag_redo, tp_over
 
     fw_t = [kernel_time(op, op.fw) for op in ops]
     fw = sum(fw_t, 0.0)
-    bw = sum((kernel_time(op, k) for op in ops for k in op.ig + op.wg), 0.0)
+    bw_t = [sum((kernel_time(op, k) for k in op.ig + op.wg), 0.0) for op in ops]
+    bw = sum(bw_t, 0.0)
     # recomputation: the forward of every operator the mode redoes
     re = 0.0
     for mode, on in is_mode.items():
@@ -471,6 +521,8 @@ def ops_terms(system: System, datatype: str, ops: list, tp, sp, ag_redo, tp_over
     fw_tp, bw_tp, ag = _tp_exposed(system, datatype, ops, fw_t, tp, sp, ag_redo, tp_overlap, tp_net,
                                    tok_h_bytes)
     re_tp = np.where(is_mode[Recompute.FULL], fw_tp, 0.0)
+    fw_cp, bw_cp = _cp_exposed(system, ops, fw_t, bw_t, cp, cp_comm, cp_net)
+    re_cp = np.where(is_mode[Recompute.FULL], fw_cp, 0.0)     # the redone forward exchanges again
     # kept tensors by the modes that drop them: none, full only, both
     by_drop = {}
     for op in ops:
@@ -480,7 +532,7 @@ def ops_terms(system: System, datatype: str, ops: list, tp, sp, ag_redo, tp_over
     stored = np.where(is_mode[Recompute.FULL], kept[Recompute.FULL],
                       np.where(is_mode[Recompute.ATTN], kept[Recompute.ATTN], kept[Recompute.NONE]))
     return dict(fw_compute=fw, bw_compute=bw, re_compute=re, fw_tp=fw_tp, bw_tp=bw_tp, re_tp=re_tp,
-                ag=ag, stored=stored, working=np.where(is_mode[Recompute.FULL], kept[Recompute.NONE], 0.0))
+                fw_cp=fw_cp, bw_cp=bw_cp, re_cp=re_cp, ag=ag, stored=stored, working=np.where(is_mode[Recompute.FULL], kept[Recompute.NONE], 0.0))
 
 
 def block_terms(model: Model, system: System, datatype: str, k: dict) -> dict:
@@ -492,19 +544,21 @@ def block_terms(model: Model, system: System, datatype: str, k: dict) -> dict:
     sp = np.asarray(k["tp_comm"]) > TpComm.AR
     ag_redo = np.asarray(k["ag_redo"]).astype(bool) & sp
     ops = block_ops(model, datatype, k["tp"], k["microbatch"], sp, ag_redo, k["fused_activation"],
-                    k["flash_attention"])
-    tok_h_bytes = np.asarray(k["microbatch"], dtype=float) * model.seq_len * model.hidden * act_bytes(datatype)
+                    k["flash_attention"], k["cp"], k["cp_comm"])
+    tok_h_bytes = (np.asarray(k["microbatch"], dtype=float) * model.seq_len / np.asarray(k["cp"], dtype=float)
+                   * model.hidden * act_bytes(datatype))
     return ops_terms(system, datatype, ops, k["tp"], sp, ag_redo, k["tp_overlap"], k["tp_net"], tok_h_bytes,
-                     k["recompute"])
+                     k["recompute"], k["cp"], k["cp_comm"], k["cp_net"])
 
 
 def extras_terms(model: Model, system: System, datatype: str, tp, microbatch, recompute, tp_comm,
-                 tp_overlap, tp_net) -> tuple[dict, dict]:
+                 tp_overlap, tp_net, cp=1) -> tuple[dict, dict]:
     """The stage extras' terms (first stage, last stage), as block_terms;
     their parameters under 'params'. Zero without a vocabulary."""
     sp = np.asarray(tp_comm) > TpComm.AR
-    first, last = stage_extras(model, datatype, tp, microbatch, sp)
-    tok_h_bytes = np.asarray(microbatch, dtype=float) * model.seq_len * model.hidden * act_bytes(datatype)
+    first, last = stage_extras(model, datatype, tp, microbatch, sp, cp)
+    tok_h_bytes = (np.asarray(microbatch, dtype=float) * model.seq_len / np.asarray(cp, dtype=float)
+                   * model.hidden * act_bytes(datatype))
     out = []
     for ops in (first, last):
         terms = ops_terms(system, datatype, ops, tp, sp, False, tp_overlap, tp_net, tok_h_bytes, recompute)
@@ -529,16 +583,17 @@ def in_flight_chunks(pp, interleave, microbatches, stage=0):
 
 
 def pipeline_p2p_time(model: Model, system: System, datatype: str, tp, microbatch, sp,
-                      pp, interleave, pp_net, ag):
+                      pp, interleave, pp_net, ag, cp=1):
     """PP communication on the critical path of one microbatch through one
     stage. Megatron's scatter/gather optimisation (Narayanan et al. 2021,
     sec. 4.1): each TP rank sends 1/tp of the activations across the stage
     boundary; without sequence parallelism the receiver all-gathers them over
     the TP network (`ag`). Each microbatch crosses the boundary once per model
-    chunk, forward and backward; the sends are not overlapped with compute."""
+    chunk, forward and backward; the sends are not overlapped with compute.
+    Each CP rank sends its own 1/cp of the sequence."""
     e = act_bytes(datatype)
     pp = np.asarray(pp, dtype=float)
-    tok = np.asarray(microbatch, dtype=float) * model.seq_len
+    tok = np.asarray(microbatch, dtype=float) * model.seq_len / np.asarray(cp, dtype=float)
     p2p = collective_time(system, "p2p", tok * model.hidden * e / np.asarray(tp, dtype=float),
                           np.where(pp > 1, 2, 1), normalise_tier(system, pp_net))
     p2p = p2p + np.where((pp > 1) & ~np.asarray(sp, dtype=bool), ag, 0.0)
@@ -547,7 +602,7 @@ def pipeline_p2p_time(model: Model, system: System, datatype: str, tp, microbatc
 
 def microbatch_time(blocks, compute, tp_exposed, offload, pp_comm, extra=0.0, zero3=0.0):
     """Seconds of one microbatch through one stage: its blocks' compute,
-    exposed TP communication, offload overhead and exposed ZeRO-3
+    exposed TP (and CP) communication, offload overhead and exposed ZeRO-3
     communication, the stage extras' time, and the PP sends."""
     return blocks * (compute + tp_exposed + offload + zero3) + extra + pp_comm
 
@@ -594,6 +649,25 @@ def iteration_time(microbatches, pp, interleave, t_mb, optimizer, dp_exposed):
 
 
 # --------------------------------------------------------------- memory
+
+def grad_group(dp, cp, shard):
+    """The GPUs that hold the same weights and reduce their gradients, and
+    the ZeRO sharding group among them: context parallelism replicates the
+    weights like DP does, so both span dp x cp (Megatron-Core reduces over
+    its DP x CP group); the sharding group `shard` (a divisor of dp, 0 the
+    whole) times cp. Returns (dp x cp, shard x cp)."""
+    c = np.asarray(cp)
+    return np.asarray(dp) * c, np.asarray(shard) * c
+
+
+def grad_tier(system: System, dp, cp, dp_net, cp_net):
+    """The tier the gradient reduction over dp x cp runs on: the outer of
+    the DP and CP groups' tiers (its ring crosses both; a group of one GPU
+    adds none)."""
+    d = np.where(np.asarray(dp) > 1, normalise_tier(system, dp_net), 0)
+    c = np.where(np.asarray(cp) > 1, normalise_tier(system, cp_net), 0)
+    return np.maximum(d, c)
+
 
 def shard_group(dp, shard):
     """GPUs in the ZeRO sharding group: `shard`, or the whole DP group
@@ -872,44 +946,50 @@ def evaluate_arrays(model: Model, system: System, datatype: str, knobs: dict) ->
     terms = [block_terms(model, system, datatype, u)]
     if model.vocab > 0:                     # the embedding and the output layer
         terms += extras_terms(model, system, datatype, u["tp"], u["microbatch"], u["recompute"],
-                              u["tp_comm"], u["tp_overlap"], u["tp_net"])
+                              u["tp_comm"], u["tp_overlap"], u["tp_net"], u["cp"])
     if inverse is not None:
         terms = [{key: np.asarray(x)[inverse] if np.ndim(x) else x for key, x in d.items()} for d in terms]
     blk, ends = terms[0], terms[1:] or [None, None]
     offloads = (k["offload_weights"], k["offload_activations"], k["offload_optimizer"])
-    # ZeRO and its sharding group only where they have an effect (knobs.canonical)
-    zero = np.where(dp > 1, k["zero"], 0)
-    shard = np.where(zero >= 1, k["shard"], 0)
-    mem, stages = pipeline_memory(model, datatype, k["tp"], k["pp"], dp, v, m, zero, shard,
+    # ZeRO and its sharding group only where they have an effect (knobs.canonical);
+    # the weights' replicas and the sharding group span dp x cp (grad_group)
+    cp = k["cp"].astype(float)
+    zero = np.where(dp * cp > 1, k["zero"], 0)
+    shard = np.where((zero >= 1) & (dp > 1), k["shard"], 0)
+    rep_dp, rep_shard = grad_group(dp, cp, shard)
+    rep_net = grad_tier(system, dp, cp, k["dp_net"], k["cp_net"])
+    mem, stages = pipeline_memory(model, datatype, k["tp"], k["pp"], rep_dp, v, m, zero, rep_shard,
                                   blk["stored"], blk["working"], k["recompute"], offloads, *ends)
     p_block = stages[0][1]["p_block"]
-    fw_pass = blk["fw_compute"] + blk["fw_tp"]
-    bw_pass = blk["bw_compute"] + blk["bw_tp"] + blk["re_compute"] + blk["re_tp"]
+    fw_pass = blk["fw_compute"] + blk["fw_tp"] + blk["fw_cp"]
+    bw_pass = blk["bw_compute"] + blk["bw_tp"] + blk["bw_cp"] + blk["re_compute"] + blk["re_tp"] + blk["re_cp"]
     traffic = offload_traffic(datatype, p_block, blk["stored"], *offloads[:2])
     off_over, need_gbps = offload_overhead(system, traffic, fw_pass, bw_pass)
     pp_mb = pipeline_p2p_time(model, system, datatype, k["tp"], k["microbatch"], sp, pp, v,
-                              k["pp_net"], blk["ag"])
+                              k["pp_net"], blk["ag"], cp)
 
     compute = blk["fw_compute"] + blk["bw_compute"] + blk["re_compute"]
-    tp_x = blk["fw_tp"] + blk["bw_tp"] + blk["re_tp"]
-    zero3 = zero3_comm_time(system, datatype, p_block, dp, zero, shard, k["dp_net"], compute)
+    cp_x = blk["fw_cp"] + blk["bw_cp"] + blk["re_cp"]
+    tp_x = blk["fw_tp"] + blk["bw_tp"] + blk["re_tp"] + cp_x
+    zero3 = zero3_comm_time(system, datatype, p_block, rep_dp, zero, rep_shard, rep_net, compute)
     t_mb, slow = slowest_stage(stages, compute, tp_x, off_over, pp_mb, zero3)
     n_s = slow["blocks"]
     mb = dict(forward=n_s * blk["fw_compute"] + slow["fw_compute"],
               backward=n_s * blk["bw_compute"] + slow["bw_compute"],
               recompute=n_s * blk["re_compute"] + slow["re_compute"],
-              tp_comm=n_s * tp_x + slow["fw_tp"] + slow["bw_tp"] + slow["re_tp"],
+              tp_comm=n_s * (tp_x - cp_x) + slow["fw_tp"] + slow["bw_tp"] + slow["re_tp"],
+              cp_comm=n_s * cp_x,
               offload=n_s * off_over, zero3=n_s * zero3, pp_comm=pp_mb)
-    optimizer_t, dp_time = step_times(system, datatype, stages, dp, zero, shard, k["dp_net"],
+    optimizer_t, dp_time = step_times(system, datatype, stages, rep_dp, zero, rep_shard, rep_net,
                                       k["offload_optimizer"])
     dp_exposed = dp_exposed_time(system, dp_time, n_s * blk["bw_compute"] + n_s * blk["re_compute"],
-                                 k["dp_overlap"] & (dp > 1), k["dp_net"])
+                                 k["dp_overlap"] & (rep_dp > 1), rep_net)
     time_s = iteration_time(m, pp, v, t_mb, optimizer_t, dp_exposed)
     with np.errstate(invalid="ignore"):         # an infinite stage (offload without a link) on pp = 1
         bubble = np.where(pp > 1, (pp - 1) / v * t_mb, 0.0)
 
     # ---- throughput and utilisation
-    gpus = k["tp"] * pp * dp
+    gpus = k["tp"] * cp * pp * dp
     s = model.seq_len
     rec = k["recompute"]
     peak = system.matrix_tflops[datatype] * 1e12

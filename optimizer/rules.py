@@ -122,10 +122,21 @@ RULES: tuple[Rule, ...] = (
          & ~((np.asarray(k["shard"]) > 1) & (np.asarray(k["shard"]) < np.asarray(k["dp"]))
              & (_mod(k["dp"], k["shard"]) == 0)),
          lambda m, s, st: f"shard={st.shard}, dp={st.dp}, zero={st.zero}", "divisibility"),
-    Rule("sequence_split", ("tp", "tp_comm"), "sequence parallelism needs tp > 1 dividing the sequence length",
+    # context parallelism's load-balanced causal split: each CP rank holds
+    # two chunks of the sequence, one from each end (Megatron-Core, TE)
+    Rule("cp_divides_sequence", ("cp",), "2 x cp must divide the sequence length (two chunks per CP rank)",
+         lambda m, s, dt, k: _mod(m.seq_len, 2 * np.asarray(k["cp"])) != 0,
+         lambda m, s, st: f"cp={st.cp}, 2 x cp={2 * st.cp}, seq_len={m.seq_len}", "divisibility"),
+    # context parallelism runs inside the fused attention kernels (TE's); the
+    # unfused path has no CP variant
+    Rule("cp_needs_fused", ("cp", "flash_attention"), "cp > 1 needs fused attention",
+         lambda m, s, dt, k: (np.asarray(k["cp"]) > 1) & ~np.asarray(k["flash_attention"]).astype(bool),
+         lambda m, s, st: f"cp={st.cp}, flash_attention={st.flash_attention}", "divisibility"),
+    Rule("sequence_split", ("tp", "cp", "tp_comm"),
+         "sequence parallelism needs tp > 1 dividing each CP rank's share of the sequence",
          lambda m, s, dt, k: (np.asarray(k["tp_comm"]) > TpComm.AR)
-         & ((np.asarray(k["tp"]) == 1) | (_mod(m.seq_len, k["tp"]) != 0)),
-         lambda m, s, st: f"tp={st.tp}, tp_comm={st.tp_comm}, seq_len={m.seq_len}", "divisibility"),
+         & ((np.asarray(k["tp"]) == 1) | (_mod(m.seq_len // np.maximum(np.asarray(k["cp"]), 1), k["tp"]) != 0)),
+         lambda m, s, st: f"tp={st.tp}, cp={st.cp}, tp_comm={st.tp_comm}, seq_len={m.seq_len}", "divisibility"),
     Rule("selective_needs_unfused", ("recompute", "flash_attention"),
          "selective recomputation redoes the core attention, which fused attention never stores",
          lambda m, s, dt, k: (np.asarray(k["recompute"]) == Recompute.ATTN)

@@ -3,14 +3,17 @@ once for the solver and for brute force.
 
 A strategy is split in the three levels of optimizer.knobs:
 
-- the *structure* (tp, pp, dp, batch, microbatch, interleave);
+- the *structure* (tp, cp, pp, dp, batch, microbatch, interleave);
 - a *group* adds what memory depends on: the group knobs (recompute,
-  ag_redo, fused_activation, zero, shard, offload flags) and the
+  ag_redo, fused_activation, cp_comm, zero, shard, offload flags) and the
   memory view of the member knobs (sequence parallelism or not, from
   tp_comm); the search splits it into the activation signature sigma
   (what block terms read) and the rest;
 - a *member* adds what only time depends on (tp_comm within its view,
   tp_overlap, dp_overlap, the network tiers).
+
+A group's signature sigma is valid per (tp, cp): cp_comm matters only with
+cp > 1, and cp > 1 needs fused attention.
 
 Each level is the product of its knobs' domains, filtered by every rule
 (optimizer.rules) whose knobs are known once the level's are, by the pins,
@@ -20,9 +23,10 @@ space are the same to the model. The
 domains are the values a knob can take at all:
 
   tp          divisors of gpus
-  pp          divisors of gpus / tp (uneven stages allowed: perf.stage_layout;
+  cp          divisors of gpus / tp (2 x cp dividing the sequence: a rule)
+  pp          divisors of gpus / (tp * cp) (uneven stages allowed: perf.stage_layout;
               the option even_stages keeps pp dividing the blocks)
-  dp          gpus / (tp * pp), at most the batch limit
+  dp          gpus / (tp * cp * pp), at most the batch limit
   batch       every multiple of dp up to the batch limit (a variable: the
               planner's `batch=N` pins it to N)
   microbatch  divisors of batch / dp
@@ -196,10 +200,12 @@ def _structure_domain(p: Problem, name: str, row: dict) -> np.ndarray:
     """The values a structure knob can take given the ones before it."""
     if name == "tp":
         return divisors(p.gpus)
-    if name == "pp":
+    if name == "cp":
         return divisors(p.gpus // row["tp"])
+    if name == "pp":
+        return divisors(p.gpus // (row["tp"] * row["cp"]))
     if name == "dp":
-        dp = p.gpus // (row["tp"] * row["pp"])
+        dp = p.gpus // (row["tp"] * row["cp"] * row["pp"])
         return np.array([dp] if dp <= p.max_batch else [], dtype=np.int64)
     if name == "batch":
         if "batch" in p.pins:
@@ -270,11 +276,12 @@ def structures(p: Problem) -> dict:
 
 # ----------------------------------------------------- levels of choices
 
-def sigmas(p: Problem, tp) -> dict:
-    """Activation signatures valid for each tp: the product of the sigma
-    knobs' domains, tp_comm by its memory view (one representative code per
-    view: all-reduce, or sequence parallel), filtered by the rules and pins;
-    arrays of the signatures with a mask (rows of tp x signature)."""
+def sigmas(p: Problem, tp, cp) -> dict:
+    """Activation signatures valid for each (tp, cp) (arrays of one
+    length): the product of the sigma knobs' domains, tp_comm by its memory
+    view (one representative code per view: all-reduce, or sequence
+    parallel), filtered by the rules and pins, cp_comm idle with cp = 1;
+    arrays of the signatures with a mask (rows of (tp, cp) x signature)."""
     view = K.BY_NAME["tp_comm"].memory_view
     comm = domain(p, "tp_comm")
     reps = [int(comm[view(comm) == v][0]) for v in (False, True)]
@@ -282,12 +289,13 @@ def sigmas(p: Problem, tp) -> dict:
                     dtype=np.int64)
     sig = {n: grid[:, i] for i, n in enumerate(SIGMA)}
     tp = np.asarray(tp)[:, None]
-    k = {"tp": tp, **{n: v[None, :] for n, v in sig.items()}}
+    k = {"tp": tp, "cp": np.broadcast_to(np.asarray(cp), (tp.shape[0],))[:, None],
+         **{n: v[None, :] for n, v in sig.items()}}
     pins_view = dict(p.pins)
     if "tp_comm" in p.pins:            # a view is allowed if any pinned code has it
         pins_view["tp_comm"] = frozenset(reps[int(v)] for v in view(np.array(sorted(p.pins["tp_comm"]))))
     q = dataclasses.replace(p, pins=pins_view)
-    ok = np.broadcast_to(keep(q, k, SIGMA, ("tp",) + SIGMA), (tp.shape[0], len(grid))).copy()
+    ok = np.broadcast_to(keep(q, k, SIGMA, ("tp", "cp") + SIGMA), (tp.shape[0], len(grid))).copy()
     return {**sig, "sp": view(sig["tp_comm"]), "ok": ok}
 
 
@@ -303,38 +311,40 @@ def _memo(f):
 
 
 @_memo
-def group_rest(p: Problem, dp) -> np.ndarray:
+def group_rest(p: Problem, dp, cp) -> np.ndarray:
     """Rows of the other group knobs (ZeRO stage, sharding group, offload
-    flags) valid for a dp: shape (n, len(GROUP_REST))."""
-    k = _product(p, {"dp": np.array([dp])}, GROUP_REST,
+    flags) valid for a dp and cp (ZeRO acts over dp x cp): shape (n,
+    len(GROUP_REST))."""
+    k = _product(p, {"dp": np.array([dp]), "cp": np.array([cp])}, GROUP_REST,
                  [shard_domain(dp) if n == "shard" else domain(p, n) for n in GROUP_REST])
-    ok = keep(p, k, GROUP_REST, ("dp",) + GROUP_REST)
+    ok = keep(p, k, GROUP_REST, ("dp", "cp") + GROUP_REST)
     return np.stack([k[n][ok] for n in GROUP_REST], 1).reshape(-1, len(GROUP_REST))
 
 
 @_memo
-def members_of(p: Problem, tp, pp, dp, sp) -> np.ndarray:
+def members_of(p: Problem, tp, cp, pp, dp, sp) -> np.ndarray:
     """Member choices of a group: rows in MEMBER order, tp_comm restricted
     to the group's memory view `sp`."""
-    k = _product(p, {"tp": np.array([tp]), "pp": np.array([pp]), "dp": np.array([dp])},
+    k = _product(p, {"tp": np.array([tp]), "cp": np.array([cp]), "pp": np.array([pp]), "dp": np.array([dp])},
                  MEMBER, [domain(p, n) for n in MEMBER])
-    ok = keep(p, k, MEMBER, ("tp", "pp", "dp") + MEMBER)
+    ok = keep(p, k, MEMBER, ("tp", "cp", "pp", "dp") + MEMBER)
     ok &= K.BY_NAME["tp_comm"].memory_view(k["tp_comm"]) == bool(sp)
     return np.stack([k[n][ok] for n in MEMBER], 1).reshape(-1, len(MEMBER))
 
 
-TP_CHOICE = ("tp_comm", "tp_overlap", "tp_net")
+# the member knobs the block terms read: the block's own choices
+TP_CHOICE = tuple(k.name for k in K.KNOBS if k.level == "member" and k.block)
 
 
 @_memo
-def tp_choices(p: Problem, tp, sp) -> np.ndarray:
-    """The TP choices (tp_comm, tp_overlap, tp_net) a tp admits on its own:
-    the members of a structure whose other groups are single GPUs, with the
-    pins on those groups' knobs lifted. Every member of any structure with
-    this tp makes one of these choices (the placement rule only tightens
-    with more groups on a tier)."""
+def tp_choices(p: Problem, tp, cp, sp) -> np.ndarray:
+    """The block's choices (TP_CHOICE: tp_comm, tp_overlap, tp_net, cp_net)
+    a (tp, cp) admits on its own: the members of a structure whose PP and
+    DP groups are single GPUs, with the pins on those groups' knobs lifted.
+    Every member of any structure with this tp and cp makes one of these
+    choices (the placement rule only tightens with more groups on a tier)."""
     q = dataclasses.replace(p, pins={k: v for k, v in p.pins.items() if k not in MEMBER or k in TP_CHOICE})
-    mem = members_of(q, tp, 1, 1, sp)
+    mem = members_of(q, tp, cp, 1, 1, sp)
     cols = [MEMBER.index(n) for n in TP_CHOICE]
     return np.unique(mem[:, cols], axis=0).reshape(-1, len(TP_CHOICE))
 
@@ -343,8 +353,8 @@ FAMILY = tuple(n for n in STRUCTURE if n != "batch")
 
 
 def families(p: Problem) -> dict:
-    """Every family of the space: a structure without its batch, (tp, pp,
-    dp, microbatch, interleave), with `batches`, how many batches it takes.
+    """Every family of the space: a structure without its batch, (tp, cp,
+    pp, dp, microbatch, interleave), with `batches`, how many batches it takes.
     The batch is dp * microbatch * n for n microbatches per replica (n a
     multiple of pp when interleaved), up to the limit or among the pinned
     batches. Rules are checked on the family's smallest batch (n = 1, or pp
@@ -355,7 +365,7 @@ def families(p: Problem) -> dict:
     q = dataclasses.replace(p, pins={k: v for k, v in p.pins.items() if k != "batch"})
     pinned = np.array(sorted(p.pins["batch"]), dtype=np.int64) if "batch" in p.pins else None
     rows = [{}]
-    for name in ("tp", "pp", "dp"):
+    for name in ("tp", "cp", "pp", "dp"):
         grown = []
         for row in rows:
             vals = _structure_domain(q, name, row)
@@ -365,13 +375,14 @@ def families(p: Problem) -> dict:
         rows = grown
     out = {n: [] for n in FAMILY + ("batches",)}
     for row in rows:
-        tp, pp, dp = row["tp"], row["pp"], row["dp"]
+        tp, cp, pp, dp = row["tp"], row["cp"], row["pp"], row["dp"]
         local = p.max_batch // dp
         mb = np.arange(1, local + 1, dtype=np.int64)
         vs = divisors(max(p.model.blocks // pp, 1))
         mb_g, v_g = (x.reshape(-1) for x in np.meshgrid(mb, vs, indexing="ij"))
         unit = np.where(v_g > 1, pp, 1)                       # n must be a multiple of this
-        k = {"tp": np.full(len(mb_g), tp), "pp": np.full(len(mb_g), pp), "dp": np.full(len(mb_g), dp),
+        k = {"tp": np.full(len(mb_g), tp), "cp": np.full(len(mb_g), cp), "pp": np.full(len(mb_g), pp),
+             "dp": np.full(len(mb_g), dp),
              "microbatch": mb_g, "interleave": v_g, "batch": dp * mb_g * unit}
         ok = keep(q, k, ("batch", "microbatch", "interleave"), STRUCTURE) & (k["batch"] <= p.max_batch)
         if pinned is None:
@@ -403,12 +414,13 @@ def count_space(p: Problem, fam: dict | None = None) -> int:
     cache = {}
     total = 0
     for i in range(len(fam["tp"])):
-        key = (int(fam["tp"][i]), int(fam["pp"][i]), int(fam["dp"][i]))
+        key = (int(fam["tp"][i]), int(fam["cp"][i]), int(fam["pp"][i]), int(fam["dp"][i]))
         if key not in cache:
-            tp, pp, dp = key
-            sig = sigmas(p, np.array([tp]))
-            n_sig = sum(len(members_of(p, tp, pp, dp, bool(sig["sp"][j]))) for j in np.flatnonzero(sig["ok"][0]))
-            cache[key] = n_sig * len(group_rest(p, dp))
+            tp, cp, pp, dp = key
+            sig = sigmas(p, np.array([tp]), np.array([cp]))
+            n_sig = sum(len(members_of(p, tp, cp, pp, dp, bool(sig["sp"][j])))
+                        for j in np.flatnonzero(sig["ok"][0]))
+            cache[key] = n_sig * len(group_rest(p, dp, cp))
         total += cache[key] * int(fam["batches"][i])
     return total
 
@@ -435,13 +447,13 @@ def enumerate_all(p: Problem, S: dict | None = None):
     S = structures(p) if S is None else S
     if len(S["tp"]) == 0:
         return
-    sig = sigmas(p, S["tp"])
+    sig = sigmas(p, S["tp"], S["cp"])
     chunk, size = [], 0
     for i in range(len(S["tp"])):
-        tp, pp, dp = int(S["tp"][i]), int(S["pp"][i]), int(S["dp"][i])
-        rests = group_rest(p, dp)
+        tp, cp, pp, dp = int(S["tp"][i]), int(S["cp"][i]), int(S["pp"][i]), int(S["dp"][i])
+        rests = group_rest(p, dp, cp)
         for j in np.flatnonzero(sig["ok"][i]):
-            mem = members_of(p, tp, pp, dp, bool(sig["sp"][j]))
+            mem = members_of(p, tp, cp, pp, dp, bool(sig["sp"][j]))
             if len(mem) == 0:
                 continue
             for rest in rests:

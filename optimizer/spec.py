@@ -648,7 +648,7 @@ def _strategy_fields():
 
 
 def _gpus(self) -> int:
-    return self.tp * self.pp * self.dp
+    return self.tp * self.cp * self.pp * self.dp
 
 
 def _to_dict(self) -> dict:

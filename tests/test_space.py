@@ -36,7 +36,8 @@ def raw_space(model, sys_, gpus, max_batch, pins):
     the limit; canonicalised; as a set of tuples in registry order."""
     out = set()
     ints = range(1, gpus + 1)
-    struct = [(tp, pp, gpus // (tp * pp)) for tp in ints for pp in ints if gpus % (tp * pp) == 0]
+    struct = [(tp, cp, pp, gpus // (tp * cp * pp)) for tp in ints for cp in ints for pp in ints
+              if gpus % (tp * cp * pp) == 0]
     T = len(sys_.networks)
     rest = [k for k in K.KNOBS if k.level != "structure"]
 
@@ -44,11 +45,11 @@ def raw_space(model, sys_, gpus, max_batch, pins):
         # shard: every integer up to one past dp (beyond it the rule only grows surer)
         return (range(len(k.enum)) if k.kind == "enum" else range(2) if k.kind == "bool"
                 else k.values if k.values else range(dp + 2) if k.name == "shard" else range(T))
-    for tp, pp, dp in struct:
+    for tp, cp, pp, dp in struct:
         grid = np.array(list(itertools.product(*(raw(k, dp) for k in rest))), dtype=np.int64)
         for batch, mb, v in itertools.product(range(1, max_batch + 1), range(1, max_batch + 1),
                                               range(1, model.blocks + 1)):
-            k = {"tp": tp, "pp": pp, "dp": dp, "batch": batch, "microbatch": mb, "interleave": v}
+            k = {"tp": tp, "cp": cp, "pp": pp, "dp": dp, "batch": batch, "microbatch": mb, "interleave": v}
             k = {**{n: np.full(len(grid), x) for n, x in k.items()},
                  **{knob.name: grid[:, i] for i, knob in enumerate(rest)}}
             broken = R.check(model, sys_, "bf16", k, (len(grid),))
