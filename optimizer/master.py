@@ -1,12 +1,12 @@
 """The planning problem as a CP-SAT model.
 
-The knobs that fix a family of structures (tp, pp, dp, microbatch,
+The knobs that fix a family of structures (tp, cp, pp, dp, microbatch,
 interleave) and the batch, as microbatches per replica n, are solver
 variables; so are the group knobs memory and time depend on most (the
 activation signature sigma, the ZeRO stage, the offload flags). The limits are
 constraints:
 
-  tp * pp * dp = gpus                  two multiplication equalities
+  tp * cp * pp * dp = gpus             three multiplication equalities
   batch = dp * microbatch * n          <= max_batch, or among the pinned batches
   divisibility                         tp and pp by their domains (the rules
                                        that read them alone), interleave by
@@ -19,19 +19,20 @@ constraints:
 The objective is a lower bound on seconds per sample, a sum of terms built
 the same way:
 
-  main    Bmax(pp) * pp  x  tau(tp, microbatch, sigma) * tp / (microbatch * gpus)
+  main    Bmax(pp) * pp  x  tau(tp, cp, microbatch, sigma, tp_net, cp_net) * tp * cp
+          / (microbatch * gpus)
           the slowest stage's blocks times the least time of one block (over
-          the TP choices), per sample: t_mb / (dp * microbatch)
+          the TP and CP choices), per sample: t_mb / (dp * microbatch)
   bubble  main * (pp - 1) / (interleave * n)
   step    the optimizer step(tp, pp, ZeRO stage, offload_optimizer) / batch
 
 Memory per GPU of the first stage is at least its state (tp, pp, ZeRO
 stage, offload of weights and optimizer): weights / s3 + gradients / s2 +
-optimizer / s1, s_k = dp from ZeRO stage k on and 1 below it (the
-sharding group at its largest, dp: never above the exact bytes whatever
-`shard` is; ZeRO-3's two gathered blocks left out), plus microbatch x
-(stored activations per block(tp, sigma) x blocks in flight + working
-bytes(tp, sigma)), blocks in flight min(cap(pp, interleave), n * first-stage blocks(pp)), one block when
+optimizer / s1, s_k = dp x cp from ZeRO stage k on and 1 below it (the
+sharding group at its largest, dp x cp: never above the exact bytes whatever
+`shard` is), plus ZeRO-3's two gathered blocks, plus microbatch x
+(stored activations per block(tp, cp, sigma) x blocks in flight + working
+bytes(tp, cp, sigma)), blocks in flight min(cap(pp, interleave), n * first-stage blocks(pp)), one block when
 activations are offloaded. Every table is floored (time) or kept below the
 exact value (memory), so the model is a relaxation: it never cuts a
 strategy the exact model accepts and its objective never exceeds an exact
@@ -56,7 +57,7 @@ from ortools.sat.python import cp_model
 from . import knobs as K
 from . import perf
 from .knobs import Recompute
-from .space import Problem, _structure_domain, divisors, keep, sigmas, tp_choices
+from .space import SIGMA, TP_CHOICE, Problem, _structure_domain, divisors, keep, sigmas, tp_choices
 
 MB_TABLE = 32            # microbatches tabulated exactly; larger ones share the peak-rate row
 MB_BUCKETS = np.array([1, 2, 3, 5, 9, 17])   # microbatch buckets of the time table: [1], [2], [3, 4], ... [17, 32]
@@ -101,30 +102,47 @@ class Master:
         md = cp_model.CpModel()
         self.model = md
 
-        # ---- domains of tp, pp, dp: dividing some count; the rules that read each alone; pins
+        # ---- domains of tp, cp, pp, dp: dividing some count; the rules that read each alone; pins
         def dom(name, vals):
             vals = np.array([x for x in vals if (counts % x == 0).any()], dtype=np.int64)
             return vals[keep(q, {name: vals}, (name,), (name,))] if len(vals) else vals
         top = int(counts.max())
         D_tp = dom("tp", range(1, min(top, max(p.model.heads, 1)) + 1))
+        D_cp = dom("cp", range(1, min(top, max(p.model.seq_len // 2, 1)) + 1))
         D_pp = dom("pp", range(1, min(top, p.model.blocks) + 1))
         dps = dom("dp", range(1, min(top, p.max_batch) + 1))
         dps = dps[p.allowed("dp", dps)]
-        self.empty = len(D_tp) == 0 or len(D_pp) == 0 or len(dps) == 0
+        # (tp, cp) pairs dividing some count: the block terms read both
+        TC = np.array([(a, b) for a in range(len(D_tp)) for b in range(len(D_cp))
+                       if (counts % (int(D_tp[a]) * int(D_cp[b])) == 0).any()], dtype=np.int64).reshape(-1, 2)
+        self.empty = len(D_tp) == 0 or len(D_cp) == 0 or len(D_pp) == 0 or len(dps) == 0 or len(TC) == 0
         if self.empty:
             return
         self.D_tp, self.D_pp = D_tp, D_pp
         tp_i = md.NewIntVar(0, len(D_tp) - 1, "tp_index")
+        cp_i = md.NewIntVar(0, len(D_cp) - 1, "cp_index")
         pp_i = md.NewIntVar(0, len(D_pp) - 1, "pp_index")
+        tc_i = md.NewIntVar(0, len(TC) - 1, "tp_cp_index")
         tp = md.NewIntVarFromDomain(cp_model.Domain.FromValues(D_tp.tolist()), "tp")
+        cp = md.NewIntVarFromDomain(cp_model.Domain.FromValues(D_cp.tolist()), "cp")
         pp = md.NewIntVarFromDomain(cp_model.Domain.FromValues(D_pp.tolist()), "pp")
         self._element(tp_i, D_tp, tp)
+        self._element(cp_i, D_cp, cp)
         self._element(pp_i, D_pp, pp)
+        self._table([tp_i, cp_i, tc_i], [(int(a), int(b), i) for i, (a, b) in enumerate(TC)])
         dp = md.NewIntVarFromDomain(cp_model.Domain.FromValues(dps.tolist()), "dp")
         gpus = md.NewIntVarFromDomain(cp_model.Domain.FromValues(counts.tolist()), "gpus")
-        tp_pp = md.NewIntVar(1, top, "tp_x_pp")
-        md.AddMultiplicationEquality(tp_pp, [tp, pp])
+        # the GPU product: tp * cp * pp * dp = gpus
+        tp_cp = md.NewIntVar(1, top, "tp_x_cp")
+        self._element(tc_i, D_tp[TC[:, 0]] * D_cp[TC[:, 1]], tp_cp)
+        products = lambda xs, ys: sorted({int(x) * int(y) for x in xs for y in ys if (counts % (int(x) * int(y)) == 0).any()})  # noqa: E731
+        tp_pp = md.NewIntVarFromDomain(cp_model.Domain.FromValues(
+            products(sorted(set((D_tp[TC[:, 0]] * D_cp[TC[:, 1]]).tolist())), D_pp)), "tp_x_cp_x_pp")
+        md.AddMultiplicationEquality(tp_pp, [tp_cp, pp])
         md.AddMultiplicationEquality(gpus, [tp_pp, dp])
+        # the weights' replicas: dp x cp (ZeRO shards over them; perf.grad_group)
+        dp_cp = md.NewIntVarFromDomain(cp_model.Domain.FromValues(products(dps, D_cp)), "dp_x_cp")
+        md.AddMultiplicationEquality(dp_cp, [dp, cp])
 
         # ---- microbatch, interleave, batch
         local_max = p.max_batch // int(dps.min())
@@ -166,21 +184,21 @@ class Master:
         batch = md.NewIntVarFromDomain(bdom, "batch")
         md.AddMultiplicationEquality(batch, [dp_mb, n])
 
-        # ---- activation signatures and group flags
-        sig = sigmas(p, D_tp)
-        nG = sig["ok"].shape[1]
+        # ---- activation signatures (valid per (tp, cp)) and group flags
+        tc_tp, tc_cp = D_tp[TC[:, 0]], D_cp[TC[:, 1]]
+        sig = sigmas(p, tc_tp, tc_cp)
         has = sig["ok"].copy()
-        for a in range(len(D_tp)):
+        for a in range(len(TC)):
             for g in np.flatnonzero(has[a]):
-                has[a, g] = len(tp_choices(p, int(D_tp[a]), bool(sig["sp"][g]))) > 0
-        pairs = [(a, g) for a in range(len(D_tp)) for g in np.flatnonzero(has[a])]
+                has[a, g] = len(tp_choices(p, int(tc_tp[a]), int(tc_cp[a]), bool(sig["sp"][g]))) > 0
+        pairs = [(a, g) for a in range(len(TC)) for g in np.flatnonzero(has[a])]
         if not pairs:
             self.empty = True
             return
-        tau, s1, w1, classes, cls_of = self._block_tables(D_tp, sig, has)
+        tau, s1, w1, classes, cls_of = self._block_tables(tc_tp, tc_cp, sig, has)
         cpairs = sorted({(int(a), int(cls_of[g])) for a, g in pairs})
         sg = md.NewIntVar(0, len(classes) - 1, "recompute_flash_class")
-        self._table([tp_i, sg], cpairs)
+        self._table([tc_i, sg], cpairs)
 
         def flag(name, possible=True):
             vals = [c for c in (0, 1) if p.allowed(name, [c])[0] and (possible or c == 0)]
@@ -188,12 +206,12 @@ class Master:
             if not vals:
                 md.Add(x == 1)                                   # nothing allowed: infeasible
             return x
-        # the ZeRO stage matters only with dp > 1 (idle there at 0; a pin says nothing)
+        # the ZeRO stage matters only with dp x cp > 1 (idle there at 0; a pin says nothing)
         stages = K.BY_NAME["zero"].values
         zero = md.NewIntVar(min(stages), max(stages), "zero")
-        dp_gt1 = md.NewBoolVar("dp_gt_1")
-        md.Add(dp >= 2).OnlyEnforceIf(dp_gt1)
-        md.Add(dp == 1).OnlyEnforceIf(dp_gt1.Not())
+        dp_gt1 = md.NewBoolVar("replicated")
+        md.Add(dp_cp >= 2).OnlyEnforceIf(dp_gt1)
+        md.Add(dp_cp == 1).OnlyEnforceIf(dp_gt1.Not())
         md.Add(zero == 0).OnlyEnforceIf(dp_gt1.Not())
         for c in stages:
             if not p.allowed("zero", [c])[0]:
@@ -202,7 +220,7 @@ class Master:
         ow, oa, oo = (flag(x, off) for x in ("offload_weights", "offload_activations", "offload_optimizer"))
 
         # ---- the tables
-        per = tau * D_tp[:, None, None, None]              # per sample over all GPUs (mb divided in)
+        per = tau * (tc_tp * tc_cp)[:, None, None, None, None]   # per sample over all GPUs (mb divided in)
         # log seconds per sample >= log(Bmax(pp) pp) + log(tau tp / (mb gpus))
         #                            + log(1 + (pp - 1) / (v n))       (the bubble's share)
         lq = self._log(per)
@@ -216,18 +234,24 @@ class Master:
         self._element(mbk, hi_, hiv)
         md.Add(mb >= lov)
         md.Add(mb <= hiv)
-        # the network tiers of the TP and PP groups: the groups on a tier fit it
-        # (the product of their sizes, as a sum of logs; DP and filling left out)
+        # the network tiers of the TP, CP, PP and DP groups: the groups on a tier fit it
+        # (the product of their sizes, as a sum of logs; filling left out)
         T = len(sys_.networks)
         tn = md.NewIntVar(0, T - 1, "tp_net")
+        cn = md.NewIntVar(0, T - 1, "cp_net")
         pn = md.NewIntVar(0, T - 1, "pp_net")
-        self._table([tp_i, mbk, sg, tn, qv], [(a, c, g, n, int(lq[a, c, g, n])) for a, g in cpairs
+        # (cp's tier taken at its best: the table stays over the TP tier alone)
+        lq = lq.min(axis=4)
+        self._table([tc_i, mbk, sg, tn, qv], [(a, c, g, n, int(lq[a, c, g, n])) for a, g in cpairs
                                               for c in range(len(lo)) for n in range(T)
-                                              if np.isfinite(tau[a, c, g, n])])
+                                              if np.isfinite(tau[a, c, g, n]).any()])
         ltp, lpp_ = np.floor(np.log(D_tp) * LOG_UNITS).astype(np.int64), np.floor(np.log(D_pp) * LOG_UNITS).astype(np.int64)
+        lcp = np.floor(np.log(D_cp) * LOG_UNITS).astype(np.int64)
         ltv = md.NewIntVar(0, int(ltp.max()), "log_tp")
+        lcv = md.NewIntVar(0, int(lcp.max()), "log_cp")
         lppv = md.NewIntVar(0, int(lpp_.max()), "log_pp_size")
         self._element(tp_i, ltp, ltv)
+        self._element(cp_i, lcp, lcv)
         self._element(pp_i, lpp_, lppv)
         dn = md.NewIntVar(0, T - 1, "dp_net")
         dp_i = md.NewIntVar(0, len(dps) - 1, "dp_index")
@@ -237,8 +261,8 @@ class Master:
         self._element(dp_i, ldp, ldv)
         for t, netw in enumerate(sys_.networks):
             used = []
-            for net, lv, hi_l, name in ((tn, ltv, int(ltp.max()), "tp"), (pn, lppv, int(lpp_.max()), "pp"),
-                                        (dn, ldv, int(ldp.max()), "dp")):
+            for net, lv, hi_l, name in ((tn, ltv, int(ltp.max()), "tp"), (cn, lcv, int(lcp.max()), "cp"),
+                                        (pn, lppv, int(lpp_.max()), "pp"), (dn, ldv, int(ldp.max()), "dp")):
                 on = md.NewBoolVar(f"{name}_on_tier_{t}")
                 md.Add(net == t).OnlyEnforceIf(on)
                 md.Add(net != t).OnlyEnforceIf(on.Not())
@@ -246,7 +270,7 @@ class Master:
                 md.Add(z >= lv).OnlyEnforceIf(on)
                 used.append(z)
             md.Add(sum(used) <= int(math.ceil(math.log(netw.size) * LOG_UNITS)))
-        for net, name, size in ((tn, "tp_net", tp), (pn, "pp_net", pp), (dn, "dp_net", dp)):
+        for net, name, size in ((tn, "tp_net", tp), (cn, "cp_net", cp), (pn, "pp_net", pp), (dn, "dp_net", dp)):
             if name in p.pins:
                 big = md.NewBoolVar(f"{name}_matters")
                 md.Add(size >= 2).OnlyEnforceIf(big)
@@ -342,7 +366,7 @@ class Master:
         w1t = np.floor(np.where(np.isfinite(w1), w1, 0.0) / MEM_UNIT).astype(np.int64)
         s1v = md.NewIntVar(0, int(s1t.max()), "stored_per_block")
         w1v = md.NewIntVar(0, int(w1t.max()), "working")
-        self._table([tp_i, sg, s1v, w1v], [(a, g, int(s1t[a, g]), int(w1t[a, g])) for a, g in cpairs])
+        self._table([tc_i, sg, s1v, w1v], [(a, g, int(s1t[a, g]), int(w1t[a, g])) for a, g in cpairs])
         not_oa = self._not(oa)
         zero3 = md.NewBoolVar("zero_3")
         md.Add(zero >= 3).OnlyEnforceIf(zero3)
@@ -374,8 +398,8 @@ class Master:
                         for item, table in unsharded.items():
                             table[a_, b_, o] = mem[item]
                             offl[item][a_, b_, o] = o * st["p_block"] * st["n_s"] * per_param[item]
-            sharded = [self._sharded_state(f"{kind}_{item}", unsharded[item], flag, stage, zero, dp, tp_i, pp_i,
-                                           int(dps.max()))
+            sharded = [self._sharded_state(f"{kind}_{item}", unsharded[item], flag, stage, zero, dp_cp, tp_i, pp_i,
+                                           top)
                        for item, flag, stage in (("weights", ow, 3), ("gradients", ow, 2), ("optimizer", oo, 1))]
             state = sum(x for x, _ in sharded)
             # ZeRO-3 keeps two whole blocks gathered (the one computing, the next)
@@ -425,8 +449,8 @@ class Master:
             if off:
                 # the offload tier: the blocks' offloaded state (sharded as in HBM) and,
                 # offloaded, every stored activation in flight
-                moved = [self._sharded_state(f"{kind}_offloaded_{item}", offl[item], flag, stage, zero, dp, tp_i,
-                                             pp_i, int(dps.max()))
+                moved = [self._sharded_state(f"{kind}_offloaded_{item}", offl[item], flag, stage, zero, dp_cp, tp_i,
+                                             pp_i, top)
                          for item, flag, stage in (("weights", ow, 3), ("gradients", ow, 2), ("optimizer", oo, 1))]
                 all_in = md.NewIntVar(0, int(s1t.max()) * int(captab.max()), f"{kind}_stored_in_flight")
                 md.AddMultiplicationEquality(all_in, [s1v, bl])
@@ -439,7 +463,7 @@ class Master:
         self.knob_vars = {"recompute_flash_class": sg, "zero": zero, "offload_weights": ow,
                           "offload_activations": oa, "offload_optimizer": oo}
         self.classes = [tuple(int(x) for x in c) for c in classes]
-        self.vars = {"gpus": gpus, "tp": tp, "pp": pp, "dp": dp, "microbatch": mb, "interleave": v, "n": n,
+        self.vars = {"gpus": gpus, "tp": tp, "cp": cp, "pp": pp, "dp": dp, "microbatch": mb, "interleave": v, "n": n,
                      "batch": batch}
         self.solver = cp_model.CpSolver()
         self.solver.parameters.num_workers = threads or 1
@@ -455,10 +479,10 @@ class Master:
 
     def _sharded_state(self, item, table, flag, stage, zero, dp, tp_i, pp_i, dp_max):
         """A state item's bytes per GPU (MEM_UNIT), from its unsharded table
-        over (tp, pp, its offload flag), divided by dp where the ZeRO stage
-        is `stage` or more (else by 1), rounded down: (variable, upper bound).
-        dp is the largest sharding group, so this never exceeds the exact
-        bytes whatever the group."""
+        over (tp, pp, its offload flag), divided by `dp` (the replicas, dp x
+        cp) where the ZeRO stage is `stage` or more (else by 1), rounded
+        down: (variable, upper bound). dp x cp is the largest sharding group,
+        so this never exceeds the exact bytes whatever the group."""
         md = self.model
         t = np.floor(table / MEM_UNIT).astype(np.int64)
         whole = md.NewIntVar(0, int(t.max()), f"{item}_unsharded")
@@ -533,50 +557,51 @@ class Master:
             out[:, c, :, :] = x.min(axis=1)
         return out * D_tp[:, None, None, None]
 
-    def _block_tables(self, D_tp, sig, has):
-        """Per (tp, microbatch bucket, class): the least seconds of one
-        block per sequence over the class's signatures, the bucket's
-        microbatches and the TP choices; the last bucket is the peak-rate
-        bound for any microbatch beyond MB_TABLE. Per (tp, class): the
-        least stored bytes per block and per sequence, and the working
-        bytes of full recomputation. A class is a (recompute,
-        flash_attention) pair: what couples time and memory most; the
-        other signature knobs are taken at their best for each alone."""
+    def _block_tables(self, tc_tp, tc_cp, sig, has):
+        """Per ((tp, cp) pair, microbatch bucket, class, tp_net, cp_net): the
+        least seconds of one block per sequence over the class's
+        signatures, the bucket's microbatches and the block's other choices
+        (TP_CHOICE); the last bucket is the peak-rate bound for any
+        microbatch beyond MB_TABLE. Per ((tp, cp), class): the least stored
+        bytes per block and per sequence, and the working bytes of full
+        recomputation. A class is a (recompute, flash_attention) pair: what
+        couples time and memory most; the other signature knobs are taken
+        at their best for each alone."""
         p = self.p
         cls_key = np.stack([sig["recompute"], sig["flash_attention"]], 1)
         classes, cls_of = np.unique(cls_key, axis=0, return_inverse=True)
         cls_of = cls_of.reshape(-1)
         rows = []
-        for a, t in enumerate(D_tp):
+        for a in range(len(tc_tp)):
             for g in np.flatnonzero(has[a]):
-                ch = tp_choices(p, int(t), bool(sig["sp"][g]))
+                ch = tp_choices(p, int(tc_tp[a]), int(tc_cp[a]), bool(sig["sp"][g]))
                 rows.append(np.column_stack([np.full(len(ch), a), np.full(len(ch), g), ch]))
         rows = np.concatenate(rows)
         mbs = np.arange(1, MB_TABLE + 1)
         a_, g_ = np.repeat(rows[:, 0], len(mbs)), np.repeat(rows[:, 1], len(mbs))
-        k = {"tp": D_tp[a_], **{n: sig[n][g_] for n in ("recompute", "ag_redo", "fused_activation",
-                                                        "flash_attention")},
-             "microbatch": np.tile(mbs, len(rows)), "tp_comm": np.repeat(rows[:, 2], len(mbs)),
-             "tp_overlap": np.repeat(rows[:, 3], len(mbs)), "tp_net": np.repeat(rows[:, 4], len(mbs))}
+        k = {"tp": tc_tp[a_], "cp": tc_cp[a_], **{n: sig[n][g_] for n in SIGMA if n != "tp_comm"},
+             "microbatch": np.tile(mbs, len(rows)),
+             **{n: np.repeat(rows[:, 2 + c], len(mbs)) for c, n in enumerate(TP_CHOICE)}}
         b = perf.block_terms(p.model, p.system, p.datatype, k)
-        per = (b["fw_compute"] + b["bw_compute"] + b["re_compute"] + b["fw_tp"] + b["bw_tp"] + b["re_tp"]) \
-            / k["microbatch"]
+        per = (b["fw_compute"] + b["bw_compute"] + b["re_compute"] + b["fw_tp"] + b["bw_tp"] + b["re_tp"]
+               + b["fw_cp"] + b["bw_cp"] + b["re_cp"]) / k["microbatch"]
         bucket = np.searchsorted(MB_BUCKETS, k["microbatch"], side="right") - 1
         c_ = cls_of[g_]
         nB, nC, T = len(MB_BUCKETS) + 1, len(classes), len(p.system.networks)
-        tier = np.repeat(rows[:, 4], len(mbs))
-        tau = np.full((len(D_tp), nB, nC, T), np.inf)
-        np.minimum.at(tau, (a_, bucket, c_, tier), per)
+        tier, ctier = k["tp_net"], k["cp_net"]
+        tau = np.full((len(tc_tp), nB, nC, T, T), np.inf)
+        np.minimum.at(tau, (a_, bucket, c_, tier, ctier), per)
         one = k["microbatch"] == 1
-        s1 = np.full((len(D_tp), nC), np.inf)
-        w1 = np.full((len(D_tp), nC), np.inf)
+        s1 = np.full((len(tc_tp), nC), np.inf)
+        w1 = np.full((len(tc_tp), nC), np.inf)
         np.minimum.at(s1, (a_[one], c_[one]), np.broadcast_to(b["stored"], per.shape)[one])
         full = k["recompute"] == Recompute.FULL
         np.minimum.at(w1, (a_[one], c_[one]), np.where(full, np.broadcast_to(b["working"], per.shape), 0.0)[one])
         # beyond the table: the peak-rate compute of one sequence
         pk = perf.block_terms(p.model, _peak_system(p.system), p.datatype,
                               {**{n: v[one] for n, v in k.items()}, "tp_overlap": 0})
-        np.minimum.at(tau, (a_[one], nB - 1, c_[one], tier[one]), pk["fw_compute"] + pk["bw_compute"] + pk["re_compute"])
+        np.minimum.at(tau, (a_[one], nB - 1, c_[one], tier[one], ctier[one]),
+                      pk["fw_compute"] + pk["bw_compute"] + pk["re_compute"])
         return tau, s1, w1, classes, cls_of
 
     # --------------------------------------------------------------- loop
@@ -617,8 +642,9 @@ class Master:
             return None
         copy = self.model.clone()
         var = lambda x: copy.GetIntVarFromProtoIndex(x.Index())  # noqa: E731
-        fixed = {"gpus": k["tp"] * k["pp"] * k["dp"], **{n: k[n] for n in ("tp", "pp", "dp", "microbatch",
-                                                                             "interleave", "batch")},
+        fixed = {"gpus": k["tp"] * k["cp"] * k["pp"] * k["dp"], **{n: k[n] for n in ("tp", "cp", "pp", "dp",
+                                                                                       "microbatch", "interleave",
+                                                                                       "batch")},
                  "zero": k["zero"], "offload_weights": k["offload_weights"],
                  "offload_activations": k["offload_activations"], "offload_optimizer": k["offload_optimizer"]}
         for n, x in fixed.items():
@@ -637,7 +663,7 @@ class Master:
     def exclude(self, fam: dict, threshold: float):
         """Forbid the family (every batch of it was opened) and cut the
         objective at the incumbent."""
-        keys = ("gpus", "tp", "pp", "dp", "microbatch", "interleave")
+        keys = ("gpus", "tp", "cp", "pp", "dp", "microbatch", "interleave")
         self.model.AddForbiddenAssignments([self.vars[k] for k in keys], [tuple(fam[k] for k in keys)])
         self.cuts += 1
         if math.isfinite(threshold):

@@ -42,11 +42,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from ortools.sat.python import cp_model
 
+from . import knobs as K
 from . import perf
 from .errors import ConfigError
 from .evaluate import Report, evaluate, plain_json
 from .spec import MAX_GPUS, MAX_INT_FIELD, default_datatype, fmt_limit, load_model, load_system
-from .knobs import TpComm, TpOverlap, describe
+from .knobs import describe
 from .master import LOG_UNITS, Master
 from .space import (GROUP_REST, SIGMA, TP_CHOICE, Problem, batches_of, count_space, enumerate_all, families,
                     group_rest, group_rows, knob_rows_to_strategy, make_problem, members_of, sigmas, structures,
@@ -177,22 +178,22 @@ class Tables:
         S_f = {k: v.astype(float) for k, v in S.items()}
         self.micro = S_f["batch"] / S_f["dp"] / S_f["microbatch"]
 
-        # ---- block terms on (tp, microbatch) x sigma x TP choice (tp_comm, tp_overlap, tp_net)
-        pairs, inv = np.unique(np.stack([S["tp"], S["microbatch"]], 1), axis=0, return_inverse=True)
+        # ---- block terms on (tp, cp, microbatch) x sigma x block choice (TP_CHOICE)
+        pairs, inv = np.unique(np.stack([S["tp"], S["cp"], S["microbatch"]], 1), axis=0, return_inverse=True)
         inv = inv.reshape(-1)
-        sig = sigmas(p, pairs[:, 0])
+        sig = sigmas(p, pairs[:, 0], pairs[:, 1])
         nU, nG = sig["ok"].shape
-        parts = []       # rows (u, sigma, tp_comm, tp_overlap, tp_net)
+        parts = []       # rows (u, sigma, *TP_CHOICE)
         for u in range(nU):
             for sp in (False, True):
                 js = np.flatnonzero(sig["ok"][u] & (sig["sp"] == sp))
-                c = tp_choices(p, int(pairs[u, 0]), sp)
+                c = tp_choices(p, int(pairs[u, 0]), int(pairs[u, 1]), sp)
                 if len(js) and len(c):
                     parts.append(np.column_stack([np.full(len(js) * len(c), u), np.repeat(js, len(c)),
                                                   np.tile(c, (len(js), 1))]))
-        rows = np.concatenate(parts) if parts else np.zeros((0, 5), dtype=np.int64)
+        rows = np.concatenate(parts) if parts else np.zeros((0, 2 + len(TP_CHOICE)), dtype=np.int64)
         u, j = rows[:, 0], rows[:, 1]
-        blk = perf.block_terms(m, sys_, dt, {"tp": pairs[u, 0], "microbatch": pairs[u, 1],
+        blk = perf.block_terms(m, sys_, dt, {"tp": pairs[u, 0], "cp": pairs[u, 1], "microbatch": pairs[u, 2],
                                              **{n: sig[n][j] for n in SIGMA},
                                              **{n: rows[:, 2 + c] for c, n in enumerate(TP_CHOICE)}})
         flat = u * nG + j
@@ -203,12 +204,12 @@ class Tables:
             return out.reshape(nU, nG)
 
         compute = blk["fw_compute"] + blk["bw_compute"] + blk["re_compute"]
-        tpx = blk["fw_tp"] + blk["bw_tp"] + blk["re_tp"]
-        fw_pass = blk["fw_compute"] + blk["fw_tp"]
-        bw_pass = blk["bw_compute"] + blk["bw_tp"] + blk["re_compute"] + blk["re_tp"]
-        # per TP choice, for refining a group's bound member by member; a
-        # choice is known by its index in the product of the three domains
-        self.choice_dims = (len(TpComm), len(TpOverlap), T)
+        tpx = blk["fw_tp"] + blk["bw_tp"] + blk["re_tp"] + blk["fw_cp"] + blk["bw_cp"] + blk["re_cp"]
+        fw_pass = blk["fw_compute"] + blk["fw_tp"] + blk["fw_cp"]
+        bw_pass = blk["bw_compute"] + blk["bw_tp"] + blk["bw_cp"] + blk["re_compute"] + blk["re_tp"] + blk["re_cp"]
+        # per block choice, for refining a group's bound member by member; a
+        # choice is known by its index in the product of its knobs' domains
+        self.choice_dims = tuple(len(K.BY_NAME[n].enum) if K.BY_NAME[n].kind == "enum" else T for n in TP_CHOICE)
         by = np.argsort(flat, kind="stable")
         self.row_flat = flat[by]
         self.row_key = np.ravel_multi_index(tuple(rows[by][:, 2:].T), self.choice_dims)
@@ -229,8 +230,9 @@ class Tables:
         # exactly, their times at the least any TP choice takes
         self.extras = None
         if m.vocab > 0:
-            ends = perf.extras_terms(m, sys_, dt, pairs[u, 0], pairs[u, 1], sig["recompute"][j],
-                                     rows[:, 2], rows[:, 3], rows[:, 4])
+            c_ = {n: rows[:, 2 + c] for c, n in enumerate(TP_CHOICE)}
+            ends = perf.extras_terms(m, sys_, dt, pairs[u, 0], pairs[u, 2], sig["recompute"][j],
+                                     c_["tp_comm"], c_["tp_overlap"], c_["tp_net"], pairs[u, 1])
             self.extras = [{key: reduce(np.broadcast_to(x[key], flat.shape),
                                         np.maximum if key in ("params", "stored") else np.minimum,
                                         0.0 if key in ("params", "stored") else np.inf)
@@ -241,9 +243,9 @@ class Tables:
         valid = self.has[inv]                                   # nS x nG
         gi, gj, gr = [], [], []
         vi, vj = np.nonzero(valid)
-        for dp in np.unique(S["dp"]):
-            rr = group_rest(p, int(dp))
-            at = S["dp"][vi] == dp
+        for dp, cp in np.unique(np.stack([S["dp"], S["cp"]], 1), axis=0):
+            rr = group_rest(p, int(dp), int(cp))
+            at = (S["dp"][vi] == dp) & (S["cp"][vi] == cp)
             gi.append(np.repeat(vi[at], len(rr)))
             gj.append(np.repeat(vj[at], len(rr)))
             gr.append(np.tile(rr, (int(at.sum()), 1)))
@@ -254,7 +256,8 @@ class Tables:
         self.g_zero, self.g_shard, self.g_ow, self.g_oa, self.g_oo = (ex[:, GROUP_REST.index(n)] for n in (
             "zero", "shard", "offload_weights", "offload_activations", "offload_optimizer"))
         ug = inv[gi]
-        tp, pp, dp = S_f["tp"][gi], S_f["pp"][gi], S_f["dp"][gi]
+        tp, cp, pp, dp = S_f["tp"][gi], S_f["cp"][gi], S_f["pp"][gi], S_f["dp"][gi]
+        rep_dp, rep_shard = perf.grad_group(dp, cp, self.g_shard)
         v, mb, batch = S_f["interleave"][gi], S_f["microbatch"][gi], S_f["batch"][gi]
         micro = self.micro[gi]
         sp = sig["sp"][gj]
@@ -266,21 +269,21 @@ class Tables:
         stored = self.stored[ug, gj]
         traffic = perf.offload_traffic(dt, stages[0][1]["p_block"], stored, self.g_ow, self.g_oa)
         off_lb, _ = perf.offload_overhead(sys_, traffic, self.fw_pass_max[ug, gj], self.bw_pass_max[ug, gj])
-        pp_lb = np.min([perf.pipeline_p2p_time(m, sys_, dt, tp, mb, sp, pp, v, n, self.ag_min[ug, gj])
+        pp_lb = np.min([perf.pipeline_p2p_time(m, sys_, dt, tp, mb, sp, pp, v, n, self.ag_min[ug, gj], cp)
                         for n in range(T)], axis=0)
-        # ZeRO-3's exposed gathers: the best DP tier against the longest compute
-        # (non-increasing in the compute, and members differ only in tiers and compute)
+        # ZeRO-3's exposed gathers: the best tier for the dp x cp group against the longest
+        # compute (non-increasing in the compute, and members differ only in tiers and compute)
         p_block = stages[0][1]["p_block"]
-        z3_lb = np.min([perf.zero3_comm_time(sys_, dt, p_block, dp, self.g_zero, self.g_shard, n,
+        z3_lb = np.min([perf.zero3_comm_time(sys_, dt, p_block, rep_dp, self.g_zero, rep_shard, n,
                                              self.comp_max[ug, gj]) for n in range(T)], axis=0)
         t_mb, _ = perf.slowest_stage(stages, self.comp[ug, gj], self.tpx_min[ug, gj], off_lb, pp_lb, z3_lb)
         # DP hides behind the last backward of the slowest stage: at most its blocks
         window = self.max_blocks(stages) * self.window_blk[ug, gj]
         dp_lb = np.full(len(gi), np.inf)
         for n in range(T):
-            opt, dpt = perf.step_times(sys_, dt, stages, dp, self.g_zero, self.g_shard, n, self.g_oo)
+            opt, dpt = perf.step_times(sys_, dt, stages, rep_dp, self.g_zero, rep_shard, n, self.g_oo)
             for dov in (0, 1):
-                dp_lb = np.minimum(dp_lb, perf.dp_exposed_time(sys_, dpt, window, (dov == 1) & (dp > 1), n))
+                dp_lb = np.minimum(dp_lb, perf.dp_exposed_time(sys_, dpt, window, (dov == 1) & (rep_dp > 1), n))
         self.g_bound = perf.iteration_time(micro, pp, v, t_mb, opt, dp_lb) / batch
         self.g_opt = opt
         self.g_traffic = traffic
@@ -301,8 +304,9 @@ class Tables:
         i, j = self.g_struct[g], self.g_sigma[g]
         u = self.pairs_inv[i]
         extras = ([{key: x[key][u, j] for key in x} for x in self.extras] if self.extras else (None, None))
-        return perf.pipeline_memory(p.model, p.datatype, S["tp"][i], S["pp"][i], S["dp"][i].astype(float),
-                                    S["interleave"][i].astype(float), self.micro[i], self.g_zero[g], self.g_shard[g],
+        rep_dp, rep_shard = perf.grad_group(S["dp"][i].astype(float), S["cp"][i], self.g_shard[g])
+        return perf.pipeline_memory(p.model, p.datatype, S["tp"][i], S["pp"][i], rep_dp,
+                                    S["interleave"][i].astype(float), self.micro[i], self.g_zero[g], rep_shard,
                                     self.stored[u, j], self.working[u, j], self.sig["recompute"][j],
                                     (self.g_ow[g], self.g_oa[g], self.g_oo[g]), *extras)
 
@@ -326,23 +330,25 @@ class Tables:
         lo, hi = np.searchsorted(self.row_flat, [u * self.nG + j, u * self.nG + j + 1])
         ckey = self.row_key[lo:hi]
         sorter = np.argsort(ckey)
-        key = np.ravel_multi_index((knobs["tp_comm"], knobs["tp_overlap"], knobs["tp_net"]), self.choice_dims)
+        key = np.ravel_multi_index(tuple(knobs[n] for n in TP_CHOICE), self.choice_dims)
         pos = lo + sorter[np.searchsorted(ckey, key, sorter=sorter)]
         traffic = tuple(np.asarray(x)[g] for x in self.g_traffic)
         off, _ = perf.offload_overhead(p.system, traffic, self.row_fw_pass[pos], self.row_bw_pass[pos])
-        tp, pp, dp = (float(S[k][i]) for k in ("tp", "pp", "dp"))
+        tp, cp, pp, dp = (float(S[k][i]) for k in ("tp", "cp", "pp", "dp"))
         v, batch, micro = float(S["interleave"][i]), float(S["batch"][i]), self.micro[i]
         sp = bool(self.sig["sp"][j])
         pp_m = perf.pipeline_p2p_time(p.model, p.system, p.datatype, tp, float(S["microbatch"][i]), sp,
-                                      pp, v, knobs["pp_net"], self.row_ag[pos])
+                                      pp, v, knobs["pp_net"], self.row_ag[pos], cp)
         _, stages = self.pipeline(np.array([g]))
         window = self.max_blocks(stages) * self.window_blk[u, j]
-        _, dpt = perf.step_times(p.system, p.datatype, stages, dp, self.g_zero[g], self.g_shard[g],
-                                 knobs["dp_net"], self.g_oo[g])
-        dp_m = perf.dp_exposed_time(p.system, dpt, window, knobs["dp_overlap"].astype(bool) & (dp > 1),
-                                    knobs["dp_net"])
-        z3 = perf.zero3_comm_time(p.system, p.datatype, stages[0][1]["p_block"], dp, self.g_zero[g],
-                                  self.g_shard[g], knobs["dp_net"], self.row_compute[pos])
+        rep_dp, rep_shard = perf.grad_group(dp, cp, self.g_shard[g])
+        rep_net = perf.grad_tier(p.system, dp, cp, knobs["dp_net"], knobs["cp_net"])
+        _, dpt = perf.step_times(p.system, p.datatype, stages, rep_dp, self.g_zero[g], rep_shard,
+                                 rep_net, self.g_oo[g])
+        dp_m = perf.dp_exposed_time(p.system, dpt, window, knobs["dp_overlap"].astype(bool) & (rep_dp > 1),
+                                    rep_net)
+        z3 = perf.zero3_comm_time(p.system, p.datatype, stages[0][1]["p_block"], rep_dp, self.g_zero[g],
+                                  rep_shard, rep_net, self.row_compute[pos])
         t_mb, _ = perf.slowest_stage(stages, self.row_compute[pos], self.row_tpx[pos], off, pp_m, z3)
         per_member = perf.iteration_time(micro, pp, v, t_mb, self.g_opt[g], dp_m) / batch
         # the bound of a TP choice: the best over its members' placements
@@ -355,8 +361,8 @@ class Tables:
         """Every member strategy of group g, as knob arrays."""
         p, S = self.p, self.S
         i, j = self.g_struct[g], self.g_sigma[g]
-        tp, pp, dp = int(S["tp"][i]), int(S["pp"][i]), int(S["dp"][i])
-        mem = members_of(p, tp, pp, dp, bool(self.sig["sp"][j]))
+        tp, cp, pp, dp = int(S["tp"][i]), int(S["cp"][i]), int(S["pp"][i]), int(S["dp"][i])
+        mem = members_of(p, tp, cp, pp, dp, bool(self.sig["sp"][j]))
         return group_rows(S, i, self.sig, j, self.g_rest[g], mem)
 
 
@@ -394,13 +400,14 @@ def family_structures(p: Problem, fam: dict, top_k: int) -> dict:
     reduction are paid once per batch), and memory stops growing once the
     pipeline is full: any other batch is beaten by a larger one of the
     same strategy."""
-    tp, pp, dp, mb, v = (int(fam[k]) for k in ("tp", "pp", "dp", "microbatch", "interleave"))
+    tp, cp, pp, dp, mb, v = (int(fam[k]) for k in ("tp", "cp", "pp", "dp", "microbatch", "interleave"))
     b = batches_of(p, dp, mb, pp, v)
     n = b // (dp * mb)
     chunks = perf.in_flight_chunks(pp, v, n)
     keep_ = (chunks < chunks.max()) | (np.arange(len(b)) >= len(b) - top_k)
     b = b[keep_]
-    return {"tp": np.full(len(b), tp), "pp": np.full(len(b), pp), "dp": np.full(len(b), dp), "batch": b,
+    return {"tp": np.full(len(b), tp), "cp": np.full(len(b), cp), "pp": np.full(len(b), pp),
+            "dp": np.full(len(b), dp), "batch": b,
             "microbatch": np.full(len(b), mb), "interleave": np.full(len(b), v)}
 
 
