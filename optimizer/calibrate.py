@@ -180,15 +180,16 @@ def _run(i: int, raw, defaults: dict, source: str, base: Path) -> Run:
         if pin.pop("batch") != batch:
             raise ConfigError(source, f"{where}.pin.batch", data["pin"]["batch"],
                               f"the run's batch ({batch}), or no pin: the batch is pinned anyway")
-    single = {k: pin[k] for k in ("tp", "pp", "dp") if k in pin and not isinstance(pin[k], (list, tuple))}
+    single = {k: pin[k] for k in ("tp", "cp", "pp", "dp") if k in pin and not isinstance(pin[k], (list, tuple))}
     prod = math.prod(single.values())
-    if len(single) == 3 and prod != gpus:
+    if len(single) == 4 and prod != gpus:
         raise ConfigError(source, f"{where}.gpus", gpus,
-                          f"tp x pp x dp of the pins ({single['tp']} x {single['pp']} x {single['dp']} = {prod})")
+                          "tp x cp x pp x dp of the pins (" + " x ".join(str(v) for v in single.values())
+                          + f" = {prod})")
     if gpus % prod:
         raise ConfigError(source, f"{where}.gpus", gpus,
                           f"a multiple of the pinned {' x '.join(single)} ({prod}): the GPUs must split "
-                          "into tp x pp x dp")
+                          "into tp x cp x pp x dp")
     if "dp" in single and batch % single["dp"]:
         raise ConfigError(source, f"{where}.batch", batch, f"a multiple of the pinned dp ({single['dp']})")
     given = [k for k in MEASUREMENTS if k in data]

@@ -13,10 +13,11 @@ pinned values, each row checked against every group it has. That is exact:
 
 Limit groups, each one assumption literal:
 
-  gpu_count         tp * pp * dp equals the GPU count
-  divisibility      tp divides heads, hidden and feedforward; pp the
-                    blocks; dp the batch; the microbatch the local batch;
-                    the interleaving the stage and the microbatches
+  gpu_count         tp * cp * pp * dp equals the GPU count
+  divisibility      tp divides heads, hidden and feedforward; 2 x cp the
+                    sequence; pp the blocks; dp the batch; the microbatch
+                    the local batch; the interleaving the stage and the
+                    microbatches
   max_batch         the batch is at most the limit
   nvlink_domain     the groups can be placed on the network tiers
   hbm_capacity      some group's HBM footprint fits
@@ -91,19 +92,19 @@ def _without_pins(p: Problem, knobs) -> Problem:
 # ------------------------------------------------------------------ rows
 
 def _rows(p: Problem, triples, local=None) -> dict:
-    """Rows for (tp, pp, dp) triples, times the microbatch and interleave
+    """Rows for (tp, cp, pp, dp) splits, times the microbatch and interleave
     candidates (1 and the pinned values), at the batch that needs the least
     memory: the smallest the row admits (one microbatch per replica, pp
     when interleaved: memory does not decrease with the microbatches), or
     each pinned batch; or dp * local when `local` (one per triple) is given."""
-    t = np.asarray(triples, dtype=np.int64).reshape(-1, 3)
+    t = np.asarray(triples, dtype=np.int64).reshape(-1, 4)
     mbs, vs = _mb_v(p)
     mv = np.array(list(itertools.product(mbs, vs)), dtype=np.int64)
     if local is None and "batch" in p.pins:
         b = np.array(sorted(p.pins["batch"]), dtype=np.int64)
         mv = np.column_stack([np.repeat(mv, len(b), axis=0), np.tile(b, len(mv))])
     k = len(mv)
-    tp, pp, dp = (np.repeat(t[:, i], k) for i in range(3))
+    tp, cp, pp, dp = (np.repeat(t[:, i], k) for i in range(4))
     mb, v = np.tile(mv[:, 0], len(t)), np.tile(mv[:, 1], len(t))
     if local is not None:
         batch = dp * np.repeat(np.asarray(local, dtype=np.int64), k)
@@ -111,30 +112,40 @@ def _rows(p: Problem, triples, local=None) -> dict:
         batch = np.tile(mv[:, 2], len(t))
     else:
         batch = dp * mb * np.where(v > 1, pp, 1)
-    return {"tp": tp, "pp": pp, "dp": dp, "batch": batch, "microbatch": mb, "interleave": v}
+    return {"tp": tp, "cp": cp, "pp": pp, "dp": dp, "batch": batch, "microbatch": mb, "interleave": v}
+
+
+def _cp_values(p: Problem, n=None) -> list:
+    """cp values for the rows: those 2 x cp divides the sequence with (the
+    divisors of n among them, when given), and the pinned ones."""
+    half = max(p.model.seq_len // 2, 1)
+    ok = divisors(half).tolist() if n is None else [c for c in divisors(n).tolist() if half % c == 0]
+    return sorted(set(ok) | set(p.pins.get("cp", ())))
 
 
 def _count_triples(p: Problem, n: int) -> np.ndarray:
-    """(tp, pp, dp) with tp * pp * dp = n."""
-    out = [(tp, pp, n // (tp * pp)) for tp in divisors(n) for pp in divisors(n // tp)]
-    return np.array(out, dtype=np.int64).reshape(-1, 3)
+    """(tp, cp, pp, dp) with tp * cp * pp * dp = n."""
+    out = [(tp, cp, pp, n // (tp * cp * pp)) for tp in divisors(n) for cp in divisors(n // tp)
+           for pp in divisors(n // (tp * cp))]
+    return np.array(out, dtype=np.int64).reshape(-1, 4)
 
 
 def _relaxed_triples(p: Problem, extra_dp=()) -> np.ndarray:
     m, n = p.model, p.gpus
     tps = set(divisors(n).tolist()) | set(divisors(_tp_unit(m)).tolist()) | set(p.pins.get("tp", ()))
+    cps = set(_cp_values(p, n))
     pps = set(divisors(n).tolist()) | set(divisors(m.blocks).tolist()) | set(p.pins.get("pp", ()))
     dps = set(divisors(n).tolist()) | set(p.pins.get("dp", ())) | set(extra_dp)
     tps = sorted(x for x in tps if x <= m.heads)
     pps = sorted(x for x in pps if x <= m.blocks)
-    return np.array(list(itertools.product(tps, pps, sorted(dps))), dtype=np.int64).reshape(-1, 3)
+    return np.array(list(itertools.product(tps, sorted(cps), pps, sorted(dps))), dtype=np.int64).reshape(-1, 4)
 
 
 def _struct_bits(p: Problem, r: dict) -> dict:
     """One boolean per row for each structural limit group and pin."""
     broken = R.check(p.model, p.system, p.datatype, r, r["tp"].shape, _divisibility_rules(p))
     bits = {
-        "gpu_count": r["tp"] * r["pp"] * r["dp"] == p.gpus,
+        "gpu_count": r["tp"] * r["cp"] * r["pp"] * r["dp"] == p.gpus,
         "divisibility": ~np.logical_or.reduce(list(broken.values())),
         "max_batch": r["batch"] <= p.max_batch,
     }
@@ -145,16 +156,16 @@ def _struct_bits(p: Problem, r: dict) -> dict:
 
 
 def _placeable(q: Problem, r: dict) -> np.ndarray:
-    """Per row: is there a placement of the TP, PP and DP groups on the
+    """Per row: is there a placement of the groups (TP, CP, PP, DP) on the
     tiers (with q's net pins) that the placement rule accepts."""
     T = len(q.system.networks)
-    trip = np.array(list(itertools.product(range(T), repeat=3)), dtype=np.int64)
-    sizes = [r["tp"][:, None], r["pp"][:, None], r["dp"][:, None]]
+    trip = np.array(list(itertools.product(range(T), repeat=len(NET_PINS))), dtype=np.int64)
+    sizes = [r[t.places][:, None] for t in K.TIERS]
     ok = np.ones((len(r["tp"]), len(trip)), dtype=bool)
     for i, knob in enumerate(NET_PINS):
         # a group of one GPU sits on tier 0 (it uses no network; a pin says nothing there)
         ok &= np.where(sizes[i] > 1, q.allowed(knob, trip[:, i]), trip[:, i] == 0)
-    bad = perf.placement_violation(q.system, {"tp": sizes[0], "pp": sizes[1], "dp": sizes[2],
+    bad = perf.placement_violation(q.system, {**{t.places: sizes[i] for i, t in enumerate(K.TIERS)},
                                               **{k: trip[:, i] for i, k in enumerate(NET_PINS)}})
     return (ok & ~bad).any(axis=1)
 
@@ -187,25 +198,27 @@ def _memory(p: Problem, r: dict):
     activation signatures, then one axis per GROUP_REST knob: _axis_sizes);
     which groups exist is `_allowed`'s business."""
     m, dt = p.model, p.datatype
-    pairs, inv = np.unique(np.stack([r["tp"], r["microbatch"]], 1), axis=0, return_inverse=True)
+    pairs, inv = np.unique(np.stack([r["tp"], r["cp"], r["microbatch"]], 1), axis=0, return_inverse=True)
     inv = inv.reshape(-1)
-    sig = sigmas(p, pairs[:, 0])
+    sig = sigmas(p, pairs[:, 0], pairs[:, 1])
     G = len(sig["recompute"])
-    blk = perf.block_terms(m, p.system, dt, {"tp": pairs[:, :1], "microbatch": pairs[:, 1:], "tp_overlap": 0,
-                                             "tp_net": 0, **{n: sig[n][None, :] for n in SIGMA}})
+    blk = perf.block_terms(m, p.system, dt, {"tp": pairs[:, :1], "cp": pairs[:, 1:2], "microbatch": pairs[:, 2:],
+                                             "tp_overlap": 0, "tp_net": 0, "cp_net": 0,
+                                             **{n: sig[n][None, :] for n in SIGMA}})
     R_ = len(r["tp"])
     one = (1,) * len(GROUP_REST)
     per_row = lambda x: np.broadcast_to(x, (len(pairs), G))[inv].reshape(R_, G, *one)  # noqa: E731
     extras = (None, None)
     if m.vocab > 0:
-        ends = perf.extras_terms(m, p.system, dt, pairs[:, :1], pairs[:, 1:], sig["recompute"][None, :],
-                                 sig["tp_comm"][None, :], 0, 0)
+        ends = perf.extras_terms(m, p.system, dt, pairs[:, :1], pairs[:, 2:], sig["recompute"][None, :],
+                                 sig["tp_comm"][None, :], 0, 0, pairs[:, 1:2])
         extras = [{key: per_row(x[key]) for key in ("params", "stored")} for x in ends]
     col = lambda x: np.asarray(x, dtype=float).reshape(R_, 1, *one)  # noqa: E731
     ax = _group_axes(p, r["dp"])
     micro = np.maximum(np.floor(col(r["batch"]) / col(r["dp"]) / col(r["microbatch"])), 1)
-    mem, _ = perf.pipeline_memory(m, dt, col(r["tp"]), np.asarray(r["pp"]).reshape(R_, 1, *one), col(r["dp"]),
-                                  col(r["interleave"]), micro, ax["zero"], ax["shard"], per_row(blk["stored"]),
+    rep_dp, rep_shard = perf.grad_group(col(r["dp"]), col(r["cp"]), ax["shard"])
+    mem, _ = perf.pipeline_memory(m, dt, col(r["tp"]), np.asarray(r["pp"]).reshape(R_, 1, *one), rep_dp,
+                                  col(r["interleave"]), micro, ax["zero"], rep_shard, per_row(blk["stored"]),
                                   per_row(blk["working"]), sig["recompute"].reshape(1, G, *one),
                                   (ax["offload_weights"], ax["offload_activations"], ax["offload_optimizer"]),
                                   *extras, keys=("hbm", "offload"))
@@ -244,17 +257,17 @@ def _allowed(q: Problem, r: dict, tier: bool) -> np.ndarray:
     them for the row's dp (offload only with a tier, `tier`), and some
     dp_overlap value."""
     R_ = len(r["tp"])
-    tps, inv = np.unique(r["tp"], return_inverse=True)
-    sig = sigmas(q, tps)
+    tcs, inv = np.unique(np.stack([r["tp"], r["cp"]], 1), axis=0, return_inverse=True)
+    sig = sigmas(q, tcs[:, 0], tcs[:, 1])
     ok = sig["ok"].copy()
     # TP choices apart from their placement (the nvlink_domain limit's business):
     # one tier that holds any group, no tier pins
     outer = dataclasses.replace(q.system.networks[-1], size=2 ** 62, must_fill=False)
     unplaced = dataclasses.replace(q, system=dataclasses.replace(q.system, networks=(outer,)),
                                    pins={k: v for k, v in q.pins.items() if k not in NET_PINS})
-    for i, t in enumerate(tps):
+    for i, (t, c) in enumerate(tcs):
         for j in np.flatnonzero(ok[i]):
-            ok[i, j] = len(tp_choices(unplaced, int(t), bool(sig["sp"][j]))) > 0
+            ok[i, j] = len(tp_choices(unplaced, int(t), int(c), bool(sig["sp"][j]))) > 0
     G = ok.shape[1]
     n = len(GROUP_REST)
     sizes = _axis_sizes(q)
@@ -264,11 +277,12 @@ def _allowed(q: Problem, r: dict, tier: bool) -> np.ndarray:
         q.system, offload_gib=max(q.system.offload_gib, 1.0) if tier else 0.0,
         offload_gbps=max(q.system.offload_gbps, 1.0) if tier else 0.0)
     qq = dataclasses.replace(q, system=sys_)
-    dps, dinv = np.unique(r["dp"], return_inverse=True)
-    for d_i, d in enumerate(dps):
-        rows = group_rest(qq, int(d))
+    dps, dinv = np.unique(np.stack([r["dp"], r["cp"]], 1), axis=0, return_inverse=True)
+    for d_i, (d, c) in enumerate(dps):
+        rows = group_rest(qq, int(d), int(c))
         # some dp_overlap value the pins admit (where it has no effect, any)
-        has_overlap = not K.BY_NAME["dp_overlap"].matters({"dp": d}) or q.allowed("dp_overlap", [0, 1]).any()
+        has_overlap = (not K.BY_NAME["dp_overlap"].matters({"dp": d, "cp": c})
+                       or q.allowed("dp_overlap", [0, 1]).any())
         if has_overlap and len(rows):
             f = np.zeros(sizes, dtype=bool)
             f[_cells(rows)] = True
@@ -345,13 +359,13 @@ def _smallest(p: Problem, which: str):
     if not math.isfinite(best):
         return math.inf, None
     i, j, *cells = np.unravel_index(flat, value.shape)
-    sig = sigmas(p, r["tp"][i:i + 1])
+    sig = sigmas(p, r["tp"][i:i + 1], r["cp"][i:i + 1])
     tp = int(r["tp"][i])
     ax = _group_axes(p, r["dp"][i:i + 1])
     knobs = {k: int(r[k][i]) for k in STRUCT_PINS} | {k: int(sig[k][j]) for k in SIGMA} | {
         k: int(ax[k].reshape(-1)[c]) for k, c in zip(GROUP_REST, cells)} | {
         "tp_overlap": 0, "dp_overlap": 0,
-        "tp_net": 0 if tp <= p.system.nvlink_size else -1, "pp_net": -1, "dp_net": -1}
+        "tp_net": 0 if tp <= p.system.nvlink_size else -1, "cp_net": -1, "pp_net": -1, "dp_net": -1}
     return best, knob_rows_to_strategy({k: [v] for k, v in knobs.items()}, 0, p.datatype)
 
 
@@ -371,11 +385,11 @@ def fix_max_batch(p: Problem):
     the microbatch itself (times pp when interleaved), or a pinned batch."""
     t = _count_triples(p, p.gpus)
     mbs, vs = _mb_v(p)
-    cands = [(tuple(x), mb * (x[1] if v > 1 else 1)) for x in t for mb in mbs for v in vs]
+    cands = [(tuple(x), mb * (x[2] if v > 1 else 1)) for x in t for mb in mbs for v in vs]
     for b in p.pins.get("batch", ()):
-        cands += [(tuple(x), b // x[2]) for x in t if b % x[2] == 0]
+        cands += [(tuple(x), b // x[3]) for x in t if b % x[3] == 0]
     cands = sorted(set(cands))
-    trip = np.array([c[0] for c in cands], dtype=np.int64).reshape(-1, 3)
+    trip = np.array([c[0] for c in cands], dtype=np.int64).reshape(-1, 4)
     local = np.array([c[1] for c in cands], dtype=np.int64)
     r = _rows(dataclasses.replace(p, max_batch=10 ** 12), trip, local)
     ok = _good(p, r, skip=("max_batch",))
@@ -402,14 +416,16 @@ def fix_gpus(p: Problem):
                  else 2 ** np.arange(int(np.log2(m.blocks)) + 1))
         pp_all = np.union1d(pp_all, extra)
     pps = [x for x in pp_all.tolist() if p.allowed("pp", [x])[0]]
-    pairs = np.array([(t, x) for t in tps for x in pps], dtype=np.int64).reshape(-1, 2)
+    cps = [c for c in _cp_values(p) if p.allowed("cp", [c])[0]]
+    pairs = np.array([(t, c, x) for t in tps for c in cps for x in pps], dtype=np.int64).reshape(-1, 3)
     if len(pairs) == 0:
         return None, None
-    unit = step // np.gcd(step, pairs[:, 0] * pairs[:, 1])        # dp multiple making whole domains
-    hi = np.minimum(p.max_batch, limit // (pairs[:, 0] * pairs[:, 1])) // unit
-    lo = p.gpus // (pairs[:, 0] * pairs[:, 1] * unit) + 1              # counts above the current one
+    per_dp = pairs[:, 0] * pairs[:, 1] * pairs[:, 2]                  # GPUs of one replica
+    unit = step // np.gcd(step, per_dp)        # dp multiple making whole domains
+    hi = np.minimum(p.max_batch, limit // per_dp) // unit
+    lo = p.gpus // (per_dp * unit) + 1              # counts above the current one
     live = hi >= lo
-    pairs, unit, hi, lo = pairs[live], unit[live], hi[live], lo[live]
+    pairs, per_dp, unit, hi, lo = pairs[live], per_dp[live], unit[live], hi[live], lo[live]
     if len(pairs) == 0:
         return None, None
     # memory-only bisection at the least-memory row (smallest pinned microbatch and interleave)
@@ -420,8 +436,8 @@ def fix_gpus(p: Problem):
 
     def mem_fits(k):
         dp = k * unit
-        r = {"tp": pairs[:, 0], "pp": pairs[:, 1], "dp": dp,
-             "batch": dp * mb0 * np.where(v0 > 1, pairs[:, 1], 1),
+        r = {"tp": pairs[:, 0], "cp": pairs[:, 1], "pp": pairs[:, 2], "dp": dp,
+             "batch": dp * mb0 * np.where(v0 > 1, pairs[:, 2], 1),
              "microbatch": np.full(len(dp), mb0), "interleave": np.full(len(dp), v0)}
         hbm, off = _memory(q, r)
         return _fits(hbm, off, _allowed(q, r, _tier(p)), cap_h, cap_o)
@@ -438,12 +454,12 @@ def fix_gpus(p: Problem):
     # exact check upwards from the first candidate, nearest counts first
     k0 = a
     best, witness = None, None
-    order = np.argsort(pairs[:, 0] * pairs[:, 1] * unit * k0)
+    order = np.argsort(per_dp * unit * k0)
     for i in order:
         if k0[i] > hi[i]:
             continue
-        tp, pp = int(pairs[i, 0]), int(pairs[i, 1])
-        per = tp * pp * int(unit[i])
+        tp, cp, pp = (int(x) for x in pairs[i])
+        per = tp * cp * pp * int(unit[i])
         if best is not None and per * int(k0[i]) >= best:
             continue
         last = int(hi[i]) if best is None else min(int(hi[i]), (best - 1) // per)
@@ -451,14 +467,14 @@ def fix_gpus(p: Problem):
         for start in range(0, len(ks), 64):
             chunk = ks[start:start + 64]
             dps = chunk * int(unit[i])
-            trip = np.stack([np.full(len(dps), tp), np.full(len(dps), pp), dps], 1)
+            trip = np.stack([np.full(len(dps), tp), np.full(len(dps), cp), np.full(len(dps), pp), dps], 1)
             r = _rows(p, trip)
             ok = _good(p, r, skip=("gpu_count",))        # each row is a split of its own count
             if ok.any():
                 j = int(np.flatnonzero(ok)[0])
-                n = int(r["tp"][j] * r["pp"][j] * r["dp"][j])
+                n = int(r["tp"][j] * r["cp"][j] * r["pp"][j] * r["dp"][j])
                 if best is None or n < best:
-                    best, witness = n, (tp, pp, int(r["dp"][j]))
+                    best, witness = n, (tp, cp, pp, int(r["dp"][j]))
                 break
     return best, witness
 
@@ -560,7 +576,7 @@ def _describe(st: Strategy) -> str:
                            ("optimizer", st.offload_optimizer)) if on]
     if off:
         extras.append("offloading " + "+".join(off))
-    return f"tp={st.tp} pp={st.pp} dp={st.dp}, " + ", ".join(extras)
+    return f"tp={st.tp} cp={st.cp} pp={st.pp} dp={st.dp}, " + ", ".join(extras)
 
 
 def explain(p: Problem) -> dict:
@@ -575,7 +591,7 @@ def explain(p: Problem) -> dict:
     smallest = {which: _smallest(p, which) for which in ("hbm", "offload")}
     fixes = {"hbm_gib": _whole_gib(smallest["hbm"][0]), "offload_gib": _whole_gib(smallest["offload"][0]),
              "gpus": gpus, "max_batch": fix_max_batch(p), "nvlink_size": fix_nvlink(p)}
-    rows = _rows(p, _relaxed_triples(p, [witness[2]] if witness else ()))
+    rows = _rows(p, _relaxed_triples(p, [witness[3]] if witness else ()))
     core = _Core(p, rows)
     conflicts = core.minimal()
     details = {name: _detail(p, name, fixes, witness, smallest, rows) for name in conflicts}
@@ -626,31 +642,38 @@ def _detail(p: Problem, name: str, fixes: dict, witness, smallest: dict, rows: d
                          f"holds {s.nvlink_size}" if tp else
                          f"the groups cannot be placed on {', '.join(f'{n.name} ({n.size})' for n in s.networks)}")}
     if name == "gpu_count":
-        more = (f"; {fixes['gpus']} GPUs would (tp={witness[0]} pp={witness[1]} dp={witness[2]})"
-                if fixes["gpus"] else "")
-        return {"gpus": p.gpus, "text": f"no split of {p.gpus} GPUs into tp x pp x dp meets the other limits{more}"}
+        more = (f"; {fixes['gpus']} GPUs would ({_split(witness)})" if fixes["gpus"] else "")
+        return {"gpus": p.gpus,
+                "text": f"no split of {p.gpus} GPUs into tp x cp x pp x dp meets the other limits{more}"}
     w = _witness(p, name, rows)
-    but = f"; without it tp={w[0]} pp={w[1]} dp={w[2]} would fit" if w else ""
+    but = f"; without it {_split(w)} would fit" if w else ""
     if name == "divisibility":
         g = _tp_unit(m)
         pp_rule = (f"divide the {m.blocks} blocks (even stages asked for)" if p.even_stages
                    else f"be at most the {m.blocks} blocks")
+        bad_cp = sorted(c for c in p.pins.get("cp", ()) if m.seq_len % (2 * c))
+        cp_rule = (f", and 2 x cp must divide the sequence length {m.seq_len} (each CP rank holds two chunks; "
+                   f"cp={','.join(map(str, bad_cp))} does not)" if bad_cp else "")
         return {"tp_divides": g, "pp_divides": m.blocks if p.even_stages else None, "pp_at_most": m.blocks,
-                "witness": w,
+                "cp_divides_half_sequence": m.seq_len // 2, "witness": w,
                 "text": f"the TP degree must divide {g} (heads, hidden and feedforward) and the PP degree "
-                        f"{pp_rule}{but}"}
+                        f"{pp_rule}{cp_rule}{but}"}
     knobs = name[4:].split("+")
     vals = {k: _pin_values(p, k) for k in knobs}
     return {"pins": vals, "witness": w,
             "text": "the pin " + ", ".join(f"{k}={','.join(map(str, v))}" for k, v in vals.items()) + but}
 
 
+def _split(w) -> str:
+    return f"tp={w[0]} cp={w[1]} pp={w[2]} dp={w[3]}"
+
+
 def _witness(p: Problem, name: str, r: dict):
-    """(tp, pp, dp) of a row meeting every limit but `name`, with the
-    fewest GPUs and then the smallest tp, or None."""
+    """(tp, cp, pp, dp) of a row meeting every limit but `name`, with the
+    fewest GPUs and then the smallest tp and cp, or None."""
     ok = _good(p, r, skip=(name,))
     if not ok.any():
         return None
-    n = r["tp"] * r["pp"] * r["dp"]
-    i = min(np.flatnonzero(ok), key=lambda j: (n[j], r["tp"][j]))
-    return int(r["tp"][i]), int(r["pp"][i]), int(r["dp"][i])
+    n = r["tp"] * r["cp"] * r["pp"] * r["dp"]
+    i = min(np.flatnonzero(ok), key=lambda j: (n[j], r["tp"][j], r["cp"][j]))
+    return int(r["tp"][i]), int(r["cp"][i]), int(r["pp"][i]), int(r["dp"][i])

@@ -119,7 +119,7 @@ def test_two_problems_no_single_fix():
 def test_core_is_minimal(big):
     p, e = big
     _, witness = ex.fix_gpus(p)               # the rows explain builds the core on
-    core = ex._Core(p, ex._rows(p, ex._relaxed_triples(p, [witness[2]] if witness else ())))
+    core = ex._Core(p, ex._rows(p, ex._relaxed_triples(p, [witness[3]] if witness else ())))
     assert not core._solve(set(e["conflicts"]))[0]
     for name in e["conflicts"]:
         assert core._solve(set(e["conflicts"]) - {name})[0]
