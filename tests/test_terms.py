@@ -27,7 +27,7 @@ import pytest
 
 import optimizer as opt
 from optimizer import knobs, perf, rules
-from optimizer.knobs import Recompute, TpComm, TpOverlap
+from optimizer.knobs import CpComm, Recompute, TpComm, TpOverlap
 
 # ------------------------------------------------------------------ fixtures
 
@@ -119,10 +119,11 @@ def linear_s(tok, n_in, n_out, t, column, e=2, dt="bf16"):
 # ------------------------------------------------- activations per block [K22]
 
 def block_knobs(tp=1, b=1, recompute=Recompute.NONE, tp_comm=TpComm.AR, ag_redo=False, fused=False,
-                flash=False, tp_overlap=TpOverlap.NONE, tp_net=0):
+                flash=False, tp_overlap=TpOverlap.NONE, tp_net=0, cp=1, cp_comm=CpComm.RING, cp_net=0):
     """The block knobs (knobs.BLOCK) as perf.block_terms takes them."""
     k = dict(tp=tp, microbatch=b, recompute=recompute, tp_comm=tp_comm, tp_overlap=tp_overlap,
-             ag_redo=ag_redo, fused_activation=fused, flash_attention=flash, tp_net=tp_net)
+             ag_redo=ag_redo, fused_activation=fused, flash_attention=flash, tp_net=tp_net, cp=cp,
+             cp_comm=cp_comm, cp_net=cp_net)
     assert set(k) == set(knobs.BLOCK)
     return k
 
@@ -841,7 +842,8 @@ def test_rule_placement_vectorised():
     nets = system_dict()["networks"]
     filled = opt.load_system(system_dict(networks=[dict(nets[0], must_fill=True), nets[1]]))
     k = dict(tp=np.array([2, 2, 2, 16, 1]), pp=np.array([1, 1, 2, 1, 1]), dp=np.array([3, 4, 3, 1, 7]),
-             tp_net=np.array([0, 0, 0, 0, 0]), pp_net=np.array([1, 1, 0, 1, 1]), dp_net=np.array([0, 0, 1, 1, 0]))
+             tp_net=np.array([0, 0, 0, 0, 0]), pp_net=np.array([1, 1, 0, 1, 1]), dp_net=np.array([0, 0, 1, 1, 0]),
+             cp=np.ones(5, dtype=int), cp_net=np.zeros(5, dtype=int))
     assert rules.placement_violation(filled, k).tolist() == [True, False, False, True, True]
     assert rules.placement_violation(SYSTEM, k).tolist() == [False, False, False, True, False]
 
@@ -888,7 +890,8 @@ def test_knob_codes_and_values():
     assert knobs.BY_NAME["ag_redo"].help().startswith("ag_redo (true|false): ")
     assert knobs.BY_NAME["pp_net"].help().startswith("pp_net (tier index): ")
     assert knobs.BY_NAME["batch"].help().startswith("batch (integer): ")
-    assert [k.name for k in knobs.at_level("structure")] == ["tp", "pp", "dp", "batch", "microbatch", "interleave"]
+    assert [k.name for k in knobs.at_level("structure")] == ["tp", "cp", "pp", "dp", "batch", "microbatch",
+                                                             "interleave"]
     assert len(knobs.glossary().splitlines()) == len(knobs.KNOBS)
     assert all(line.startswith("  ") for line in knobs.glossary().splitlines())
 
@@ -917,8 +920,8 @@ def strategy_dict(s):
 
 def test_knob_describe():
     s = opt.Strategy(tp=2, pp=4, dp=8, batch=64, recompute="full", ag_redo=True, tp_net=0, pp_net=1, dp_net=-1)
-    assert knobs.describe(s) == ("tp=2 pp=4 dp=8 batch=64 microbatch=1 interleave=1 recompute=full "
-                                 "ag_redo nets tp/pp/dp=0/1/-1")
+    assert knobs.describe(s) == ("tp=2 cp=1 pp=4 dp=8 batch=64 microbatch=1 interleave=1 recompute=full "
+                                 "ag_redo nets tp/cp/pp/dp=0/0/1/-1")
     assert knobs.describe(s.to_dict()) == knobs.describe(s)
 
 
@@ -1252,11 +1255,13 @@ def test_rules_applicable():
     def applicable(known, new):
         return {r.name for r in rules.RULES if set(r.reads) <= set(known) | set(new) and set(r.reads) & set(new)}
     assert applicable(set(), {"tp"}) == {"tp_divides_heads", "tp_divides_hidden"}
-    assert applicable({"tp"}, {"tp_comm", "tp_overlap"}) == {"sequence_split", "overlap_needs_tp", "ring_needs_p2p"}
+    assert applicable({"tp", "cp"}, {"tp_comm", "tp_overlap"}) == {"sequence_split", "overlap_needs_tp",
+                                                                    "ring_needs_p2p"}
+    assert applicable({"tp"}, {"cp"}) == {"cp_divides_sequence"}
     assert applicable(set(), {"pp"}) == {"pp_at_most_blocks"}
     assert applicable({"pp"}, {"interleave"}) == {"interleave_divides_stage"}
     assert applicable(set(), {"recompute", "flash_attention"}) == {"selective_needs_unfused"}
-    assert set(rules.BY_NAME["sequence_split"].reads) == {"tp", "tp_comm"}
+    assert set(rules.BY_NAME["sequence_split"].reads) == {"tp", "cp", "tp_comm"}
 
 
 def test_placement_edge_cases():
@@ -1265,14 +1270,16 @@ def test_placement_edge_cases():
     scalars and arrays mix."""
     nets = system_dict()["networks"]
     odd = opt.load_system(system_dict(networks=[dict(nets[0], size=3, must_fill=True), dict(nets[1], size=1023)]))
-    k = dict(tp=2, pp=1, dp=1, tp_net=0, pp_net=1, dp_net=1)
+    k = dict(tp=2, cp=1, pp=1, dp=1, tp_net=0, cp_net=0, pp_net=1, dp_net=1)
     assert bool(rules.placement_violation(odd, k))
     assert not bool(rules.placement_violation(odd, dict(k, tp=3)))
     outer = opt.load_system(system_dict(networks=[nets[0], dict(nets[1], must_fill=True)]))
     assert bool(rules.placement_violation(outer, dict(k, tp=16)))
-    mixed = dict(tp=np.array([2, 16]), pp=1, dp=2, tp_net=0, pp_net=1, dp_net=np.array([0, 1]))
+    mixed = dict(tp=np.array([2, 16]), cp=1, pp=1, dp=2, tp_net=0, cp_net=0, pp_net=1, dp_net=np.array([0, 1]))
     assert rules.placement_violation(SYSTEM, mixed).tolist() == [False, True]
-    mixed = dict(tp=8, pp=1, dp=2, tp_net=0, pp_net=1, dp_net=np.array([0, 1]))
+    mixed = dict(tp=8, cp=1, pp=1, dp=2, tp_net=0, cp_net=0, pp_net=1, dp_net=np.array([0, 1]))
+    # the CP group shares a tier with TP: 4 x 2 fills 8, 4 x 4 overflows it
+    assert rules.placement_violation(SYSTEM, dict(mixed, tp=4, cp=np.array([2, 4]), dp=1)).tolist() == [False, True]
     assert rules.placement_violation(SYSTEM, mixed).tolist() == [True, False]
 
 
@@ -1495,3 +1502,127 @@ def test_optimizer_sharding_alias():
     with pytest.raises(ConfigError):
         normalise_pins({"zero": 4})
     assert normalise_pins({"shard": [0, 2]}) == {"shard": frozenset({0, 2})}
+
+
+# ------------------------------------------------------ context parallelism
+# The tiny model without GQA: K and V are each h = 1024 wide (kv_width = a d).
+# Context parallelism splits each sequence over c GPUs, two chunks each (the
+# load-balanced causal split of Megatron-Core / Transformer Engine), so a GPU
+# holds s/c tokens of every microbatch; the attention's queries are its own
+# s/c, its keys the whole sequence's, causal and balanced: 1/c of the work.
+
+
+def cp_terms(c, t=1, b=1, comm=CpComm.RING, net_tier=1, system=SYSTEM, recompute=Recompute.NONE):
+    return perf.block_terms(MODEL, system, "bf16", block_knobs(tp=t, b=b, flash=True, cp=c, cp_comm=comm,
+                                                               cp_net=net_tier, recompute=recompute))
+
+
+def flash_kernels(c, t=1, b=1):
+    """The fused attention's forward and backward kernel seconds on one GPU,
+    by hand: queries q = b (s/c) h/t elements, K and V of the whole sequence
+    kv = b s h/t each, scores b (a/t) s (s/c), statistics 4 bytes per query
+    row b (a/t) (s/c). Forward 0.5 x 4 x scores x d FLOPs (causal half),
+    reading Q, K, V and writing O and the statistics; backward 0.5 x 10 x
+    scores x d, reading Q, K, V, O, dO and the statistics and writing dQ, dK,
+    dV. At 200 TFLOP/s (bf16 matrix) plus bytes at 1000 GB/s."""
+    q, kv = b * (S / c) * H / t, b * S * H / t
+    scores = b * (A_HEADS / t) * S * (S / c)
+    stats = 4 * b * (A_HEADS / t) * (S / c)
+    fw = 0.5 * 4 * scores * D_HEAD / 200e12 + ((2 * q + 2 * kv) * 2 + stats) / 1e12
+    bw = 0.5 * 10 * scores * D_HEAD / 200e12 + ((3 * q + 2 * kv) * 2 + stats + (q + 2 * kv) * 2) / 1e12
+    return fw, bw
+
+
+def test_cp_activations_divided_by_cp():
+    """Every stored tensor of a block is per token, and a GPU holds s/c of
+    them: fused attention's sbh(10 + 24/t) + 4 b a s/t (test above) with s
+    replaced by s/c. With c = 2, t = 2, b = 2: 2 x 256 x 1024 x 22 +
+    4 x 2 x 4 x 256 = 11,534,336 + 8,192 = 11,542,528 bytes, half of cp = 1's
+    23,085,056. All-gather keeps the gathered K and V for the backward: the
+    other rank's chunk on top, 2 (K, V) x b (s/c) h/t x 2 bytes = 2 x 2 x
+    256 x 512 x 2 = 1,048,576 more."""
+    one = float(cp_terms(1, t=2, b=2)["stored"])
+    ring = float(cp_terms(2, t=2, b=2)["stored"])
+    gathered = float(cp_terms(2, t=2, b=2, comm=CpComm.ALLGATHER)["stored"])
+    assert close(one, 23_085_056)
+    assert close(ring, 11_542_528)
+    assert close(gathered, 11_542_528 + 1_048_576)
+    # full recomputation keeps the block's input alone: 2 x 256 x 1024 x 2 bytes per sequence
+    assert close(float(cp_terms(2, t=2, b=2, recompute=Recompute.FULL)["stored"]), 2 * 256 * 1024 * 2)
+
+
+def test_cp_ring_exchange_bytes_and_exposure():
+    """Ring attention: c - 1 steps, each passing this GPU's K and V chunk,
+    2 x b (s/c) h/t x 2 bytes; the backward passes K, V and dK, dV: twice
+    the bytes. Each pass exposes max(0, comm - its attention kernel). With
+    c = 2, t = 1, b = 1 on the slow tier (8 GB/s, 10 us): a chunk is 2 x
+    256 x 1024 x 2 = 1,048,576 bytes, one step 10 us + 131.072 us =
+    141.072 us; the forward kernel takes 1.342 us of FLOPs (268,435,456 at
+    200 TFLOP/s) + 3.154 us of bytes (3,153,920 at 1000 GB/s) = 4.496 us, so
+    136.576 us show; the backward 2 x 141.072 - 9.655 = 272.489 us. With
+    c = 4: three steps of a 524,288-byte chunk."""
+    for c in (2, 4):
+        chunk = 2 * 1 * (S / c) * H * 2
+        fw_k, bw_k = flash_kernels(c)
+        steps = (c - 1) * net("p2p", c, chunk)
+        r = cp_terms(c)
+        assert close(float(r["fw_cp"]), steps - fw_k, 1e-9)
+        assert close(float(r["bw_cp"]), 2 * steps - bw_k, 1e-9)
+        assert float(r["re_cp"]) == 0.0
+    assert close(float(cp_terms(2)["fw_cp"]), 136.576e-6, 1e-4)
+    assert close(float(cp_terms(2)["bw_cp"]), 272.489e-6, 1e-4)
+    # full recomputation runs the forward's exchange again
+    full = cp_terms(2, recompute=Recompute.FULL)
+    assert close(float(full["re_cp"]), float(full["fw_cp"]))
+    # a tier fast enough hides it: 10,000 GB/s at 50%, 0 latency: one step 0.21 us < 4.5 us
+    fast = opt.load_system(system_dict(networks=[
+        {"name": "fast", "size": 8, "gbps": 10000, "efficiency": 0.5, "latency_us": 0, "must_fill": False,
+         "processor_share": 0.2},
+        {"name": "slow", "size": 1024, "gbps": 10, "efficiency": 0.8, "latency_us": 10, "must_fill": False,
+         "processor_share": 0.1}]))
+    r = cp_terms(2, net_tier=0, system=fast)
+    assert float(r["fw_cp"]) == 0.0 and float(r["bw_cp"]) == 0.0
+
+
+def test_cp_allgather_exchange():
+    """All-gather: K and V of the whole sequence (2 x b s h/t x 2 bytes =
+    2,097,152 for b = 1, t = 1) gathered before the forward over the c GPUs,
+    dK and dV reduce-scattered after the backward; nothing hidden. On the
+    slow tier with c = 4: 10 us + 3/4 x 2,097,152 / 8 GB/s = 206.608 us
+    each way; on NVLink (50 GB/s, 2 us): 2 + 31.457 = 33.457 us."""
+    whole = 2 * 1 * S * H * 2
+    r = cp_terms(4, comm=CpComm.ALLGATHER)
+    assert close(float(r["fw_cp"]), net("all_gather", 4, whole))
+    assert close(float(r["bw_cp"]), net("reduce_scatter", 4, whole))
+    assert close(float(r["fw_cp"]), 206.608e-6, 1e-6)
+    r = cp_terms(4, comm=CpComm.ALLGATHER, net_tier=0)
+    assert close(float(r["fw_cp"]), 33.4572e-6, 1e-4)
+
+
+def test_cp_gradients_reduced_over_dp_x_cp():
+    """Context parallelism replicates the weights: the gradient all-reduce
+    spans dp x c GPUs (Megatron-Core's DP x CP group), on the outer of the
+    DP and CP tiers; ZeRO shards over dp x c. dp = 2, c = 2 on the slow
+    tier: a ring of 4 over P x 2 bytes; dp = 1, c = 2 with the CP group on
+    NVLink: a ring of 2 on NVLink; ZeRO-1 keeps 12 P / 4 bytes of optimizer
+    state per GPU."""
+    base = dict(tp=1, pp=1, batch=2, flash_attention=True)
+    r = run(dict(base, cp=2, dp=2, dp_net=1, cp_net=0))
+    assert close(r.breakdown["dp_comm"], net("all_reduce", 4, P_MODEL * 2))
+    r = run(dict(base, cp=2, dp=1, cp_net=0))
+    assert close(r.breakdown["dp_comm"], nvl("all_reduce", 2, P_MODEL * 2))
+    r = run(dict(base, cp=2, dp=2, dp_net=1, cp_net=0, zero=1))
+    assert close(r.memory["optimizer"], 12 * P_MODEL / 4)
+    assert close(r.breakdown["dp_comm"], net("reduce_scatter", 4, P_MODEL * 2) + net("all_gather", 4, P_MODEL * 2))
+    assert opt.Strategy(tp=2, cp=4, pp=2, dp=3, batch=3).gpus == 48
+
+
+def test_rule_cp_divides_sequence():
+    """2 x cp divides s = 512: cp = 256 is the largest (two chunks of one
+    token); cp = 3 and cp = 512 are not; cp > 1 needs fused attention."""
+    ok = dict(tp=1, pp=1, dp=1, batch=1, flash_attention=True)
+    assert broken_rule(dict(ok, cp=256, cp_net=1)) is None
+    assert broken_rule(dict(ok, cp=3, cp_net=1)) == "cp_divides_sequence"
+    assert broken_rule(dict(ok, cp=512, cp_net=1)) == "cp_divides_sequence"
+    assert broken_rule(dict(ok, cp=2, flash_attention=False)) == "cp_needs_fused"
+
