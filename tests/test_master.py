@@ -67,3 +67,13 @@ def test_relaxation_on_a_large_model():
     """1T-class blocks on 64 GPUs with the batch limit small enough to enumerate."""
     p = make_problem(load_model("megatron-22B"), load_system("h100-80g-nvl8"), 16, 8, "bf16")
     assert check_problem(p, np.random.default_rng(0), n=80) > 40
+
+
+def test_relaxation_with_context_parallelism():
+    """Only strategies with cp > 1 (ring and all-gather, on the CP tier of
+    a 3-tier system, ZeRO over dp x cp): the model accepts each and its
+    bound stays below the exact time."""
+    m = _tiny(1024, 16, 4, 2048, 0, True, 8)
+    s = tiered_system(3, hbm_gib=2.0, first=2, growth=4)
+    p = make_problem(m, s, 8, 8, "bf16", {"cp": [2, 4], "flash_attention": True})
+    assert check_problem(p, np.random.default_rng(1), n=40) >= 20

@@ -65,6 +65,16 @@ CASES = [
     (tiny(1024, 8, 128, 8), tiered_system(5, hbm_gib=4, first=2, growth=2, must_fill=False), {}, 32, 32, {}),
     (tiny(1024, 16, 64, 8), tiered_system(4, hbm_gib=4, first=2, growth=2), {}, 16, 32,
      {"tp_overlap": ["ring", "pipe"], "tp_net": [2, 3]}),
+    # context parallelism: ring and all-gather, with ZeRO 2 and 3, on 3 tiers, over a batch range
+    (tiny(1024, 16, 64, 4, seq=2048), H100, {"hbm_gib": 2}, 8, 8,
+     {"cp": 2, "cp_comm": "ring", "zero": 2, "flash_attention": True}),
+    (tiny(1024, 16, 64, 4, seq=2048), H100, {"hbm_gib": 2}, 8, 8,
+     {"cp": [2, 4], "cp_comm": "allgather", "zero": 3, "flash_attention": True}),
+    (tiny(1024, 16, 64, 4, seq=2048), tiered_system(3, hbm_gib=2, first=2, growth=4), {}, 8, 8,
+     {"cp": [2, 4], "recompute": "none", "tp": [1, 2]}),
+    (tiny(1024, 16, 64, 4, seq=4096), H100, {"hbm_gib": 0.5}, 8, 16,
+     {"cp": [1, 2, 4], "batch": [4, 8, 16], "microbatch": 1, "zero": [0, 1]}),
+    (tiny(2048, 16, 128, 8, seq=4096), H100, {"hbm_gib": 6}, 16, 16, {}),
 ]
 
 
@@ -77,7 +87,7 @@ def _solve(case, **kw):
 
 # run by default: HBM binding, offload, infeasible, pins, ZeRO 2 and 3, shard
 # groups, batch sets, an exact batch, 3-5 tiers; the rest with -m exhaustive
-DEFAULT_CASES = {1, 5, 7, 16, 19, 20, 21, 23, 31, 32, 35, 37, 38}
+DEFAULT_CASES = {1, 5, 7, 16, 19, 20, 21, 23, 31, 32, 35, 36, 37, 38}
 
 
 @pytest.mark.parametrize("case", [c if i in DEFAULT_CASES else pytest.param(c, marks=pytest.mark.exhaustive)
@@ -109,7 +119,7 @@ def test_top_k_matches_brute_force():
     assert times == sorted(times) and len(times) == 5
 
 
-@pytest.mark.parametrize("case", [CASES[4], CASES[5], CASES[8], CASES[14], CASES[21]] + CASES[-5:])
+@pytest.mark.parametrize("case", [CASES[4], CASES[5], CASES[8], CASES[14], CASES[21]] + CASES[30:35] + CASES[35:39])
 def test_bounds_never_exceed_exact(case):
     model, system, over, gpus, max_batch, pins = case
     sysobj = opt.load_system(system, **over) if over else opt.load_system(system)
@@ -300,3 +310,13 @@ def test_numpy_numbers_are_numbers():
     r = plan("megatron-22B", H100, np.int64(16), max_batch=np.int64(32), threads=np.int64(2),
              top_k=np.int64(2), time_limit_s=np.float64(60), pin={"tp": np.int64(8), "ag_redo": np.bool_(False)})
     assert r.status == "optimal" and len(r.top) == 2 and r.best.strategy.tp == 8
+
+
+def test_cp_cases_choose_context_parallelism():
+    """The context-parallel cases are not decided by cp = 1: ring with ZeRO-2,
+    all-gather with ZeRO-3, and the 3-tier case each pick cp > 1 (and equal
+    brute force above)."""
+    for i in (35, 36, 37):
+        best = _solve(CASES[i]).best.strategy
+        assert best.cp > 1, (i, best)
+    assert _solve(CASES[36]).best.strategy.cp_comm == "allgather"
