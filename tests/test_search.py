@@ -77,7 +77,7 @@ def _solve(case, **kw):
 
 # run by default: HBM binding, offload, infeasible, pins, ZeRO 2 and 3, shard
 # groups, batch sets, an exact batch, 3-5 tiers; the rest with -m exhaustive
-DEFAULT_CASES = {1, 5, 7, 16, 19, 20, 21, 23, 31, 35, 37, 38}
+DEFAULT_CASES = {1, 5, 7, 16, 19, 20, 21, 23, 31}
 
 
 @pytest.mark.parametrize("case", [c if i in DEFAULT_CASES else pytest.param(c, marks=pytest.mark.exhaustive)
