@@ -42,8 +42,9 @@ def timed(fn, repeats):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="two cases only, one repeat")
-    ap.add_argument("--bars", action="store_true",
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--quick", action="store_true", help="two cases only, one repeat")
+    which.add_argument("--bars", action="store_true",
                     help="only the issue's bars: 1T on 16,384 (with and without offload), 405B, fewest GPUs")
     args = ap.parse_args()
     plain = load_system("h100-80g-nvl8")

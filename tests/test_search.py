@@ -76,7 +76,8 @@ def _solve(case, **kw):
 
 
 # run by default: HBM binding, offload, infeasible, pins, ZeRO 2 and 3, shard
-# groups, batch sets, an exact batch, 3-5 tiers; the rest with -m exhaustive
+# groups, 3 and 4 tiers; the rest (batch sets, an exact batch, 5 tiers, ...)
+# with -m exhaustive
 DEFAULT_CASES = {1, 5, 7, 16, 19, 20, 21, 23, 31}
 
 
