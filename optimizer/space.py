@@ -256,22 +256,21 @@ def _product(p: Problem, base: dict, names: tuple, domains: list) -> dict:
 def structures(p: Problem) -> dict:
     """Every structure of the space, as arrays, knob by knob: each knob's
     domain given the ones before it, filtered by the rules they make
-    readable and the pins. Built from divisor lists, never from the product
-    of all knobs."""
-    rows = [{}]
+    readable and the pins (one mask per knob over all rows). Built from
+    divisor lists, never from the product of all knobs."""
+    cols = {n: np.zeros(0, dtype=np.int64) for n in STRUCTURE}
+    count = 1                                  # rows so far (one empty row)
     known: tuple = ()
     for name in STRUCTURE:
-        grown = []
-        for row in rows:
-            vals = _structure_domain(p, name, row)
-            if len(vals) == 0:
-                continue
-            k = {**{a: np.full(len(vals), b) for a, b in row.items()}, name: vals}
-            ok = keep(p, k, (name,), known + (name,))
-            grown.extend({**row, name: int(v)} for v in vals[ok])
-        rows, known = grown, known + (name,)
-    arr = np.array([[r[n] for n in STRUCTURE] for r in rows], dtype=np.int64).reshape(-1, len(STRUCTURE))
-    return {n: arr[:, i] for i, n in enumerate(STRUCTURE)}
+        vals = [_structure_domain(p, name, {n: int(cols[n][i]) for n in known}) for i in range(count)]
+        lens = np.array([len(v) for v in vals], dtype=np.int64)
+        k = {n: np.repeat(cols[n], lens) for n in known}
+        k[name] = np.concatenate(vals).astype(np.int64) if vals else np.zeros(0, dtype=np.int64)
+        known = known + (name,)
+        ok = np.broadcast_to(keep(p, k, (name,), known), k[name].shape) if len(k[name]) else k[name] > 0
+        cols.update({n: k[n][ok] for n in known})
+        count = int(ok.sum())
+    return {n: cols[n] for n in STRUCTURE}
 
 
 # ----------------------------------------------------- levels of choices
@@ -441,6 +440,10 @@ def group_rows(S: dict, i: int, sig: dict, j: int, rest, mem: np.ndarray) -> dic
     return out
 
 
+# strategies per chunk of brute force: a time limit is checked between chunks
+CHUNK = 20_000
+
+
 def enumerate_all(p: Problem, S: dict | None = None):
     """Every strategy of the space as knob arrays (for brute force), yielded
     in chunks of whole structures."""
@@ -459,7 +462,7 @@ def enumerate_all(p: Problem, S: dict | None = None):
             for rest in rests:
                 chunk.append(group_rows(S, i, sig, j, rest, mem))
                 size += len(mem)
-        if size > 200_000:
+        if size > CHUNK:
             yield {k: np.concatenate([c[k] for c in chunk]) for k in chunk[0]}
             chunk, size = [], 0
     if chunk:

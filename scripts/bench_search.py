@@ -1,6 +1,6 @@
 """Search speed: the CP-SAT search's bars, medians over the repeats.
 
-    python scripts/bench_search.py [--repeats 3] [--quick]
+    python scripts/bench_search.py [--repeats 3] [--quick | --bars]
 
 1. For megatron-1T and the family's 1T on 4,096 / 8,192 / 12,288 / 16,384
    GPUs of h100-80g-nvl8, fp8, batch <= 3072 (a variable), with and without
@@ -42,7 +42,10 @@ def timed(fn, repeats):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="two cases only, one repeat")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--quick", action="store_true", help="two cases only, one repeat")
+    which.add_argument("--bars", action="store_true",
+                    help="only the issue's bars: 1T on 16,384 (with and without offload), 405B, fewest GPUs")
     args = ap.parse_args()
     plain = load_system("h100-80g-nvl8")
     offload = load_system("h100-80g-nvl8", offload_gib=1024, offload_gbps=100)
@@ -50,6 +53,8 @@ def main():
              for s in (plain, offload)]
     if args.quick:
         cases, args.repeats = cases[:2], 1
+    if args.bars:
+        cases = [c for c in cases if c[0] == "1T" and c[1] == 16384]
     print(f"{'model':<12} {'gpus':>6} {'offload':<10} {'status':<8} {'median s':>9} {'solves':>6} {'rows':>6} "
           f"{'space':>13} {'evaluated':>9} {'samples/s':>10} {'MFU':>6}")
     worst_t = worst_share = t_16k = 0.0
@@ -85,6 +90,9 @@ def main():
         print(f"fewest GPUs for 1T at 150 samples/s over 1,024..32,768 step 8: {res.best.strategy.gpus if res.best else None}"
               f" ({res.status}) in {t:.2f} s (bar 30 s); {f['families_opened']} families opened, "
               f"{f['solver_calls']} CP-SAT solves", flush=True)
+
+    if args.bars:
+        return 0 if all_optimal else 1
 
     # brute force against plan, same case, same run
     model, gpus, system, mb = ("megatron-22B", 16, plain, 16) if args.quick else ("megatron-22B", 64, offload, 64)

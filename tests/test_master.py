@@ -6,7 +6,6 @@ exact time per sample. Random strategies from the space of random problems
 import math
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

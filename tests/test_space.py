@@ -10,7 +10,7 @@ import pytest
 import optimizer as opt
 from optimizer import knobs as K
 from optimizer import rules as R
-from optimizer.space import count_space, enumerate_all, make_problem, structures
+from optimizer.space import count_space, enumerate_all, make_problem
 
 TINY = {"name": "tiny", "hidden": 64, "feedforward": 256, "seq_len": 16, "heads": 4, "head_dim": 16,
         "blocks": 4}

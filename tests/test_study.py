@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FINDINGS = ("mappings", "model_size", "offload_bandwidth", "offload_capacity", "strong_scaling", "beyond_10t")
 
 
-@pytest.mark.slow
+@pytest.mark.exhaustive       # 34 sweep points, about 10 minutes on 2 cores
 def test_quick_study_writes_every_finding(tmp_path):
     out, doc = tmp_path / "study", tmp_path / "study.md"
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "study" / "report.py"), "--quick", "--quiet",
