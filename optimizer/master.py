@@ -118,7 +118,7 @@ class Master:
         self.empty = len(D_tp) == 0 or len(D_cp) == 0 or len(D_pp) == 0 or len(dps) == 0 or len(TC) == 0
         if self.empty:
             return
-        self.D_tp, self.D_pp = D_tp, D_pp
+        self.D_tp, self.D_cp, self.D_pp = D_tp, D_cp, D_pp
         tp_i = md.NewIntVar(0, len(D_tp) - 1, "tp_index")
         cp_i = md.NewIntVar(0, len(D_cp) - 1, "cp_index")
         pp_i = md.NewIntVar(0, len(D_pp) - 1, "pp_index")
@@ -339,9 +339,12 @@ class Master:
             comm3 = np.stack([2 * perf.collective_time(sys_, "all_gather", pb * perf.act_bytes(dt), 2, t)
                               + perf.collective_time(sys_, "reduce_scatter", pb * perf.GRAD_COMM_BYTES[dt], 2, t)
                               for t in range(T)], 1)                                  # (tp, tier)
-            lz = self._log(comm3[:, None, :] * D_tp[:, None, None] / hi_[None, :, None])
+            # per sample over all GPUs, as the block table: x tp x cp / microbatch
+            # (every CP rank gathers its TP shard of the block)
+            lz = self._log((comm3 * D_tp[:, None])[TC[:, 0]][:, None, :] * tc_cp[:, None, None]
+                           / hi_[None, :, None])
             qz = md.NewIntVar(int(lz.min()), int(lz.max()), "log_zero3_comm_per_sample")
-            self._table([tp_i, mbk, dn, qz], [(a, c, t, int(lz[a, c, t])) for a, c, t in np.ndindex(lz.shape)])
+            self._table([tc_i, mbk, dn, qz], [(a, c, t, int(lz[a, c, t])) for a, c, t in np.ndindex(lz.shape)])
             z3 = md.NewBoolVar("zero3")
             md.Add(zero >= 3).OnlyEnforceIf(z3)
             md.Add(zero <= 2).OnlyEnforceIf(z3.Not())
@@ -631,6 +634,28 @@ class Master:
             return "timeout"
         fam = {k: int(self.solver.Value(x)) for k, x in self.vars.items()}
         return fam, math.exp(float(self.solver.BestObjectiveBound()) / LOG_UNITS)
+
+    def warm_start(self, deadline: float | None):
+        """A family to open first when cp ranges beyond 1: the least bound
+        with cp = 1, from a copy of the model (cp > 1 multiplies the block
+        tables, and CP-SAT finds the first optimum of the whole model several
+        times slower without an incumbent to cut at). Only a heuristic: the
+        family is opened and excluded as any other, and the proof still
+        comes from the whole model. None when cp is 1 alone, 1 is not
+        allowed, or nothing is found."""
+        if self.empty or len(self.D_cp) < 2 or self.D_cp[0] != 1:
+            return None
+        copy = self.model.clone()
+        copy.Add(copy.GetIntVarFromProtoIndex(self.vars["cp"].Index()) == 1)
+        solver = cp_model.CpSolver()
+        solver.parameters.copy_from(self.solver.parameters)
+        if deadline is not None:
+            solver.parameters.max_time_in_seconds = max(deadline - time.perf_counter(), 0.0)
+        status = solver.Solve(copy)
+        self.solves += 1
+        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            return None
+        return {k: int(solver.Value(copy.GetIntVarFromProtoIndex(x.Index()))) for k, x in self.vars.items()}
 
     def bound_of(self, s) -> float | None:
         """The model's bound (seconds per sample) for one strategy (a

@@ -532,7 +532,13 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype=None
     counts = {"structures": 0, "groups": 0, "evaluated": 0}
     status = "optimal"
     last_lb = 0.0
-    while True:
+    warm = master.warm_start(deadline)
+    if warm is not None:
+        families_opened += 1
+        if _open_family(p, warm, top, deadline, counts):
+            status = "feasible"
+        master.exclude(warm, top.threshold)
+    while status == "optimal":
         nxt = master.next(deadline)
         if nxt is None:
             break

@@ -410,18 +410,19 @@ def count_space(p: Problem, fam: dict | None = None) -> int:
     fam = families(p) if fam is None else fam
     if len(fam["tp"]) == 0:
         return 0
-    cache = {}
-    total = 0
-    for i in range(len(fam["tp"])):
-        key = (int(fam["tp"][i]), int(fam["cp"][i]), int(fam["pp"][i]), int(fam["dp"][i]))
-        if key not in cache:
-            tp, cp, pp, dp = key
-            sig = sigmas(p, np.array([tp]), np.array([cp]))
-            n_sig = sum(len(members_of(p, tp, cp, pp, dp, bool(sig["sp"][j])))
-                        for j in np.flatnonzero(sig["ok"][0]))
-            cache[key] = n_sig * len(group_rest(p, dp, cp))
-        total += cache[key] * int(fam["batches"][i])
-    return total
+    # runs of equal (tp, cp, pp, dp): families() lists each key in one run
+    # (a key split over runs is only counted once per run, still exactly)
+    rows = np.stack([fam[n] for n in ("tp", "cp", "pp", "dp")], 1)
+    starts = np.flatnonzero(np.r_[True, (rows[1:] != rows[:-1]).any(axis=1)])
+    keys, inv = rows[starts], np.cumsum(np.r_[True, (rows[1:] != rows[:-1]).any(axis=1)]) - 1
+    per_key = np.zeros(len(keys), dtype=object)          # Python ints: the count can pass 2**63
+    for u, (tp, cp, pp, dp) in enumerate(keys.tolist()):
+        sig = sigmas(p, np.array([tp]), np.array([cp]))
+        n_sig = sum(len(members_of(p, tp, cp, pp, dp, bool(sig["sp"][j]))) for j in np.flatnonzero(sig["ok"][0]))
+        per_key[u] = n_sig * len(group_rest(p, dp, cp))
+    batches = np.zeros(len(keys), dtype=object)
+    np.add.at(batches, inv.reshape(-1), fam["batches"].astype(object))
+    return int((per_key * batches).sum())
 
 
 def knob_rows_to_strategy(rows: dict, i: int, datatype: str) -> Strategy:
