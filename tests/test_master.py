@@ -76,3 +76,16 @@ def test_relaxation_with_context_parallelism():
     s = tiered_system(3, hbm_gib=2.0, first=2, growth=4)
     p = make_problem(m, s, 8, 8, "bf16", {"cp": [2, 4], "flash_attention": True})
     assert check_problem(p, np.random.default_rng(1), n=40) >= 20
+
+
+def test_relaxation_beyond_the_microbatch_table():
+    """Microbatches past MB_TABLE share one row per block choice: the larger
+    of the peak-rate compute and the communication's bandwidth term, per
+    sequence. With TP and CP groups on slow tiers (communication above the
+    compute) and offloading (its transfers bound a block too), the model
+    still accepts every strategy, below its exact time."""
+    m = _tiny(1024, 16, 4, 512, 0, True, 8)
+    s = tiered_system(3, hbm_gib=4.0, first=2, growth=2, offload_gib=64, offload_gbps=20)
+    p = make_problem(m, s, 8, 128, "bf16", {"microbatch": [33, 40, 64], "cp": [1, 2], "interleave": 1,
+                                            "zero": [1, 3]})
+    assert check_problem(p, np.random.default_rng(2), n=60) >= 30
