@@ -123,7 +123,8 @@ GOOD = {"model": "megatron-22B", "gpus": 8, "batch": 4, "datatype": "fp16",
     ({**GOOD}, "runs[0].seconds_per_batch"),                                       # no measurement
     ({**GOOD, "seconds_per_batch": 1.0, "tokens_per_s_per_gpu": 9.0}, "runs[0].tokens_per_s_per_gpu"),
     ({**GOOD, "model": "no-such-model", "seconds_per_batch": 1.0}, "runs[0].model"),
-    ({**GOOD, "gpus": 16, "seconds_per_batch": 1.0}, "runs[0].gpus"),              # 8 x 1 x 1 != 16
+    ({**GOOD, "gpus": 16, "pin": {**GOOD["pin"], "cp": 1}, "seconds_per_batch": 1.0},
+     "runs[0].gpus"),                                                                # 8 x 1 x 1 x 1 != 16
     ({**GOOD, "seconds_per_batch": -1.0}, "runs[0].seconds_per_batch"),
     ({**GOOD, "pin": {"tp": 8, "recompute": "most"}, "seconds_per_batch": 1.0}, "runs[0].pin"),
     ({**GOOD, "colour": "red", "seconds_per_batch": 1.0}, "runs[0].colour"),
