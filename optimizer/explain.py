@@ -426,10 +426,12 @@ def fix_gpus(p: Problem):
         hbm, off = _memory(q, r)
         return _fits(hbm, off, _allowed(q, r, _tier(p)), cap_h, cap_o)
 
-    if not mem_fits(hi).any():
+    # memory falls as dp grows: a pair that does not fit at its largest dp never does
+    fits_hi = mem_fits(hi)
+    if not fits_hi.any():
         return None, None
-    top = np.where(mem_fits(hi), hi, hi + 1)
-    a, b = lo.copy(), top.copy()
+    pairs, unit, hi, lo = pairs[fits_hi], unit[fits_hi], hi[fits_hi], lo[fits_hi]
+    a, b = lo.copy(), hi.copy()
     while (a < b).any():
         mid = (a + b) // 2
         f = mem_fits(np.minimum(mid, hi)) & (a < b)

@@ -75,6 +75,18 @@ def _peak_system(system):
                                hbm_efficiency=flat(system.hbm_efficiency))
 
 
+def _comm_only_system(system):
+    """The system with compute and memory a million million times faster and
+    no network latency: a block's exposed communication on it is its
+    communication's bandwidth term (nothing left to hide behind), linear in
+    the bytes, which the real system can only exceed."""
+    fast = 1e12
+    return dataclasses.replace(
+        system, matrix_tflops={d: r * fast for d, r in system.matrix_tflops.items()},
+        vector_tflops={d: r * fast for d, r in system.vector_tflops.items()}, hbm_gbps=system.hbm_gbps * fast,
+        networks=tuple(dataclasses.replace(net, latency_s=0.0) for net in system.networks))
+
+
 def _first_blocks(blocks: int, pp) -> np.ndarray:
     return perf.stage_layout(blocks, np.asarray(pp))[0]
 
@@ -288,8 +300,6 @@ class Master:
                                                         1 / 16)).astype(np.int64)):
                 g0 = int(g0)
                 md.Add(g0 * lgv <= int(math.ceil(g0 * math.log(g0) * LOG_UNITS)) + (gpus - g0) * LOG_UNITS)
-        self.bound = md.NewIntVar(int(lq.min() + lx.min() - lg.max() - 1), int(lq.max() + lx.max() - lg.min()) + y_hi,
-                                  "log_time_per_sample_bound")
         # the PP sends join the slowest stage's time: log(A + B) >= w log(A / w) + (1 - w) log(B / (1 - w))
         # for every w in (0, 1) (the weighted mean of the logs is at most the log of the mean)
         D_v = np.array(sorted(set(pv[:, 2].tolist())), dtype=np.int64)
@@ -304,25 +314,47 @@ class Master:
         one = md.NewBoolVar("single_stage")
         md.Add(pp == 1).OnlyEnforceIf(one)
         md.Add(pp >= 2).OnlyEnforceIf(one.Not())
-        # ZeRO-3: a block takes at least its weight gathers and gradient
-        # reduce-scatter (overlapped hides them at best behind its compute),
-        # over a group of at least 2 on the DP tier, per sequence of the largest
-        # microbatch of the bucket
-        blk = md.NewIntVar(int(lq.min()), int(lq.max()) + 40 * LOG_UNITS, "log_block_time")
-        md.Add(blk >= qv)
+        # log microbatch from above (the floors below shrink as it grows): the
+        # concave log lies below each tangent, taken at powers of two
+        lmb = md.NewIntVar(0, int(math.ceil(math.log(int(mbs.max())) * LOG_UNITS)), "log_microbatch_above")
+        for e in range(0, max(int(math.log2(int(mbs.max()))), 0) + 1):
+            n0 = 2 ** e
+            md.Add(n0 * lmb <= int(math.ceil(n0 * math.log(n0) * LOG_UNITS)) + (mb - n0) * LOG_UNITS)
+        # a block's time per sample (x tp, as the block table) is at least what
+        # must cross a link while it runs, whatever hides behind what
+        floors = []           # (log table, its variables, the flag that enforces it, per microbatch)
         if 3 in K.BY_NAME["zero"].values and p.allowed("zero", [3])[0]:
+            # ZeRO-3: its weight gathers and gradient reduce-scatter per block and
+            # microbatch, over a group of at least 2 on the DP tier
             pb = perf.block_params(m) / D_tp
             comm3 = np.stack([2 * perf.collective_time(sys_, "all_gather", pb * perf.act_bytes(dt), 2, t)
                               + perf.collective_time(sys_, "reduce_scatter", pb * perf.GRAD_COMM_BYTES[dt], 2, t)
                               for t in range(T)], 1)                                  # (tp, tier)
-            lz = self._log(comm3[:, None, :] * D_tp[:, None, None] / hi_[None, :, None])
-            qz = md.NewIntVar(int(lz.min()), int(lz.max()), "log_zero3_comm_per_sample")
-            self._table([tp_i, mbk, dn, qz], [(a, c, t, int(lz[a, c, t])) for a, c, t in np.ndindex(lz.shape)])
             z3 = md.NewBoolVar("zero3")
             md.Add(zero >= 3).OnlyEnforceIf(z3)
             md.Add(zero <= 2).OnlyEnforceIf(z3.Not())
-            md.Add(blk >= qz).OnlyEnforceIf(z3)
-        stage = md.NewIntVar(int(lq.min() + lx.min()), int(lq.max() + lx.max()) + 48 * LOG_UNITS, "log_stage_time")
+            floors.append((self._log(comm3 * D_tp[:, None]), [tp_i, dn], z3, True))
+        link = sys_.offload_gbps * 1e9
+        if off and link > 0:
+            # offloaded weights: read in the forward and the backward, the
+            # gradient accumulator read and written back (perf.offload_traffic),
+            # per block and microbatch
+            pb = perf.block_params(m) / D_tp
+            ow_bytes = pb * (2 * perf.act_bytes(dt) + perf.GRAD_BYTES_PER_PARAM)
+            floors.append((self._log(ow_bytes * D_tp / link), [tp_i], ow, True))
+            # offloaded activations: written in the forward, read in the backward,
+            # per sequence
+            s1b = np.maximum(np.where(np.isfinite(s1), s1, 0.0), 1.0)
+            floors.append((self._log(2 * s1b * D_tp[:, None] / link), [tp_i, sg], oa, False))
+        hi_floor = max([int(lq.max())] + [int(t.max()) for t, _, _, _ in floors])
+        blk = md.NewIntVar(int(lq.min()), hi_floor + 40 * LOG_UNITS, "log_block_time")
+        md.Add(blk >= qv)
+        for j, (table, keys, flag, per_mb) in enumerate(floors):
+            fv = md.NewIntVar(int(table.min()), int(table.max()), f"log_block_floor_{j}")
+            rows = cpairs if keys[-1] is sg else np.ndindex(table.shape)
+            self._table(keys + [fv], [(*ix, int(table[ix])) for ix in rows])
+            md.Add(blk >= (fv - lmb if per_mb else fv)).OnlyEnforceIf(flag)
+        stage = md.NewIntVar(int(lq.min() + lx.min()), hi_floor + int(lx.max()) + 48 * LOG_UNITS, "log_stage_time")
         md.Add(stage >= blk + xv)
         for w in AMGM_WEIGHTS:
             c = -(w * math.log(w) + (1 - w) * math.log(1 - w))
@@ -332,6 +364,9 @@ class Master:
             md.Add(1024 * stage >= a * (blk + xv) + b * (pv_ + ppl) + int(math.floor(1024 * c * LOG_UNITS)) - 1024
                    ).OnlyEnforceIf(one.Not())
         self.rows += len(AMGM_WEIGHTS)
+        self.bound = md.NewIntVar(int(lq.min() + lx.min() - lg.max() - 1),
+                                  hi_floor + int(lx.max()) + 48 * LOG_UNITS - int(lg.min()) + y_hi,
+                                  "log_time_per_sample_bound")
         md.Add(self.bound == stage + y - lgv)
         md.Minimize(self.bound)
 
@@ -573,10 +608,15 @@ class Master:
         np.minimum.at(s1, (a_[one], c_[one]), np.broadcast_to(b["stored"], per.shape)[one])
         full = k["recompute"] == Recompute.FULL
         np.minimum.at(w1, (a_[one], c_[one]), np.where(full, np.broadcast_to(b["working"], per.shape), 0.0)[one])
-        # beyond the table: the peak-rate compute of one sequence
-        pk = perf.block_terms(p.model, _peak_system(p.system), p.datatype,
-                              {**{n: v[one] for n, v in k.items()}, "tp_overlap": 0})
-        np.minimum.at(tau, (a_[one], nB - 1, c_[one], tier[one]), pk["fw_compute"] + pk["bw_compute"] + pk["re_compute"])
+        # beyond the table, per sequence: the larger of the peak-rate compute
+        # and the communication's bandwidth term (a block takes at least each;
+        # without latency the bytes, hence the time, grow with the microbatch)
+        k1 = {n: v[one] for n, v in k.items()}
+        pk = perf.block_terms(p.model, _peak_system(p.system), p.datatype, {**k1, "tp_overlap": 0})
+        cm = perf.block_terms(p.model, _comm_only_system(p.system), p.datatype, k1)
+        np.minimum.at(tau, (a_[one], nB - 1, c_[one], tier[one]),
+                      np.maximum(pk["fw_compute"] + pk["bw_compute"] + pk["re_compute"],
+                                 cm["fw_tp"] + cm["bw_tp"] + cm["re_tp"]))
         return tau, s1, w1, classes, cls_of
 
     # --------------------------------------------------------------- loop

@@ -399,17 +399,19 @@ def count_space(p: Problem, fam: dict | None = None) -> int:
     fam = families(p) if fam is None else fam
     if len(fam["tp"]) == 0:
         return 0
-    cache = {}
-    total = 0
-    for i in range(len(fam["tp"])):
-        key = (int(fam["tp"][i]), int(fam["pp"][i]), int(fam["dp"][i]))
-        if key not in cache:
-            tp, pp, dp = key
-            sig = sigmas(p, np.array([tp]))
-            n_sig = sum(len(members_of(p, tp, pp, dp, bool(sig["sp"][j]))) for j in np.flatnonzero(sig["ok"][0]))
-            cache[key] = n_sig * len(group_rest(p, dp))
-        total += cache[key] * int(fam["batches"][i])
-    return total
+    # runs of equal (tp, pp, dp): families() lists each key in one run (a key
+    # split over runs is counted once per run, still exactly)
+    rows = np.stack([fam[n] for n in ("tp", "pp", "dp")], 1)
+    new_run = np.r_[True, (rows[1:] != rows[:-1]).any(axis=1)]
+    keys, inv = rows[new_run], np.cumsum(new_run) - 1
+    per_key = np.zeros(len(keys), dtype=object)          # Python ints: the count can pass 2**63
+    for u, (tp, pp, dp) in enumerate(keys.tolist()):
+        sig = sigmas(p, np.array([tp]))
+        n_sig = sum(len(members_of(p, tp, pp, dp, bool(sig["sp"][j]))) for j in np.flatnonzero(sig["ok"][0]))
+        per_key[u] = n_sig * len(group_rest(p, dp))
+    batches = np.zeros(len(keys), dtype=object)
+    np.add.at(batches, inv, fam["batches"].astype(object))
+    return int((per_key * batches).sum())
 
 
 def knob_rows_to_strategy(rows: dict, i: int, datatype: str) -> Strategy:

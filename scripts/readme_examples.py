@@ -1,5 +1,7 @@
 """Regenerate the README's example outputs: each fenced block that starts
-with a `$ optimize ...` line is replaced by that command's output now.
+with a `$ optimize ...` line is replaced by that command's output now, and
+the block under "### Knobs" by the registry's glossary (what `optimize plan
+--help` prints).
 
     python scripts/readme_examples.py [--check]
 
@@ -16,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"```\n\$ (optimize [^\n]*)\n(.*?)```", re.S)
 TIMES = re.compile(r"\d+\.\d+ s\b")
+KNOBS = re.compile(r"(### Knobs\n.*?```\n)(.*?)(```)", re.S)
 
 
 def run(command: str) -> str:
@@ -35,6 +38,12 @@ def main() -> int:
         return f"```\n$ {m.group(1)}\n{out}```"
 
     new = BLOCK.sub(fresh, text)
+    sys.path.insert(0, str(ROOT))
+    from optimizer.knobs import glossary
+    glossary_now = glossary() + "\n"
+    old_knobs = KNOBS.search(new)
+    changed |= old_knobs is None or old_knobs.group(2) != glossary_now
+    new = KNOBS.sub(lambda m: m.group(1) + glossary_now + m.group(3), new)
     if "--check" in sys.argv:
         return 1 if changed else 0
     path.write_text(new)

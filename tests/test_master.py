@@ -66,3 +66,15 @@ def test_relaxation_on_a_large_model():
     """1T-class blocks on 64 GPUs with the batch limit small enough to enumerate."""
     p = make_problem(load_model("megatron-22B"), load_system("h100-80g-nvl8"), 16, 8, "bf16")
     assert check_problem(p, np.random.default_rng(0), n=80) > 40
+
+
+def test_relaxation_beyond_the_microbatch_table():
+    """Microbatches past MB_TABLE share one row per block choice: the larger
+    of the peak-rate compute and the communication's bandwidth term, per
+    sequence. With the TP group on slow tiers (communication above the
+    compute) and offloading (its transfers bound a block too), the model
+    still accepts every strategy, below its exact time."""
+    m = _tiny(1024, 16, 4, 512, 0, True, 8)
+    s = tiered_system(3, hbm_gib=4.0, first=2, growth=2, offload_gib=64, offload_gbps=20)
+    p = make_problem(m, s, 8, 128, "bf16", {"microbatch": [33, 40, 64], "interleave": 1, "zero": [1, 3]})
+    assert check_problem(p, np.random.default_rng(2), n=60) >= 30
