@@ -28,48 +28,54 @@ def status(model, system="h100-80g-nvl8", gpus=4096, pin=None, max_batch=3072, *
 PIN_18T = {"zero": 1}
 
 
-@pytest.fixture(scope="module")
-def big():
-    """18T on 4,096 80 GiB H100s, no offload, ZeRO-1: the issue's case."""
-    p = problem("18T", pin=PIN_18T)
-    return p, ex.explain(p)
+@pytest.fixture(scope="module", params=[
+    # megatron-22B on one GPU, held to ZeRO-1: 371 GiB at the least against 80 (seconds to explain)
+    ("megatron-22B", 1, {"zero": 1}),
+    # 18T on 4,096 80 GiB H100s, no offload, ZeRO-1: the issue's case (minutes with cp in the space)
+    pytest.param(("18T", 4096, PIN_18T), marks=pytest.mark.exhaustive),
+], ids=["22B-on-1", "18T-on-4096"])
+def big(request):
+    """An infeasible problem whose HBM binds: (model, gpus, pin, problem, explanation)."""
+    model, gpus, pin = request.param
+    p = problem(model, gpus=gpus, pin=pin)
+    return model, gpus, pin, p, ex.explain(p)
 
 
-def test_18t_conflict_names_hbm_with_its_smallest_footprint(big):
-    p, e = big
+def test_conflict_names_hbm_with_its_smallest_footprint(big):
+    model, gpus, pin, p, e = big
     assert "hbm_capacity" in e["conflicts"]
     d = e["details"]["hbm_capacity"]
     assert d["capacity_gib"] == 80
     assert d["smallest_footprint_gib"] > 80
     assert f"{d['smallest_footprint_gib']:.1f} GiB" in e["summary"]
     # the named strategy really has that footprint under the exact model
-    r = opt.evaluate("18T", load_system("h100-80g-nvl8", hbm_gib=1000), d["strategy"])
+    r = opt.evaluate(model, load_system("h100-80g-nvl8", hbm_gib=1000), d["strategy"])
     assert r.memory["hbm_total"] / 2 ** 30 == pytest.approx(d["smallest_footprint_gib"], rel=1e-9)
 
 
-def test_18t_hbm_fix_is_exact(big):
-    p, e = big
+def test_hbm_fix_is_exact(big):
+    model, gpus, pin, p, e = big
     h = e["fixes"]["hbm_gib"]
     assert h is not None and h > 80
-    assert status("18T", pin=PIN_18T, hbm_gib=h) == "optimal"
-    assert not ex.feasible(problem("18T", pin=PIN_18T, hbm_gib=h - GIB_STEP))
+    assert ex.feasible(problem(model, gpus=gpus, pin=pin, hbm_gib=h))
+    assert not ex.feasible(problem(model, gpus=gpus, pin=pin, hbm_gib=h - GIB_STEP))
 
 
-def test_18t_offload_fix_is_exact(big):
-    p, e = big
+def test_offload_fix_is_exact(big):
+    model, gpus, pin, p, e = big
     o = e["fixes"]["offload_gib"]
     assert o is not None
-    assert ex.feasible(problem("18T", pin=PIN_18T, offload_gib=o, offload_gbps=100))
-    assert not ex.feasible(problem("18T", pin=PIN_18T, offload_gib=o - GIB_STEP, offload_gbps=100))
+    assert ex.feasible(problem(model, gpus=gpus, pin=pin, offload_gib=o, offload_gbps=100))
+    assert not ex.feasible(problem(model, gpus=gpus, pin=pin, offload_gib=o - GIB_STEP, offload_gbps=100))
 
 
-def test_18t_gpu_fix_is_exact(big):
-    p, e = big
+def test_gpu_fix_is_exact(big):
+    model, gpus, pin, p, e = big
     n = e["fixes"]["gpus"]
-    assert n is not None and n > 4096 and n % 8 == 0
-    assert ex.feasible(problem("18T", pin=PIN_18T, gpus=n))
-    for below in range(4096 + 8, n, 8):          # every whole-node count between is infeasible
-        assert not ex.feasible(problem("18T", pin=PIN_18T, gpus=below))
+    assert n is not None and n > gpus and n % 8 == 0
+    assert ex.feasible(problem(model, gpus=n, pin=pin))
+    for below in range(gpus - gpus % 8 + 8, n, 8):   # every whole-node count between is infeasible
+        assert not ex.feasible(problem(model, gpus=below, pin=pin))
 
 
 def test_18t_with_1tib_offload_is_feasible():
@@ -118,7 +124,7 @@ def test_two_problems_no_single_fix():
 
 
 def test_core_is_minimal(big):
-    p, e = big
+    _, _, _, p, e = big
     _, witness = ex.fix_gpus(p)               # the rows explain builds the core on
     core = ex._Core(p, ex._rows(p, ex._relaxed_triples(p, [witness[3]] if witness else ())))
     assert not core._solve(set(e["conflicts"]))[0]
