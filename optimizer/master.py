@@ -308,11 +308,15 @@ class Master:
             md.Add(n0 * lnv <= int(math.ceil(n0 * math.log(n0) * LOG_UNITS)) + (n - n0) * LOG_UNITS)
         y_hi = int(math.log1p(float(ratio.max())) * LOG_UNITS) + 2
         y = md.NewIntVar(0, y_hi, "log_bubble_share")
+        # scaled by 2^20: a slope rounded down errs by at most one unit per unit
+        # of z below 0 (|z| <= z_span), and y takes the ceiling: one more unit
+        scale = 2 ** 20
+        z_span = int(abs(int(lr.min()))) + int(math.ceil(math.log(p.max_batch) * LOG_UNITS)) + 1
         for z0 in TANGENTS:
             s0, f0 = 1.0 / (1.0 + math.exp(-z0)), math.log1p(math.exp(z0))
-            c = int(math.floor(s0 * 4096))       # slope rounded down: z <= 0 ... rounded below either way
-            md.Add(4096 * y >= c * (rv - lnv) + int(math.floor((f0 - s0 * z0) * 4096 * LOG_UNITS))
-                   - 4096 * 64 - (4096 - c) * 0)
+            c = int(math.floor(s0 * scale))
+            md.Add(scale * y >= c * (rv - lnv) + int(math.floor((f0 - s0 * z0) * scale * LOG_UNITS))
+                   - z_span - 2 * scale)
         self.rows += len(TANGENTS)
         # - log gpus from below: log lies under each tangent (exact for one count)
         lg = np.floor(np.log(counts) * LOG_UNITS).astype(np.int64)
