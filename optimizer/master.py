@@ -301,11 +301,7 @@ class Master:
         self._element(pv_i, lr, rv)
         # log n from above (the share only shrinks as it grows): the concave
         # log lies below each tangent, taken at powers of two
-        lnv = md.NewIntVar(0, int(math.ceil(math.log(p.max_batch) * LOG_UNITS)), "log_n_above")
-        for e in range(0, max(int(math.log2(p.max_batch)), 0) + 1):
-            n0 = 2 ** e
-            # log n <= log n0 + (n - n0) / n0, scaled by n0 to integers
-            md.Add(n0 * lnv <= int(math.ceil(n0 * math.log(n0) * LOG_UNITS)) + (n - n0) * LOG_UNITS)
+        lnv = self._log_above(n, p.max_batch, "log_n_above")
         y_hi = int(math.log1p(float(ratio.max())) * LOG_UNITS) + 2
         y = md.NewIntVar(0, y_hi, "log_bubble_share")
         # scaled by 2^20: a slope rounded down errs by at most one unit per unit
@@ -343,45 +339,40 @@ class Master:
         one = md.NewBoolVar("single_stage")
         md.Add(pp == 1).OnlyEnforceIf(one)
         md.Add(pp >= 2).OnlyEnforceIf(one.Not())
-        # log microbatch from above (the terms below shrink as it grows): the
-        # concave log lies below each tangent, taken at powers of two
-        lmb = md.NewIntVar(0, int(math.ceil(math.log(int(mbs.max())) * LOG_UNITS)), "log_microbatch_above")
-        for e in range(0, max(int(math.log2(int(mbs.max()))), 0) + 1):
-            n0 = 2 ** e
-            md.Add(n0 * lmb <= int(math.ceil(n0 * math.log(n0) * LOG_UNITS)) + (mb - n0) * LOG_UNITS)
+        # log microbatch from above (the floors below shrink as it grows)
+        lmb = self._log_above(mb, int(mbs.max()), "log_microbatch_above")
         # a block's time per sample (x tp x cp, as the block table) is at least
-        # what must cross a link while it runs, whatever hides behind what:
-        floors = []           # (log table, its variables, the flag that enforces it, per microbatch)
+        # what must cross a link while it runs, whatever hides behind what
+        floors = []    # (log table, its variables, its rows, the flag that enforces it, per microbatch)
+        pb = perf.block_params(m) / D_tp                  # a block's parameters per GPU
         if 3 in K.BY_NAME["zero"].values and p.allowed("zero", [3])[0]:
             # ZeRO-3: its weight gathers and gradient reduce-scatter per block and
             # microbatch, over a group of at least 2 on the DP tier; every CP rank
             # gathers its TP shard
-            pb = perf.block_params(m) / D_tp
             comm3 = np.stack([2 * perf.collective_time(sys_, "all_gather", pb * perf.act_bytes(dt), 2, t)
                               + perf.collective_time(sys_, "reduce_scatter", pb * perf.GRAD_COMM_BYTES[dt], 2, t)
                               for t in range(T)], 1)                                  # (tp, tier)
             z3 = md.NewBoolVar("zero3")
             md.Add(zero >= 3).OnlyEnforceIf(z3)
             md.Add(zero <= 2).OnlyEnforceIf(z3.Not())
-            floors.append((self._log((comm3 * D_tp[:, None])[TC[:, 0]] * tc_cp[:, None]), [tc_i, dn], z3, True))
+            t3 = self._log((comm3 * D_tp[:, None])[TC[:, 0]] * tc_cp[:, None])
+            floors.append((t3, [tc_i, dn], list(np.ndindex(t3.shape)), z3, True))
         link = sys_.offload_gbps * 1e9
         if off and link > 0:
             # offloaded weights: read in the forward and the backward, the
             # gradient accumulator read and written back (perf.offload_traffic),
             # per block and microbatch
-            pb = perf.block_params(m) / tc_tp
-            ow_bytes = pb * (2 * perf.act_bytes(dt) + perf.GRAD_BYTES_PER_PARAM)
-            floors.append((self._log(ow_bytes * tc_tp * tc_cp / link), [tc_i], ow, True))
+            ow_bytes = pb[TC[:, 0]] * (2 * perf.act_bytes(dt) + perf.GRAD_BYTES_PER_PARAM)
+            floors.append((self._log(ow_bytes * tc_tp * tc_cp / link), [tc_i], [(a,) for a in range(len(TC))], ow, True))
             # offloaded activations: written in the forward, read in the backward,
             # per sequence
             s1b = np.maximum(np.where(np.isfinite(s1), s1, 0.0), 1.0)
-            floors.append((self._log(2 * s1b * (tc_tp * tc_cp)[:, None] / link), [tc_i, sg], oa, False))
-        hi_floor = max([int(lq.max())] + [int(t.max()) for t, _, _, _ in floors])
+            floors.append((self._log(2 * s1b * (tc_tp * tc_cp)[:, None] / link), [tc_i, sg], cpairs, oa, False))
+        hi_floor = max([int(lq.max())] + [int(f[0].max()) for f in floors])
         blk = md.NewIntVar(int(lq.min()), hi_floor + 40 * LOG_UNITS, "log_block_time")
         md.Add(blk >= qv)
-        for j, (table, keys, flag, per_mb) in enumerate(floors):
+        for j, (table, keys, rows, flag, per_mb) in enumerate(floors):
             fv = md.NewIntVar(int(table.min()), int(table.max()), f"log_block_floor_{j}")
-            rows = cpairs if keys[-1] is sg else np.ndindex(table.shape)
             self._table(keys + [fv], [(*ix, int(table[ix])) for ix in rows])
             md.Add(blk >= (fv - lmb if per_mb else fv)).OnlyEnforceIf(flag)
         stage = md.NewIntVar(int(lq.min() + lx.min()), hi_floor + int(lx.max()) + 48 * LOG_UNITS, "log_stage_time")
@@ -539,6 +530,17 @@ class Master:
         md.AddMultiplicationEquality(prod, [part, group])
         md.Add(prod >= whole - group + 1)                  # part >= whole / group, rounded down
         return part, int(t.max())
+
+    def _log_above(self, x, top: int, name: str):
+        """A variable at or above log x (LOG_UNITS) for the integer variable
+        x in [1, top]: the concave log lies below each tangent, taken at the
+        powers of two, log x <= log x0 + (x - x0) / x0 (scaled by x0 to
+        integers)."""
+        v = self.model.NewIntVar(0, int(math.ceil(math.log(top) * LOG_UNITS)), name)
+        for e in range(0, max(int(math.log2(top)), 0) + 1):
+            x0 = 2 ** e
+            self.model.Add(x0 * v <= int(math.ceil(x0 * math.log(x0) * LOG_UNITS)) + (x - x0) * LOG_UNITS)
+        return v
 
     def _not(self, x):
         b = self.model.NewBoolVar(f"not_{x.Name()}")
