@@ -163,7 +163,6 @@ class Master:
         # the weights' replicas: dp x cp (ZeRO shards over them; perf.grad_group)
         dp_cp = md.NewIntVarFromDomain(cp_model.Domain.FromValues(products(dps, D_cp)), "dp_x_cp")
         md.AddMultiplicationEquality(dp_cp, [dp, cp])
-        self._dp_cp_values = products(dps, D_cp)
 
         # ---- microbatch, interleave, batch
         local_max = p.max_batch // int(dps.min())
@@ -400,7 +399,8 @@ class Master:
                                   "log_time_per_sample_bound")
         md.Add(self.bound >= stage + y - lgv)
         md.Minimize(self.bound)
-        self._dp_floor(stage + y - lgv, n, batch, dp, cp, dp_cp, zero, dn, cn, tp_i, pp_i, dp_gt1)
+        self._dp_floor(stage + y - lgv, n, batch, dp_cp, products(dps, D_cp), [(dp, dn, "dp"), (cp, cn, "cp")], zero,
+                       tp_i, pp_i, dp_gt1)
 
         # ---- HBM, stage by stage (first, busiest middle, last: perf.pipeline_memory's
         # stages; every one must fit): state + microbatch x (stored x blocks in flight + working)
@@ -542,7 +542,7 @@ class Master:
         md.Add(prod >= whole - group + 1)                  # part >= whole / group, rounded down
         return part, int(t.max())
 
-    def _dp_floor(self, A, n, batch, dp, cp, dp_cp, zero, dn, cn, tp_i, pp_i, replicated):
+    def _dp_floor(self, A, n, batch, group, values, reducers, zero, tp_i, pp_i, replicated):
         """The DP reduction joins the bound. It runs once per batch and hides
         at most behind the backward of the last microbatch (perf.dp_exposed_time),
         which takes less than one microbatch time t_mb, so the iteration
@@ -559,7 +559,7 @@ class Master:
         md, p, m = self.model, self.p, self.p.model
         T = len(p.system.networks)
         fast = _comm_only_system(p.system)
-        groups = sorted(int(g) for g in set(self._dp_cp_values) if g > 1)
+        groups = sorted(int(g) for g in set(values) if g > 1)
         if not groups:
             return
         # seconds per parameter of the busiest stage, per (dp x cp, tier, ZeRO stage 0..2)
@@ -580,10 +580,10 @@ class Master:
         # one GPU per replica group and ZeRO-3 carry the least value: the
         # floor does not apply there (replicated, z_ok)
         low = int(lc.min())
-        self._table([dp_cp, rn, zero, cv], [(g, t, z, int(lc[groups.index(g), t, z]) if g > 1 and z < 3 else low)
-                                            for g in sorted(set(self._dp_cp_values)) for t in range(T)
+        self._table([group, rn, zero, cv], [(g, t, z, int(lc[groups.index(g), t, z]) if g > 1 and z < 3 else low)
+                                            for g in sorted(set(int(g) for g in values)) for t in range(T)
                                             for z in K.BY_NAME["zero"].values])
-        for size, net, name in ((dp, dn, "dp"), (cp, cn, "cp")):
+        for size, net, name in reducers:
             big = md.NewBoolVar(f"{name}_reduces")
             md.Add(size >= 2).OnlyEnforceIf(big)
             md.Add(size <= 1).OnlyEnforceIf(big.Not())
