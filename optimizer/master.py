@@ -23,7 +23,9 @@ the same way:
           the slowest stage's blocks times the least time of one block (over
           the TP choices), per sample: t_mb / (dp * microbatch)
   bubble  main * (pp - 1) / (interleave * n)
-  step    the optimizer step(tp, pp, ZeRO stage, offload_optimizer) / batch
+  DP      the gradient reduction's bandwidth term (tp, pp, dp, its tier,
+          ZeRO stage 0-2) / batch, which hides at most behind one
+          microbatch time: added to main x (1 - 1/n) (Master._dp_floor)
 
 Memory per GPU of the first stage is at least its state (tp, pp, ZeRO
 stage, offload of weights and optimizer): weights / s3 + gradients / s2 +
@@ -62,6 +64,12 @@ MB_TABLE = 32            # microbatches tabulated exactly; larger ones share the
 MB_BUCKETS = np.array([1, 2, 3, 5, 9, 17])   # microbatch buckets of the time table: [1], [2], [3, 4], ... [17, 32]
 LOG_UNITS = 2 ** 12      # units per natural log of seconds: a relative resolution of 1e-6
 AMGM_WEIGHTS = (0.995, 0.99, 0.98, 0.97, 0.96, 0.95, 0.93, 0.9, 0.85, 0.8, 0.7)
+DP_FLOOR_WEIGHTS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+DP_FLOOR_LEVELS = 4      # n >= 2, 4, 8, 16: the compute's share (1 - 1/n) in the DP floor
+# a block's class: the signature knobs that couple its time and its memory
+# most (recomputation, fused attention, the all-gather redone for the
+# weight gradient), tabulated jointly; the others taken at their best for each
+CLASS_KNOBS = ("recompute", "flash_attention", "ag_redo")
 TANGENTS = np.arange(-10.0, 10.01, 0.25)   # where the bubble share's tangents touch
 MEM_UNIT = 1024 / 64     # memory in 1/64 KiB: blocks in flight count in 1/64 block
 
@@ -361,8 +369,9 @@ class Master:
         self.bound = md.NewIntVar(int(lq.min() + lx.min() - lg.max() - 1),
                                   hi_floor + int(lx.max()) + 48 * LOG_UNITS - int(lg.min()) + y_hi,
                                   "log_time_per_sample_bound")
-        md.Add(self.bound == stage + y - lgv)
+        md.Add(self.bound >= stage + y - lgv)
         md.Minimize(self.bound)
+        self._dp_floor(stage + y - lgv, n, batch, dp, dps, [(dp, dn, "dp")], zero, tp_i, pp_i, dp_gt1)
 
         # ---- HBM, stage by stage (first, busiest middle, last: perf.pipeline_memory's
         # stages; every one must fit): state + microbatch x (stored x blocks in flight + working)
@@ -504,15 +513,94 @@ class Master:
         md.Add(prod >= whole - group + 1)                  # part >= whole / group, rounded down
         return part, int(t.max())
 
+    def _dp_floor(self, A, n, batch, group, values, reducers, zero, tp_i, pp_i, replicated):
+        """The DP reduction joins the bound. It runs once per batch and hides
+        at most behind the backward of the last microbatch (perf.dp_exposed_time),
+        which takes less than one microbatch time t_mb, so the iteration
+        (M microbatch times, the bubble included) takes at least
+        (M - 1) t_mb + dp_time, and M - 1 >= M (1 - 1/n). Per sample, with A
+        the bound without the reduction and D = log(dp_time / batch):
+            bound >= D,  and with n >= 2^k:  bound >= log(e^(A + log(1 - 2^-k)) + e^D),
+        the log-sum taken from below by its tangents (weighted means).
+        dp_time is at least its bandwidth term (perf.dp_comm_time without
+        latency, linear in the parameters) for the busiest stage's blocks
+        alone, the sharding group at its cheapest divisor of the replica
+        group `group` (its values `values`), on a tier at or beyond each of
+        `reducers` (size, tier variable, name) larger than one. ZeRO-3 reduces per microbatch (its
+        own floor): none here."""
+        md, p, m = self.model, self.p, self.p.model
+        T = len(p.system.networks)
+        fast = _comm_only_system(p.system)
+        groups = sorted(int(g) for g in set(values) if g > 1)
+        if not groups:
+            return
+        # seconds per parameter of the busiest stage, per (dp x cp, tier, ZeRO stage 0..2)
+        per = np.full((len(groups), T, 3), np.inf)
+        for i, g in enumerate(groups):
+            shards = np.array(divisors(g), dtype=float)
+            for t in range(T):
+                for z in range(3):
+                    per[i, t, z] = perf.dp_comm_time(fast, p.datatype, {"p_stage": 1.0}, float(g), z,
+                                                     shards if z else 0.0, t).min()
+        per = np.minimum.accumulate(per[:, ::-1], axis=1)[:, ::-1]   # any tier at or beyond: never above
+        lc = self._log(np.maximum(per, 1e-30))
+        cv = md.NewIntVar(int(lc.min()), int(lc.max()), "log_dp_seconds_per_param")
+        rn = md.NewIntVar(0, T - 1, "gradient_tier_at_least")
+        z_ok = md.NewBoolVar("zero_below_3")
+        md.Add(zero <= 2).OnlyEnforceIf(z_ok)
+        md.Add(zero >= 3).OnlyEnforceIf(z_ok.Not())
+        # one GPU per replica group and ZeRO-3 carry the least value: the
+        # floor does not apply there (replicated, z_ok)
+        low = int(lc.min())
+        self._table([group, rn, zero, cv], [(g, t, z, int(lc[groups.index(g), t, z]) if g > 1 and z < 3 else low)
+                                            for g in sorted(set(int(g) for g in values)) for t in range(T)
+                                            for z in K.BY_NAME["zero"].values])
+        for size, net, name in reducers:
+            big = md.NewBoolVar(f"{name}_reduces")
+            md.Add(size >= 2).OnlyEnforceIf(big)
+            md.Add(size <= 1).OnlyEnforceIf(big.Not())
+            md.Add(rn >= net).OnlyEnforceIf(big)
+        # the busiest stage's block parameters per GPU: log(params / tp) + log(Bmax(pp))
+        lpb = self._log(perf.block_params(m) / self.D_tp)
+        lbm = self._log(_max_blocks(m.blocks, self.D_pp).astype(float))
+        pbv = md.NewIntVar(int(lpb.min()), int(lpb.max()), "log_block_params_per_gpu")
+        bmv = md.NewIntVar(int(lbm.min()), int(lbm.max()), "log_busiest_stage_blocks")
+        self._element(tp_i, lpb, pbv)
+        self._element(pp_i, lbm, bmv)
+        lbv = self._log_above(batch, p.max_batch, "log_batch_above")
+        D = pbv + bmv + cv - lbv
+        md.Add(self.bound >= D).OnlyEnforceIf([replicated, z_ok])
+        k = 1
+        while 2 ** k <= p.max_batch and k <= DP_FLOOR_LEVELS:
+            nk = md.NewBoolVar(f"microbatches_at_least_{2 ** k}")
+            md.Add(n >= 2 ** k).OnlyEnforceIf(nk)
+            md.Add(n < 2 ** k).OnlyEnforceIf(nk.Not())
+            ck = int(math.floor(math.log(1 - 2.0 ** -k) * LOG_UNITS))
+            for w in DP_FLOOR_WEIGHTS:
+                a = int(round(w * 1024))
+                wr = a / 1024
+                h = -(wr * math.log(wr) + (1 - wr) * math.log(1 - wr))
+                md.Add(1024 * self.bound >= a * (A + ck) + (1024 - a) * D + int(math.floor(1024 * h * LOG_UNITS))
+                       - 1024).OnlyEnforceIf([replicated, z_ok, nk])
+            self.rows += len(DP_FLOOR_WEIGHTS)
+            k += 1
+
     def _log_above(self, x, top: int, name: str):
         """A variable at or above log x (LOG_UNITS) for the integer variable
-        x in [1, top]: the concave log lies below each tangent, taken at the
-        powers of two, log x <= log x0 + (x - x0) / x0 (scaled by x0 to
-        integers)."""
-        v = self.model.NewIntVar(0, int(math.ceil(math.log(top) * LOG_UNITS)), name)
+        x in [1, top]: the least of the concave log's tangents at the powers
+        of two, log x <= log x0 + (x - x0) / x0, each rounded up (one unit
+        past the quotient, which CP-SAT truncates toward zero). A function
+        of x, not a cap: a cap the objective pushes up is raised by the
+        search one unit (and one solution) at a time."""
+        md = self.model
+        v = md.NewIntVar(0, int(math.ceil((math.log(top) + 1) * LOG_UNITS)) + 1, name)   # x < 2 x0
+        tangents = []
         for e in range(0, max(int(math.log2(top)), 0) + 1):
             x0 = 2 ** e
-            self.model.Add(x0 * v <= int(math.ceil(x0 * math.log(x0) * LOG_UNITS)) + (x - x0) * LOG_UNITS)
+            t = md.NewIntVar(-LOG_UNITS, top * LOG_UNITS, f"{name}_tangent_{x0}")
+            md.AddDivisionEquality(t, int(math.ceil(x0 * math.log(x0) * LOG_UNITS)) + (x - x0) * LOG_UNITS, x0)
+            tangents.append(t + 1)
+        md.AddMinEquality(v, tangents)
         return v
 
     def _not(self, x):
@@ -579,11 +667,12 @@ class Master:
         microbatches and the TP choices; the last bucket is the peak-rate
         bound for any microbatch beyond MB_TABLE. Per (tp, class): the
         least stored bytes per block and per sequence, and the working
-        bytes of full recomputation. A class is a (recompute,
-        flash_attention) pair: what couples time and memory most; the
-        other signature knobs are taken at their best for each alone."""
+        bytes of full recomputation. A class is a value of CLASS_KNOBS
+        (recompute, flash_attention, ag_redo): what couples time and memory
+        most; the other signature knobs are taken at their best for each
+        alone."""
         p = self.p
-        cls_key = np.stack([sig["recompute"], sig["flash_attention"]], 1)
+        cls_key = np.stack([sig[n] for n in CLASS_KNOBS], 1)
         classes, cls_of = np.unique(cls_key, axis=0, return_inverse=True)
         cls_of = cls_of.reshape(-1)
         rows = []
@@ -668,7 +757,7 @@ class Master:
                  "offload_activations": k["offload_activations"], "offload_optimizer": k["offload_optimizer"]}
         for n, x in fixed.items():
             copy.Add(var(self.vars[n] if n in self.vars else self.knob_vars[n]) == x)
-        cls = (k["recompute"], k["flash_attention"])
+        cls = tuple(k[n] for n in CLASS_KNOBS)
         if cls not in self.classes:
             return None
         copy.Add(var(self.knob_vars["recompute_flash_class"]) == self.classes.index(cls))

@@ -501,7 +501,7 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype=None
                           f"dp at most the "
                           f"batch limit {p.max_batch})")
     space = count_space(p, fam)
-    base_stats = {"space_size": space, "structures": int(fam["batches"].sum()), "families": int(len(fam["tp"])),
+    base_stats = {"space_size": space, "structures": int(sum(fam["batches"])), "families": int(sum(fam["families"])),
                   "time_limit_s": time_limit_s}
     if space == 0:
         # counted exactly: no strategy at all, whatever the memory (no search needed)

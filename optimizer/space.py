@@ -338,21 +338,42 @@ def tp_choices(p: Problem, tp, sp) -> np.ndarray:
     return np.unique(mem[:, cols], axis=0).reshape(-1, len(TP_CHOICE))
 
 
-FAMILY = tuple(n for n in STRUCTURE if n != "batch")
+
+
+# rules families() meets by construction (batch = dp x microbatch x n, n a
+# multiple of pp when interleaved): with no other reader of the microbatch
+# or the batch, a family's structures are counted in closed form
+_BY_CONSTRUCTION = {"dp_divides_batch", "microbatch_divides_local_batch", "interleave_schedule"}
+
+
+def _divisor_sum(n: int) -> int:
+    """sum of n // m for m in 1..n, in O(sqrt n) (runs of equal quotients)."""
+    total, m = 0, 1
+    while m <= n:
+        q = n // m
+        top = n // q
+        total += q * (top - m + 1)
+        m = top + 1
+    return total
 
 
 def families(p: Problem) -> dict:
-    """Every family of the space: a structure without its batch, (tp, pp,
-    dp, microbatch, interleave), with `batches`, how many batches it takes.
-    The batch is dp * microbatch * n for n microbatches per replica (n a
-    multiple of pp when interleaved), up to the limit or among the pinned
-    batches. Rules are checked on the family's smallest batch (n = 1, or pp
-    when interleaved): no rule reads the batch except through n's
-    divisibility. Built from divisor lists and arithmetic, never from the
-    batches themselves (tests/test_space.py checks the count against the
-    enumeration)."""
+    """The space per (tp, pp, dp) key: `families`, how many families
+    (microbatch, interleave) it has, and `batches`, how many structures
+    (a family's batches summed). The batch is dp * microbatch * n for n
+    microbatches per replica (n a multiple of pp when interleaved), up to
+    the limit or among the pinned batches. Rules are checked on the
+    family's smallest batch (n = 1, or pp when interleaved): no rule reads
+    the batch except through n's divisibility. Where nothing but the rules
+    met by construction reads the microbatch or the batch, the counts are
+    closed forms (L = local batch // unit microbatches: L families and
+    sum L // mb structures); otherwise every microbatch is listed. Built
+    from divisor lists and arithmetic, never from the batches themselves
+    (tests/test_space.py checks the count against the enumeration)."""
     q = dataclasses.replace(p, pins={k: v for k, v in p.pins.items() if k != "batch"})
     pinned = np.array(sorted(p.pins["batch"]), dtype=np.int64) if "batch" in p.pins else None
+    closed = (pinned is None and "microbatch" not in q.pins
+              and all(r.name in _BY_CONSTRUCTION for r in q.rules if {"microbatch", "batch"} & set(r.reads)))
     rows = [{}]
     for name in ("tp", "pp", "dp"):
         grown = []
@@ -362,27 +383,34 @@ def families(p: Problem) -> dict:
             ok = keep(q, k, (name,), tuple(row) + (name,))
             grown.extend({**row, name: int(v)} for v in vals[ok])
         rows = grown
-    out = {n: [] for n in FAMILY + ("batches",)}
+    out = {n: [] for n in ("tp", "pp", "dp", "families", "batches")}
     for row in rows:
         tp, pp, dp = row["tp"], row["pp"], row["dp"]
         local = p.max_batch // dp
-        mb = np.arange(1, local + 1, dtype=np.int64)
         vs = divisors(max(p.model.blocks // pp, 1))
+        mb = np.arange(1, (1 if closed else local) + 1, dtype=np.int64)
         mb_g, v_g = (x.reshape(-1) for x in np.meshgrid(mb, vs, indexing="ij"))
         unit = np.where(v_g > 1, pp, 1)                       # n must be a multiple of this
         k = {"tp": np.full(len(mb_g), tp), "pp": np.full(len(mb_g), pp), "dp": np.full(len(mb_g), dp),
              "microbatch": mb_g, "interleave": v_g, "batch": dp * mb_g * unit}
         ok = keep(q, k, ("batch", "microbatch", "interleave"), STRUCTURE) & (k["batch"] <= p.max_batch)
-        if pinned is None:
-            count = local // (mb_g * unit)
+        if closed:
+            # per interleave: microbatches 1..L, each with L // microbatch batches
+            lengths = [local // int(u) for u, good in zip(unit, ok) if good]
+            n_fam, n_str = sum(lengths), sum(_divisor_sum(n) for n in lengths)
         else:
-            count = ((pinned[None, :] % (dp * mb_g * unit)[:, None] == 0)
-                     & (pinned[None, :] <= p.max_batch)).sum(axis=1)
-        ok &= count > 0
-        for n in FAMILY:
-            out[n].append(k[n][ok])
-        out["batches"].append(count[ok])
-    return {n: np.concatenate(v) if v else np.zeros(0, dtype=np.int64) for n, v in out.items()}
+            if pinned is None:
+                count = local // (mb_g * unit)
+            else:
+                count = ((pinned[None, :] % (dp * mb_g * unit)[:, None] == 0)
+                         & (pinned[None, :] <= p.max_batch)).sum(axis=1)
+            ok &= count > 0
+            n_fam, n_str = int(ok.sum()), int(count[ok].sum())
+        if n_fam:
+            for n, x in (("tp", tp), ("pp", pp), ("dp", dp), ("families", n_fam), ("batches", n_str)):
+                out[n].append(x)
+    return {n: np.array(v, dtype=np.int64 if n not in ("families", "batches") else object)
+            for n, v in out.items()}
 
 
 def batches_of(p: Problem, dp: int, microbatch: int, pp: int, interleave: int) -> np.ndarray:
@@ -394,24 +422,15 @@ def batches_of(p: Problem, dp: int, microbatch: int, pp: int, interleave: int) -
 
 
 def count_space(p: Problem, fam: dict | None = None) -> int:
-    """Strategies in the space, counted per family from the domain sizes
-    (never enumerated)."""
+    """Strategies in the space, counted per (tp, pp, dp) key from the domain
+    sizes (never enumerated)."""
     fam = families(p) if fam is None else fam
-    if len(fam["tp"]) == 0:
-        return 0
-    # runs of equal (tp, pp, dp): families() lists each key in one run (a key
-    # split over runs is counted once per run, still exactly)
-    rows = np.stack([fam[n] for n in ("tp", "pp", "dp")], 1)
-    new_run = np.r_[True, (rows[1:] != rows[:-1]).any(axis=1)]
-    keys, inv = rows[new_run], np.cumsum(new_run) - 1
-    per_key = np.zeros(len(keys), dtype=object)          # Python ints: the count can pass 2**63
-    for u, (tp, pp, dp) in enumerate(keys.tolist()):
+    total = 0
+    for tp, pp, dp, n_str in zip(*(fam[n].tolist() for n in ("tp", "pp", "dp", "batches"))):
         sig = sigmas(p, np.array([tp]))
         n_sig = sum(len(members_of(p, tp, pp, dp, bool(sig["sp"][j]))) for j in np.flatnonzero(sig["ok"][0]))
-        per_key[u] = n_sig * len(group_rest(p, dp))
-    batches = np.zeros(len(keys), dtype=object)
-    np.add.at(batches, inv, fam["batches"].astype(object))
-    return int((per_key * batches).sum())
+        total += n_sig * len(group_rest(p, dp)) * n_str
+    return int(total)
 
 
 def knob_rows_to_strategy(rows: dict, i: int, datatype: str) -> Strategy:
