@@ -339,7 +339,7 @@ class Master:
             md.Add(zero <= 2).OnlyEnforceIf(z3.Not())
             floors.append((self._log(comm3 * D_tp[:, None]), [tp_i, dn], list(np.ndindex(comm3.shape)), z3, True))
         link = sys_.offload_gbps * 1e9
-        if off and link > 0:
+        if off and 0 < link < math.inf:                     # an unlimited link moves for free
             # offloaded weights: read in the forward and the backward, the
             # gradient accumulator read and written back (perf.offload_traffic),
             # per block and microbatch
