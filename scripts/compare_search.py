@@ -40,8 +40,9 @@ print(json.dumps({{"s": time.perf_counter() - t, "solves": r.stats.get("solver_c
 
 def run(checkout: str, case: str) -> dict:
     env = {**os.environ, "PYTHONPATH": os.path.abspath(checkout)}
-    out = subprocess.run([sys.executable, "-c", CHILD.format(call=CASES[case])], env=env, capture_output=True,
-                         text=True, check=True)
+    # cwd too: `python -c` puts the working directory first on the path
+    out = subprocess.run([sys.executable, "-c", CHILD.format(call=CASES[case])], env=env, cwd=checkout,
+                         capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
