@@ -10,7 +10,7 @@ import pytest
 import optimizer as opt
 from optimizer import knobs as K
 from optimizer import rules as R
-from optimizer.space import count_space, enumerate_all, make_problem
+from optimizer.space import count_space, enumerate_all, families, make_problem, structures
 
 TINY = {"name": "tiny", "hidden": 64, "feedforward": 256, "seq_len": 16, "heads": 4, "head_dim": 16,
         "blocks": 4}
@@ -93,3 +93,27 @@ def test_space_is_the_raw_product_filtered_by_the_rules(tiers, offload, gpus, ma
     raw = raw_space(model, sys_, gpus, max_batch, p.pins)
     assert set(walked) == raw, (len(set(walked) - raw), len(raw - set(walked)))
     assert count_space(p) == len(raw)                          # counted == enumerated
+
+
+@pytest.mark.parametrize("gpus, max_batch, pins", [
+    (8, 64, {}),                                           # closed-form counts
+    (16, 96, {"interleave": [1, 2]}),                      # closed form, interleave pinned
+    (8, 48, {"microbatch": [1, 3, 4]}),                    # listed microbatches
+    (8, 64, {"batch": [16, 24, 48, 64]}),                  # listed batches
+])
+def test_family_counts_match_the_structures(gpus, max_batch, pins):
+    """families() counts a key's structures in closed form where only the
+    rules met by construction read the microbatch (L = local batch // unit
+    families, sum of L // microbatch structures); structures() lists every
+    one knob by knob. Both must agree, key by key."""
+    p = make_problem(opt.load_model(TINY), system(2, False), gpus, max_batch, "bf16", pins)
+    fam, S = families(p), structures(p)
+    listed = {}
+    for tp, pp, dp in zip(S["tp"].tolist(), S["pp"].tolist(), S["dp"].tolist()):
+        listed[(tp, pp, dp)] = listed.get((tp, pp, dp), 0) + 1
+    counted = {(tp, pp, dp): n for tp, pp, dp, n in zip(fam["tp"].tolist(), fam["pp"].tolist(),
+                                                         fam["dp"].tolist(), fam["batches"])}
+    assert counted == listed and sum(listed.values()) > 20
+    fams = {(int(S["tp"][i]), int(S["pp"][i]), int(S["dp"][i]), int(S["microbatch"][i]), int(S["interleave"][i]))
+            for i in range(len(S["tp"]))}
+    assert int(sum(fam["families"])) == len(fams)

@@ -1,0 +1,73 @@
+"""Two checkouts of the project on the same search problems, in one run.
+
+    python scripts/compare_search.py OLD_DIR NEW_DIR [--repeats 1] [--cases 1T megatron-1T ...]
+
+Each problem is planned in a fresh subprocess with PYTHONPATH set to each
+checkout in turn (old, new, old, new, ...), so both see the same machine
+state. Prints per problem and checkout the median wall time of plan(), the
+CP-SAT solves, the status and the best samples/s, then new / old as a
+ratio. `git worktree add /tmp/old <commit>` gives an old checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+CASES = {
+    "1T": "opt.plan('1T', 'h100-80g-nvl8', 16384)",
+    "megatron-1T": "opt.plan('megatron-1T', 'h100-80g-nvl8', 16384)",
+    "1T-offload": "opt.plan('1T', load_system('h100-80g-nvl8', offload_gib=1024, offload_gbps=100), 16384)",
+    "18T-offload-zero1": "opt.plan('18T', 'h100-80g-nvl8-off1t-100gbps', 4096, pin={'zero': 1})",
+    "405B-seq131072": "opt.plan(load_model('llama3.1-405B', seq_len=131072), 'h100-80g-nvl8', 16384)",
+    "22B-8gpus-offload": "opt.plan('megatron-22B', load_system('h100-80g-nvl8', offload_gib=512, offload_gbps=100), 8)",
+}
+
+CHILD = """
+import json, time
+import optimizer as opt
+from optimizer.spec import load_model, load_system
+t = time.perf_counter()
+r = {call}
+print(json.dumps({{"s": time.perf_counter() - t, "solves": r.stats.get("solver_calls", 0), "status": r.status,
+                  "sps": r.best.samples_per_s if r.best else None}}))
+"""
+
+
+def run(checkout: str, case: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": os.path.abspath(checkout)}
+    # cwd too: `python -c` puts the working directory first on the path
+    out = subprocess.run([sys.executable, "-c", CHILD.format(call=CASES[case])], env=env, cwd=checkout,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("old")
+    ap.add_argument("new")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--cases", nargs="+", default=[c for c in CASES if c != "22B-8gpus-offload"],
+                    choices=sorted(CASES))
+    a = ap.parse_args()
+    print(f"{'problem':20s} {'old s':>8s} {'new s':>8s} {'new/old':>8s} {'solves':>9s}  result (old | new)")
+    for case in a.cases:
+        res = {"old": [], "new": []}
+        for _ in range(a.repeats):
+            for side, path in (("old", a.old), ("new", a.new)):
+                res[side].append(run(path, case))
+        med = {k: statistics.median(x["s"] for x in v) for k, v in res.items()}
+        last = {k: v[-1] for k, v in res.items()}
+        fmt = lambda x: f"{x['status']} {x['sps']:.2f}" if x["sps"] else x["status"]  # noqa: E731
+        print(f"{case:20s} {med['old']:8.2f} {med['new']:8.2f} {med['new'] / med['old']:8.2f} "
+              f"{last['old']['solves']:4d}/{last['new']['solves']:<4d}  {fmt(last['old'])} | {fmt(last['new'])}",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
