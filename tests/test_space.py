@@ -108,12 +108,11 @@ def test_family_counts_match_the_structures(gpus, max_batch, pins):
     one knob by knob. Both must agree, key by key."""
     p = make_problem(opt.load_model(TINY), system(2, False), gpus, max_batch, "bf16", pins)
     fam, S = families(p), structures(p)
+    keys = ("tp", "cp", "pp", "dp")
     listed = {}
-    for tp, pp, dp in zip(S["tp"].tolist(), S["pp"].tolist(), S["dp"].tolist()):
-        listed[(tp, pp, dp)] = listed.get((tp, pp, dp), 0) + 1
-    counted = {(tp, pp, dp): n for tp, pp, dp, n in zip(fam["tp"].tolist(), fam["pp"].tolist(),
-                                                         fam["dp"].tolist(), fam["batches"])}
+    for key in zip(*(S[n].tolist() for n in keys)):
+        listed[key] = listed.get(key, 0) + 1
+    counted = {key[:4]: key[4] for key in zip(*(fam[n].tolist() for n in keys), fam["batches"])}
     assert counted == listed and sum(listed.values()) > 20
-    fams = {(int(S["tp"][i]), int(S["pp"][i]), int(S["dp"][i]), int(S["microbatch"][i]), int(S["interleave"][i]))
-            for i in range(len(S["tp"]))}
+    fams = set(zip(*(S[n].tolist() for n in keys + ("microbatch", "interleave"))))
     assert int(sum(fam["families"])) == len(fams)
