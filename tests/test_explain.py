@@ -117,7 +117,8 @@ def test_nvlink_fix_is_exact():
 
 
 def test_two_problems_no_single_fix():
-    e = ex.explain(problem("1T", pin={"tp": 1, "pp": 1}))   # dp 4096 > batch 3072, and 1T on one GPU
+    # dp 4096 > batch 3072, and 1T on one GPU (cp pinned: cp=1024 would keep dp at 4)
+    e = ex.explain(problem("1T", pin={"tp": 1, "pp": 1, "cp": 1}))
     assert set(e["conflicts"]) >= {"max_batch", "pin:tp", "pin:pp"}
     assert all(v is None for v in e["fixes"].values())
     assert "No single change suffices" in e["summary"]
