@@ -27,14 +27,15 @@ the same way:
           ZeRO stage 0-2) / batch, which hides at most behind one
           microbatch time: added to main x (1 - 1/n) (Master._dp_floor)
 
-Memory per GPU of the first stage is at least its state (tp, pp, ZeRO
+Memory per GPU of each stage that can be the fullest (first, busiest
+middle, last: perf.pipeline_memory's) is at least its state (tp, pp, ZeRO
 stage, offload of weights and optimizer): weights / s3 + gradients / s2 +
 optimizer / s1, s_k = dp from ZeRO stage k on and 1 below it (the
 sharding group at its largest, dp: never above the exact bytes whatever
 `shard` is; ZeRO-3's two gathered blocks left out), plus microbatch x
 (stored activations per block(tp, sigma) x blocks in flight + working
-bytes(tp, sigma)), blocks in flight min(cap(pp, interleave), n * first-stage blocks(pp)), one block when
-activations are offloaded. Every table is floored (time) or kept below the
+bytes(tp, sigma)), blocks in flight min(cap(pp, interleave), n * the
+stage's blocks(pp)), one block when activations are offloaded. Every table is floored (time) or kept below the
 exact value (memory), so the model is a relaxation: it never cuts a
 strategy the exact model accepts and its objective never exceeds an exact
 time. Tables are indexed by the knobs' own index variables, so their rows
