@@ -195,22 +195,34 @@ def _memory(p: Problem, r: dict):
                                              "tp_net": 0, **{n: sig[n][None, :] for n in SIGMA}})
     R_ = len(r["tp"])
     one = (1,) * len(GROUP_REST)
-    per_row = lambda x: np.broadcast_to(x, (len(pairs), G))[inv].reshape(R_, G, *one)  # noqa: E731
-    extras = (None, None)
+    full = lambda x: np.broadcast_to(np.asarray(x, dtype=float), (len(pairs), G))  # noqa: E731
+    parts = [full(blk["stored"]), full(blk["working"]), full(sig["recompute"][None, :])]
+    ends = None
     if m.vocab > 0:
         ends = perf.extras_terms(m, p.system, dt, pairs[:, :1], pairs[:, 1:], sig["recompute"][None, :],
                                  sig["tp_comm"][None, :], 0, 0)
+        parts += [full(x[key]) for x in ends for key in ("params", "stored")]
+    # signatures with the same memory terms on every pair share one column:
+    # memory is computed once per distinct column, then spread back
+    keys = np.concatenate(parts, axis=0).T                      # (G, terms x pairs)
+    _, first, of_sig = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    of_sig = of_sig.reshape(-1)
+    U = len(first)
+    per_row = lambda x: full(x)[:, first][inv].reshape(R_, U, *one)  # noqa: E731
+    extras = (None, None)
+    if ends is not None:
         extras = [{key: per_row(x[key]) for key in ("params", "stored")} for x in ends]
     col = lambda x: np.asarray(x, dtype=float).reshape(R_, 1, *one)  # noqa: E731
     ax = _group_axes(p, r["dp"])
     micro = np.maximum(np.floor(col(r["batch"]) / col(r["dp"]) / col(r["microbatch"])), 1)
     mem, _ = perf.pipeline_memory(m, dt, col(r["tp"]), np.asarray(r["pp"]).reshape(R_, 1, *one), col(r["dp"]),
                                   col(r["interleave"]), micro, ax["zero"], ax["shard"], per_row(blk["stored"]),
-                                  per_row(blk["working"]), sig["recompute"].reshape(1, G, *one),
+                                  per_row(blk["working"]), sig["recompute"][first].reshape(1, U, *one),
                                   (ax["offload_weights"], ax["offload_activations"], ax["offload_optimizer"]),
                                   *extras, keys=("hbm", "offload"))
-    shape = (R_, G) + _axis_sizes(p)
-    return np.broadcast_to(mem["hbm"], shape), np.broadcast_to(mem["offload"], shape)
+    shape = (R_, U) + _axis_sizes(p)
+    spread = lambda x: np.take(np.broadcast_to(x, shape), of_sig, axis=1)  # noqa: E731
+    return spread(mem["hbm"]), spread(mem["offload"])
 
 
 def _group_axes(p: Problem, dp) -> dict:
