@@ -28,15 +28,16 @@ the same way:
           tier, ZeRO stage 0-2) / batch, which hides at most behind one
           microbatch time: added to main x (1 - 1/n) (Master._dp_floor)
 
-Memory per GPU of the first stage is at least its state (tp, pp, ZeRO
+Memory per GPU of each stage that can be the fullest (first, busiest
+middle, last: perf.pipeline_memory's) is at least its state (tp, pp, ZeRO
 stage, offload of weights and optimizer): weights / s3 + gradients / s2 +
 optimizer / s1, s_k = dp x cp from ZeRO stage k on and 1 below it (the
 sharding group at its largest, dp x cp: never above the exact bytes whatever
 `shard` is), plus ZeRO-3's two gathered blocks, plus microbatch x
 (stored activations per block(tp, cp, sigma) x blocks in flight + working
-bytes(tp, cp, sigma)), blocks in flight min(cap(pp, interleave), n * first-stage blocks(pp)), one block when
-activations are offloaded. Every table is floored (time) or kept below the
-exact value (memory), so the model is a relaxation: it never cuts a
+bytes(tp, cp, sigma)), blocks in flight min(cap(pp, interleave), n * the
+stage's blocks(pp)), one block when activations are offloaded. Every table
+is floored (time) or kept below the exact value (memory), so the model is a relaxation: it never cuts a
 strategy the exact model accepts and its objective never exceeds an exact
 time. Tables are indexed by the knobs' own index variables, so their rows
 are the products of a few domains each: the model grows with the sum of the
@@ -386,21 +387,14 @@ class Master:
             md.Add(blk >= (fv - lmb if per_mb else fv)).OnlyEnforceIf(flag)
         stage = md.NewIntVar(int(lq.min() + lx.min()), hi_floor + int(lx.max()) + 48 * LOG_UNITS, "log_stage_time")
         md.Add(stage >= blk + xv)
-        for w in AMGM_WEIGHTS:
-            c = -(w * math.log(w) + (1 - w) * math.log(1 - w))
-            a, b = int(round(w * 1024)), 1024 - int(round(w * 1024))
-            wr = a / 1024
-            c = -(wr * math.log(wr) + (1 - wr) * math.log(1 - wr))
-            md.Add(1024 * stage >= a * (blk + xv) + b * (pv_ + ppl) + int(math.floor(1024 * c * LOG_UNITS)) - 1024
-                   ).OnlyEnforceIf(one.Not())
-        self.rows += len(AMGM_WEIGHTS)
+        self._log_sum_below(stage, blk + xv, pv_ + ppl, AMGM_WEIGHTS, one.Not())
         self.bound = md.NewIntVar(int(lq.min() + lx.min() - lg.max() - 1),
                                   hi_floor + int(lx.max()) + 48 * LOG_UNITS - int(lg.min()) + y_hi,
                                   "log_time_per_sample_bound")
         md.Add(self.bound >= stage + y - lgv)
         md.Minimize(self.bound)
         self._dp_floor(stage + y - lgv, n, batch, dp_cp, products(dps, D_cp), [(dp, dn, "dp"), (cp, cn, "cp")], zero,
-                       tp_i, pp_i, dp_gt1)
+                       tp_i, pp_i, dp_gt1, pb)
 
         # ---- HBM, stage by stage (first, busiest middle, last: perf.pipeline_memory's
         # stages; every one must fit): state + microbatch x (stored x blocks in flight + working)
@@ -542,7 +536,7 @@ class Master:
         md.Add(prod >= whole - group + 1)                  # part >= whole / group, rounded down
         return part, int(t.max())
 
-    def _dp_floor(self, A, n, batch, group, values, reducers, zero, tp_i, pp_i, replicated):
+    def _dp_floor(self, A, n, batch, group, values, reducers, zero, tp_i, pp_i, replicated, pb):
         """The DP reduction joins the bound. It runs once per batch and hides
         at most behind the backward of the last microbatch (perf.dp_exposed_time),
         which takes less than one microbatch time t_mb, so the iteration
@@ -553,16 +547,18 @@ class Master:
         the log-sum taken from below by its tangents (weighted means).
         dp_time is at least its bandwidth term (perf.dp_comm_time without
         latency, linear in the parameters) for the busiest stage's blocks
-        alone, the sharding group at its cheapest divisor of dp x cp, on the
-        outer of the DP and CP tiers. ZeRO-3 reduces per microbatch (its
-        own floor): none here."""
+        alone (`pb`: a block's parameters per GPU, per tp), the sharding
+        group at its cheapest divisor of the replica group `group` (its
+        values `values`), on a tier at or beyond each of `reducers` (size,
+        tier variable, name) larger than one. ZeRO-3 reduces per microbatch
+        (its own floor): none here."""
         md, p, m = self.model, self.p, self.p.model
         T = len(p.system.networks)
         fast = _comm_only_system(p.system)
         groups = sorted(int(g) for g in set(values) if g > 1)
         if not groups:
             return
-        # seconds per parameter of the busiest stage, per (dp x cp, tier, ZeRO stage 0..2)
+        # seconds per parameter of the busiest stage, per (replica group, tier, ZeRO stage 0..2)
         per = np.full((len(groups), T, 3), np.inf)
         for i, g in enumerate(groups):
             shards = np.array(divisors(g), dtype=float)
@@ -588,8 +584,8 @@ class Master:
             md.Add(size >= 2).OnlyEnforceIf(big)
             md.Add(size <= 1).OnlyEnforceIf(big.Not())
             md.Add(rn >= net).OnlyEnforceIf(big)
-        # the busiest stage's block parameters per GPU: log(params / tp) + log(Bmax(pp))
-        lpb = self._log(perf.block_params(m) / self.D_tp)
+        # the busiest stage's block parameters per GPU: log(pb(tp)) + log(Bmax(pp))
+        lpb = self._log(pb)
         lbm = self._log(_max_blocks(m.blocks, self.D_pp).astype(float))
         pbv = md.NewIntVar(int(lpb.min()), int(lpb.max()), "log_block_params_per_gpu")
         bmv = md.NewIntVar(int(lbm.min()), int(lbm.max()), "log_busiest_stage_blocks")
@@ -604,14 +600,22 @@ class Master:
             md.Add(n >= 2 ** k).OnlyEnforceIf(nk)
             md.Add(n < 2 ** k).OnlyEnforceIf(nk.Not())
             ck = int(math.floor(math.log(1 - 2.0 ** -k) * LOG_UNITS))
-            for w in DP_FLOOR_WEIGHTS:
-                a = int(round(w * 1024))
-                wr = a / 1024
-                h = -(wr * math.log(wr) + (1 - wr) * math.log(1 - wr))
-                md.Add(1024 * self.bound >= a * (A + ck) + (1024 - a) * D + int(math.floor(1024 * h * LOG_UNITS))
-                       - 1024).OnlyEnforceIf([replicated, z_ok, nk])
-            self.rows += len(DP_FLOOR_WEIGHTS)
+            self._log_sum_below(self.bound, A + ck, D, DP_FLOOR_WEIGHTS, [replicated, z_ok, nk])
             k += 1
+
+    def _log_sum_below(self, target, x, y, weights, enforce):
+        """target >= log(e^x + e^y) (LOG_UNITS), taken from below by its
+        tangents: log(X + Y) >= w log X + (1 - w) log Y + H(w) for every w
+        in (0, 1), H the entropy (the weighted mean of the logs is at most
+        the log of the mean). w rounded to 1/1024, the constant floored and
+        one unit of slack; only where `enforce` (a literal or a list) holds."""
+        for w in weights:
+            a = int(round(w * 1024))
+            wr = a / 1024
+            h = -(wr * math.log(wr) + (1 - wr) * math.log(1 - wr))
+            self.model.Add(1024 * target >= a * x + (1024 - a) * y + int(math.floor(1024 * h * LOG_UNITS)) - 1024
+                           ).OnlyEnforceIf(enforce)
+        self.rows += len(weights)
 
     def _log_above(self, x, top: int, name: str):
         """A variable at or above log x (LOG_UNITS) for the integer variable

@@ -348,8 +348,6 @@ def tp_choices(p: Problem, tp, cp, sp) -> np.ndarray:
     return np.unique(mem[:, cols], axis=0).reshape(-1, len(TP_CHOICE))
 
 
-
-
 # rules families() meets by construction (batch = dp x microbatch x n, n a
 # multiple of pp when interleaved): with no other reader of the microbatch
 # or the batch, a family's structures are counted in closed form
