@@ -60,6 +60,7 @@ STRUCT_PINS = STRUCTURE
 NET_PINS = tuple(t.name for t in K.TIERS)
 GROUP_PINS = tuple(n for n in K.PINNABLE if n not in STRUCT_PINS + NET_PINS)
 FIX_PP_ALL = 512                 # up to this many blocks, the GPU-count fix tries every pp
+MEMORY_CHUNK = 512               # rows per slab of the memory grid (_fit_table)
 MAX_SEPARATE_GROUP_PINS = 4      # beyond this, group pins share one literal (2^k columns otherwise)
 STRUCT_LIMITS = ("gpu_count", "divisibility", "max_batch")
 LIMIT_NAMES = {
@@ -193,10 +194,16 @@ def _best_shard(p: Problem, dp) -> np.ndarray:
     return best[inv.reshape(-1)]
 
 
-def _memory(p: Problem, r: dict):
-    """HBM and offload bytes of every group of every row, shape (rows, G
-    activation signatures, then one axis per GROUP_REST knob: _axis_sizes);
-    which groups exist is `_allowed`'s business."""
+def _memory_parts(p: Problem, r: dict) -> tuple:
+    """The memory of every group of every row, in parts: per stage that
+    can be the fullest (perf.stage_memories), (exists, state HBM, state
+    offload, activation HBM, activation offload), the state's of shape
+    (rows, 1, GROUP_REST axes: _axis_sizes) and the activations' of shape
+    (rows, U, 1, ..., offload_activations axis, ...), U the distinct
+    activation columns; and `of_sig`, each signature's column. Signatures
+    with the same memory terms on every (tp, cp, microbatch) share a
+    column. _combine sums the parts; which groups exist is `_allowed`'s
+    business."""
     m, dt = p.model, p.datatype
     pairs, inv = np.unique(np.stack([r["tp"], r["cp"], r["microbatch"]], 1), axis=0, return_inverse=True)
     inv = inv.reshape(-1)
@@ -214,11 +221,8 @@ def _memory(p: Problem, r: dict):
         ends = perf.extras_terms(m, p.system, dt, pairs[:, :1], pairs[:, 2:], sig["recompute"][None, :],
                                  sig["tp_comm"][None, :], 0, 0, pairs[:, 1:2])
         parts += [full(x[key]) for x in ends for key in ("params", "stored")]
-    # signatures with the same memory terms on every pair share one column:
-    # memory is computed once per distinct column, then spread back
     keys = np.concatenate(parts, axis=0).T                      # (G, terms x pairs)
     _, first, of_sig = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-    of_sig = of_sig.reshape(-1)
     U = len(first)
     per_row = lambda x: full(x)[:, first][inv].reshape(R_, U, *one)  # noqa: E731
     extras = (None, None)
@@ -228,14 +232,61 @@ def _memory(p: Problem, r: dict):
     ax = _group_axes(p, r["dp"])
     micro = np.maximum(np.floor(col(r["batch"]) / col(r["dp"]) / col(r["microbatch"])), 1)
     rep_dp, rep_shard = perf.grad_group(col(r["dp"]), col(r["cp"]), ax["shard"])
-    mem, _ = perf.pipeline_memory(m, dt, col(r["tp"]), np.asarray(r["pp"]).reshape(R_, 1, *one), rep_dp,
-                                  col(r["interleave"]), micro, ax["zero"], rep_shard, per_row(blk["stored"]),
-                                  per_row(blk["working"]), sig["recompute"][first].reshape(1, U, *one),
-                                  (ax["offload_weights"], ax["offload_activations"], ax["offload_optimizer"]),
-                                  *extras, keys=("hbm", "offload"))
-    shape = (R_, U) + _axis_sizes(p)
-    spread = lambda x: np.take(np.broadcast_to(x, shape), of_sig, axis=1)  # noqa: E731
-    return spread(mem["hbm"]), spread(mem["offload"])
+    stages = perf.stage_memories(m, dt, col(r["tp"]), np.asarray(r["pp"]).reshape(R_, 1, *one), rep_dp,
+                                 col(r["interleave"]), micro, ax["zero"], rep_shard, per_row(blk["stored"]),
+                                 per_row(blk["working"]), sig["recompute"][first].reshape(1, U, *one),
+                                 (ax["offload_weights"], ax["offload_activations"], ax["offload_optimizer"]),
+                                 *extras)
+    # the extras' parameters are state: they vary with the row alone, not the column
+    out = [(np.broadcast_to(exists, (R_,) + (1,) * (1 + len(one))), st["hbm"], st["offload"], ac["hbm"], ac["offload"])
+           for _, _, _, exists, st, ac in stages]
+    return out, of_sig.reshape(-1)
+
+
+def _combine(parts: tuple, rows=slice(None), spread=True) -> tuple:
+    """HBM and offload bytes of the fullest stage (the most HBM, as
+    perf.pipeline_memory takes it) for `rows`, per signature: shape
+    (rows, G, GROUP_REST axes); per distinct column (U) if not `spread`."""
+    stages, of_sig = parts
+    hbm = off = None
+    for exists, sh, so, ah, ao in stages:
+        h, o = sh[rows] + ah[rows], so[rows] + ao[rows]
+        if hbm is None:
+            hbm, off = h, o
+        else:
+            more = exists[rows] & (h > hbm)
+            hbm, off = np.where(more, h, hbm), np.where(more, o, off)
+    if not spread:
+        return hbm, off
+    return np.take(hbm, of_sig, axis=1), np.take(off, of_sig, axis=1)
+
+
+def _memory(p: Problem, r: dict):
+    """HBM and offload bytes of every group of every row, shape (rows, G
+    activation signatures, then one axis per GROUP_REST knob: _axis_sizes);
+    which groups exist is `_allowed`'s business."""
+    return _combine(_memory_parts(p, r))
+
+
+def _fit_table(p: Problem, r: dict, checks: list) -> np.ndarray:
+    """Per row and check (allowed, HBM cap, offload cap), allowed an
+    `_allowed` pair: does some existing group fit both capacities. Rows
+    go MEMORY_CHUNK at a time (the memory grid of all rows at once runs
+    to gigabytes with cp)."""
+    parts = _memory_parts(p, r)
+    R_ = len(r["tp"])
+    out = np.zeros((R_, len(checks)), dtype=bool)
+    for start in range(0, R_, MEMORY_CHUNK):
+        rows = slice(start, start + MEMORY_CHUNK)
+        hbm, off = _combine(parts, rows, spread=False)
+        fit = {}
+        for c, ((ok, flags), cap_h, cap_o) in enumerate(checks):
+            if (cap_h, cap_o) not in fit:
+                fit[cap_h, cap_o] = np.take((hbm <= cap_h) & (off <= cap_o), parts[1], axis=1)
+            a = fit[cap_h, cap_o] & ok[rows].reshape(ok[rows].shape + (1,) * (hbm.ndim - 2)) \
+                & flags[rows][:, None]
+            out[rows, c] = a.reshape(len(a), -1).any(axis=1)
+    return out
 
 
 def _group_axes(p: Problem, dp) -> dict:
@@ -267,7 +318,9 @@ def _allowed(q: Problem, r: dict, tier: bool) -> np.ndarray:
     """Which groups of each row exist under q's pins: the signature valid
     for tp with some TP choice, the other group flags as the space derives
     them for the row's dp (offload only with a tier, `tier`), and some
-    dp_overlap value."""
+    dp_overlap value. Two factors: per row and signature (rows, G), per
+    row and GROUP_REST cell (rows, _axis_sizes); a group exists where
+    both hold (_allowed_grid)."""
     R_ = len(r["tp"])
     tcs, inv = np.unique(np.stack([r["tp"], r["cp"]], 1), axis=0, return_inverse=True)
     sig = sigmas(q, tcs[:, 0], tcs[:, 1])
@@ -280,8 +333,6 @@ def _allowed(q: Problem, r: dict, tier: bool) -> np.ndarray:
     for i, (t, c) in enumerate(tcs):
         for j in np.flatnonzero(ok[i]):
             ok[i, j] = len(tp_choices(unplaced, int(t), int(c), bool(sig["sp"][j]))) > 0
-    G = ok.shape[1]
-    n = len(GROUP_REST)
     sizes = _axis_sizes(q)
     flags = np.zeros((R_,) + sizes, dtype=bool)
     # the space's own group flags per dp, on a system with (or without) the tier
@@ -299,13 +350,13 @@ def _allowed(q: Problem, r: dict, tier: bool) -> np.ndarray:
             f = np.zeros(sizes, dtype=bool)
             f[_cells(rows)] = True
             flags[dinv.reshape(-1) == d_i] = f
-    a = ok[inv.reshape(-1)].reshape(R_, G, *(1,) * n) & flags.reshape(R_, 1, *sizes)
-    return a
+    return ok[inv.reshape(-1)], flags
 
 
-def _fits(hbm, off, allowed, hbm_cap, off_cap) -> np.ndarray:
-    """Per row: does some existing group fit both capacities."""
-    return (allowed & (hbm <= hbm_cap) & (off <= off_cap)).reshape(len(hbm), -1).any(axis=1)
+def _allowed_grid(allowed: tuple) -> np.ndarray:
+    """An `_allowed` pair as one boolean per group: (rows, G, GROUP_REST axes)."""
+    ok, flags = allowed
+    return ok.reshape(ok.shape + (1,) * (flags.ndim - 1)) & flags[:, None]
 
 
 def _caps(p: Problem):
@@ -335,8 +386,7 @@ def _good(p: Problem, r: dict, skip=()) -> np.ndarray:
     ok = _rules_ok(p, r, skip)
     if ok.any():
         sub = _sub(r, ok)
-        hbm, off = _memory(p, sub)
-        ok[ok] = _fits(hbm, off, _allowed(p, sub, _tier(p)), *_caps(p))
+        ok[ok] = _fit_table(p, sub, [(_allowed(p, sub, _tier(p)), *_caps(p))])[:, 0]
     return ok
 
 
@@ -361,10 +411,10 @@ def _smallest(p: Problem, which: str):
     hbm, off = _memory(p, r)
     cap_h, cap_o = _caps(p)
     if which == "hbm":
-        allowed = _allowed(p, r, _tier(p))
+        allowed = _allowed_grid(_allowed(p, r, _tier(p)))
         value = np.where(allowed & (off <= cap_o), hbm, np.inf)
     else:
-        allowed = _allowed(p, r, True)
+        allowed = _allowed_grid(_allowed(p, r, True))
         value = np.where(allowed & (hbm <= cap_h), off, np.inf)
     flat = int(np.argmin(value))
     best = float(value.reshape(-1)[flat])
@@ -446,13 +496,14 @@ def fix_gpus(p: Problem):
     q = _without_pins(p, STRUCT_PINS)
     cap_h, cap_o = _caps(p)
 
-    def mem_fits(k):
-        dp = k * unit
-        r = {"tp": pairs[:, 0], "cp": pairs[:, 1], "pp": pairs[:, 2], "dp": dp,
-             "batch": dp * mb0 * np.where(v0 > 1, pairs[:, 2], 1),
+    def mem_fits(k, at=slice(None)):
+        """Does pair `at` fit memory at dp = k x its unit."""
+        dp = k * unit[at]
+        pr = pairs[at]
+        r = {"tp": pr[:, 0], "cp": pr[:, 1], "pp": pr[:, 2], "dp": dp,
+             "batch": dp * mb0 * np.where(v0 > 1, pr[:, 2], 1),
              "microbatch": np.full(len(dp), mb0), "interleave": np.full(len(dp), v0)}
-        hbm, off = _memory(q, r)
-        return _fits(hbm, off, _allowed(q, r, _tier(p)), cap_h, cap_o)
+        return _fit_table(q, r, [(_allowed(q, r, _tier(p)), cap_h, cap_o)])[:, 0]
 
     # memory falls as dp grows: a pair that does not fit at its largest dp never does
     fits_hi = mem_fits(hi)
@@ -461,10 +512,11 @@ def fix_gpus(p: Problem):
     pairs, per_dp, unit, hi, lo = pairs[fits_hi], per_dp[fits_hi], unit[fits_hi], hi[fits_hi], lo[fits_hi]
     a, b = lo.copy(), hi.copy()
     while (a < b).any():
-        mid = (a + b) // 2
-        f = mem_fits(np.minimum(mid, hi)) & (a < b)
-        b = np.where(f, mid, b)
-        a = np.where(~f & (a < b), mid + 1, a)
+        open_ = np.flatnonzero(a < b)                  # pairs still bisecting
+        mid = (a[open_] + b[open_]) // 2
+        f = mem_fits(mid, open_)
+        b[open_] = np.where(f, mid, b[open_])
+        a[open_] = np.where(~f, mid + 1, a[open_])
     # exact check upwards from the first candidate, nearest counts first
     k0 = a
     best, witness = None, None
@@ -528,17 +580,17 @@ class _Core:
             q = _without_pins(p, [k for k, a in zip(net_pins, active) if not a])
             cond = {"nvlink_domain": True} | {f"pin:{k}": a for k, a in zip(net_pins, active)}
             columns.append((cond, _placeable(q, r)))
-        hbm, off = _memory(p, r)
         cap_h, cap_o = _caps(p)
+        checks, conds = [], []
         for active in itertools.product((False, True), repeat=len(units)):
             on = {k for u, a in zip(units, active) if a for k in u}
             q = _without_pins(p, set(group_pins) - on)
             for off_on in (False, True):
                 allowed = _allowed(q, r, _tier(p) or not off_on)
                 for hbm_on in (False, True):
-                    cond = {"hbm_capacity": hbm_on, "offload_capacity": off_on} | dict(zip(unit_names, active))
-                    columns.append((cond, _fits(hbm, off, allowed, cap_h if hbm_on else math.inf,
-                                                cap_o if off_on else math.inf)))
+                    conds.append({"hbm_capacity": hbm_on, "offload_capacity": off_on} | dict(zip(unit_names, active)))
+                    checks.append((allowed, cap_h if hbm_on else math.inf, cap_o if off_on else math.inf))
+        columns += list(zip(conds, _fit_table(p, r, checks).T))
         table = np.stack([c[1] for c in columns], axis=1).astype(np.int64)
         self.sig = np.unique(table, axis=0)
         self.conditions = [c[0] for c in columns]

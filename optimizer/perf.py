@@ -718,46 +718,69 @@ def stage_layout(blocks: int, pp):
     return np.where(one, blocks, first), np.where(pp >= 3, middle, 0), np.where(one, blocks, last)
 
 
-def memory_terms(datatype: str, states: dict, stored, working, blocks_live, recompute,
-                 offload_weights, offload_activations, offload_optimizer, extra_stored=0.0) -> dict:
-    """Bytes per GPU in HBM, per item, and in the offload tier. What is
-    offloaded is the blocks' (weights with their gradients, optimizer state,
-    stored activations); HBM keeps two blocks' worth of it: the one
-    computing and the one being prefetched (or written back). What is
-    offloaded is this GPU's ZeRO shard of each item (states' factors);
-    ZeRO-3's two gathered blocks stay in HBM. The stage extras' state and
-    activations (`extra_stored`, for all microbatches in flight) stay in
-    HBM."""
-    ow, oa, oo = (np.asarray(x).astype(bool) for x in
-                  (offload_weights, offload_activations, offload_optimizer))
+def state_memory(datatype: str, states: dict, offload_weights, offload_optimizer) -> dict:
+    """A stage's weights, gradients and optimizer state per GPU: in HBM
+    (`hbm`, per item) and in the offload tier (`offload`). What is
+    offloaded is the blocks' (weights with their gradients, optimizer
+    state); HBM keeps two blocks' worth of it: the one computing and the
+    one being prefetched (or written back). What is offloaded is this
+    GPU's ZeRO shard of each item (states' factors); ZeRO-3's two gathered
+    blocks and the extras' state stay in HBM."""
+    ow, oo = (np.asarray(x).astype(bool) for x in (offload_weights, offload_optimizer))
     two = np.minimum(2, states["n_s"])
     e, opt_bpp = act_bytes(datatype), OPTIMIZER_BYTES_PER_PARAM[datatype]
     p_blocks, p_extra = states["p_block"] * states["n_s"], states["p_stage"] - states["p_block"] * states["n_s"]
-    act_total = stored * blocks_live
     kept = two * states["p_block"] + p_extra                # parameters whose state stays in HBM
     w_sh, g_sh = states["weight_shard"], states["grad_shard"]
     weights = np.where(ow, kept * e / w_sh + states["gathered"], states["weights"])
     grads = np.where(ow, kept * GRAD_BYTES_PER_PARAM / g_sh, states["gradients"])
     optim = np.where(oo, kept * opt_bpp / states["shard"], states["optimizer"])
+    return dict(weights=weights, gradients=grads, optimizer=optim, hbm=weights + grads + optim,
+                offload=(np.where(ow, p_blocks * (e / w_sh + GRAD_BYTES_PER_PARAM / g_sh), 0.0)
+                         + np.where(oo, p_blocks * opt_bpp / states["shard"], 0.0)))
+
+
+def activation_memory(stored, working, blocks_live, recompute, offload_activations, extra_stored=0.0) -> dict:
+    """A stage's activations per GPU: `stored` bytes per block for
+    `blocks_live` blocks in flight, the `working` bytes of the block
+    computing (full recomputation keeps only its inputs, `checkpoints`,
+    and rebuilds the rest), the extras' `extra_stored`. Offloaded
+    activations leave two blocks' worth in HBM; the extras' stay."""
+    oa = np.asarray(offload_activations).astype(bool)
+    act_total = stored * blocks_live
     acts_hbm = np.where(oa, np.minimum(2, blocks_live) * stored, act_total)
     full = np.asarray(recompute) == Recompute.FULL
     ckpt = np.where(full, acts_hbm, 0.0)
     acts = np.where(full, working, acts_hbm) + extra_stored
-    return dict(weights=weights, gradients=grads, optimizer=optim, activations=acts,
-                checkpoints=ckpt, stored_total=act_total + extra_stored,
-                hbm=weights + grads + optim + ckpt + acts,
-                offload=(np.where(ow, p_blocks * (e / w_sh + GRAD_BYTES_PER_PARAM / g_sh), 0.0)
-                         + np.where(oo, p_blocks * opt_bpp / states["shard"], 0.0) + np.where(oa, act_total, 0.0)))
+    return dict(activations=acts, checkpoints=ckpt, stored_total=act_total + extra_stored, hbm=ckpt + acts,
+                offload=np.where(oa, act_total, 0.0))
 
 
-def pipeline_memory(model: Model, datatype: str, tp, pp, dp, interleave, microbatches, zero, shard,
-                    stored, working, recompute, offloads, first=None, last=None, keys=None) -> tuple[dict, list]:
-    """The memory of the fullest stage, and the states of every stage that
-    can be the fullest or the slowest, [(blocks, states, extras)]: the
-    first (the embedding, the most microbatches in flight), the busiest
-    middle one, the last (the logits, one microbatch in flight in the plain
+def memory_terms(datatype: str, states: dict, stored, working, blocks_live, recompute,
+                 offload_weights, offload_activations, offload_optimizer, extra_stored=0.0) -> dict:
+    """Bytes per GPU in HBM, per item, and in the offload tier: the state's
+    (state_memory) and the activations' (activation_memory) summed."""
+    st = state_memory(datatype, states, offload_weights, offload_optimizer)
+    ac = activation_memory(stored, working, blocks_live, recompute, offload_activations, extra_stored)
+    return _summed(st, ac)
+
+
+def _summed(st: dict, ac: dict) -> dict:
+    """The state's and the activations' items, HBM and offload summed."""
+    return {**st, **ac, "hbm": st["hbm"] + ac["hbm"], "offload": st["offload"] + ac["offload"]}
+
+
+def stage_memories(model: Model, datatype: str, tp, pp, dp, interleave, microbatches, zero, shard,
+                   stored, working, recompute, offloads, first=None, last=None) -> list:
+    """Every stage that can be the fullest or the slowest, [(blocks,
+    states, extras, exists, state memory, activation memory)]: the first
+    (the embedding, the most microbatches in flight), the busiest middle
+    one, the last (the logits, one microbatch in flight in the plain
     schedule). `first` and `last`: the extras' terms (params, stored), or
-    None. One stage (pp = 1) carries both ends."""
+    None. One stage (pp = 1) carries both ends. The state's memory
+    (state_memory) takes the shapes of tp, pp, dp, zero, shard and the
+    weight and optimizer offload flags; the activations' (activation_memory)
+    those of stored, working, recompute and the activation flag."""
     pp = np.asarray(pp)
     f_blocks, m_blocks, l_blocks = stage_layout(model.blocks, pp)
     none = {"params": 0.0, "stored": 0.0}
@@ -771,14 +794,30 @@ def pipeline_memory(model: Model, datatype: str, tp, pp, dp, interleave, microba
         ends.append((m_blocks, np.ones_like(pp), none, pp >= 3))
     if np.any(pp >= 2):
         ends.append((l_blocks, pp - 1, last, pp >= 2))
-    out, fullest = [], None
+    ow, oa, oo = offloads
+    out = []
     for blocks, stage, x, exists in ends:
         stage = np.minimum(stage, np.maximum(pp - 1, 0))
         states = state_bytes(model, datatype, tp, blocks, dp, zero, shard, x["params"])
         chunks = in_flight_chunks(pp, interleave, microbatches, stage)
-        mem = memory_terms(datatype, states, stored, working, chunks * states["n_s"] / np.asarray(interleave),
-                           recompute, *offloads, extra_stored=np.minimum(pp - stage, microbatches) * x["stored"])
-        mem = mem if keys is None else {key: mem[key] for key in keys}     # `keys`: only these items
+        live = chunks * np.asarray(blocks, dtype=float) / np.asarray(interleave)
+        out.append((blocks, states, x, exists, state_memory(datatype, states, ow, oo),
+                    activation_memory(stored, working, live, recompute, oa,
+                                      np.minimum(pp - stage, microbatches) * x["stored"])))
+    return out
+
+
+def pipeline_memory(model: Model, datatype: str, tp, pp, dp, interleave, microbatches, zero, shard,
+                    stored, working, recompute, offloads, first=None, last=None, keys=None) -> tuple[dict, list]:
+    """The memory of the fullest stage (the most HBM), and the stages
+    that can be the fullest or the slowest, [(blocks, states, extras,
+    exists)] (stage_memories'). `keys`: only these items."""
+    fullest, out = None, []
+    for blocks, states, x, exists, st, ac in stage_memories(model, datatype, tp, pp, dp, interleave, microbatches,
+                                                            zero, shard, stored, working, recompute, offloads,
+                                                            first, last):
+        mem = _summed(st, ac)
+        mem = mem if keys is None else {key: mem[key] for key in keys}
         if fullest is None:
             fullest = mem
         else:

@@ -159,7 +159,7 @@ def test_cli_validate_runs_prints_rows(synthetic, capsys):
     out = capsys.readouterr().out
     for name in ("toy-1024-tp1", "toy-2048-tp2", "toy-4096-tp4", "toy-4096-tp8"):
         assert name in out
-    assert "mean |error|" in out and "max |error|" in out and "tp=8 pp=1 dp=1" in out
+    assert "mean |error|" in out and "max |error|" in out and "tp=8 cp=1 pp=1 dp=1" in out
 
 
 def test_cli_validate_builtin_unchanged(capsys):
