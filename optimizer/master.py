@@ -120,6 +120,8 @@ class Master:
         counts = np.array([p.gpus] if counts is None else sorted(set(int(c) for c in counts)), dtype=np.int64)
         self.counts = counts
         self.rows = 0
+        self.solves = 0           # also on an empty model (returned early below)
+        self.cuts = 0
         md = cp_model.CpModel()
         self.model = md
 
@@ -509,8 +511,6 @@ class Master:
         # 16,384 GPUs and over a range of counts, and than no presolve)
         self.solver.parameters.max_presolve_iterations = 1
         self.solver.parameters.cp_model_probing_level = 0
-        self.solves = 0
-        self.cuts = 0
 
     # ------------------------------------------------------------ helpers
 

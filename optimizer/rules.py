@@ -123,9 +123,10 @@ RULES: tuple[Rule, ...] = (
              & (_mod(k["dp"], k["shard"]) == 0)),
          lambda m, s, st: f"shard={st.shard}, dp={st.dp}, zero={st.zero}", "divisibility"),
     # context parallelism's load-balanced causal split: each CP rank holds
-    # two chunks of the sequence, one from each end (Megatron-Core, TE)
-    Rule("cp_divides_sequence", ("cp",), "2 x cp must divide the sequence length (two chunks per CP rank)",
-         lambda m, s, dt, k: _mod(m.seq_len, 2 * np.asarray(k["cp"])) != 0,
+    # two chunks of the sequence, one from each end (Megatron-Core, TE);
+    # without context parallelism (cp = 1) the sequence is not split
+    Rule("cp_divides_sequence", ("cp",), "with cp > 1, 2 x cp must divide the sequence length (two chunks per CP rank)",
+         lambda m, s, dt, k: (np.asarray(k["cp"]) > 1) & (_mod(m.seq_len, 2 * np.asarray(k["cp"])) != 0),
          lambda m, s, st: f"cp={st.cp}, 2 x cp={2 * st.cp}, seq_len={m.seq_len}", "divisibility"),
     # context parallelism runs inside the fused attention kernels (TE's); the
     # unfused path has no CP variant

@@ -116,3 +116,17 @@ def test_family_counts_match_the_structures(gpus, max_batch, pins):
     assert counted == listed and sum(listed.values()) > 20
     fams = set(zip(*(S[n].tolist() for n in keys + ("microbatch", "interleave"))))
     assert int(sum(fam["families"])) == len(fams)
+
+
+def test_an_odd_sequence_trains_without_context_parallelism():
+    """2 x cp must divide the sequence only when it is split (cp > 1): a
+    sequence of 15 tokens has strategies, all with cp = 1 (2 x 2 = 4 does
+    not divide 15); one of 16 also has cp = 2 and 4 (2 x 8 = 16 divides
+    it, but cp = 8 with tp >= 1 and pp >= 1 needs 8 of the 4 GPUs)."""
+    for seq, cps in ((15, {1}), (16, {1, 2, 4})):
+        m = opt.load_model({**TINY, "seq_len": seq})
+        p = make_problem(m, system(2), 4, 4, "bf16", {"flash_attention": True})
+        seen = set()
+        for r in enumerate_all(p):
+            seen |= set(np.unique(r["cp"]).tolist())
+        assert seen == cps, (seq, seen)
