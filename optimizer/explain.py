@@ -60,6 +60,7 @@ STRUCT_PINS = STRUCTURE
 NET_PINS = tuple(t.name for t in K.TIERS)
 GROUP_PINS = tuple(n for n in K.PINNABLE if n not in STRUCT_PINS + NET_PINS)
 FIX_PP_ALL = 512                 # up to this many blocks, the GPU-count fix tries every pp
+FIX_CHUNK = 32                   # pairs (tp, cp, pp) fix_gpus bisects first (then twice as many each time)
 MEMORY_CHUNK = 512               # rows per slab of the memory grid (_fit_table)
 MAX_SEPARATE_GROUP_PINS = 4      # beyond this, group pins share one literal (2^k columns otherwise)
 STRUCT_LIMITS = ("gpu_count", "divisibility", "max_batch")
@@ -464,7 +465,10 @@ def fix_gpus(p: Problem):
     (tp, pp, dp). For a fixed (tp, pp) memory does not grow with dp
     (local batch and microbatches in flight shrink, ZeRO shards finer),
     so a bisection on dp at the least-memory row gives a first candidate
-    and the exact check goes up from there."""
+    and the exact check goes up from there. Pairs (tp, cp, pp) go in order
+    of the least count they can reach: once a count is found, those that
+    cannot go below it are skipped. Of equal counts, the first found
+    names the split."""
     step = p.system.nvlink_size
     limit = p.system.networks[-1].size
     m = p.model
@@ -496,8 +500,8 @@ def fix_gpus(p: Problem):
     q = _without_pins(p, STRUCT_PINS)
     cap_h, cap_o = _caps(p)
 
-    def mem_fits(k, at=slice(None)):
-        """Does pair `at` fit memory at dp = k x its unit."""
+    def mem_fits(k, at):
+        """Does each pair `at` (indices) fit memory at dp = k x its unit."""
         dp = k * unit[at]
         pr = pairs[at]
         r = {"tp": pr[:, 0], "cp": pr[:, 1], "pp": pr[:, 2], "dp": dp,
@@ -505,43 +509,57 @@ def fix_gpus(p: Problem):
              "microbatch": np.full(len(dp), mb0), "interleave": np.full(len(dp), v0)}
         return _fit_table(q, r, [(_allowed(q, r, _tier(p)), cap_h, cap_o)])[:, 0]
 
-    # memory falls as dp grows: a pair that does not fit at its largest dp never does
-    fits_hi = mem_fits(hi)
-    if not fits_hi.any():
-        return None, None
-    pairs, per_dp, unit, hi, lo = pairs[fits_hi], per_dp[fits_hi], unit[fits_hi], hi[fits_hi], lo[fits_hi]
-    a, b = lo.copy(), hi.copy()
-    while (a < b).any():
-        open_ = np.flatnonzero(a < b)                  # pairs still bisecting
-        mid = (a[open_] + b[open_]) // 2
-        f = mem_fits(mid, open_)
-        b[open_] = np.where(f, mid, b[open_])
-        a[open_] = np.where(~f, mid + 1, a[open_])
-    # exact check upwards from the first candidate, nearest counts first
-    k0 = a
+    def first_fit(at):
+        """Per pair `at`: the least k at which memory fits, or None for a
+        pair that does not fit even at its largest dp (memory falls as dp
+        grows: it never does)."""
+        at = at[mem_fits(hi[at], at)]
+        a, b = lo[at].copy(), hi[at].copy()
+        while (a < b).any():
+            open_ = np.flatnonzero(a < b)                  # pairs still bisecting
+            mid = (a[open_] + b[open_]) // 2
+            f = mem_fits(mid, at[open_])
+            b[open_] = np.where(f, mid, b[open_])
+            a[open_] = np.where(~f, mid + 1, a[open_])
+        return at, a
+
+    # pairs in order of the least count they can reach, in chunks of
+    # FIX_CHUNK pairs, doubling: once a count is found, a pair that cannot
+    # go below it is not looked at
     best, witness = None, None
-    order = np.argsort(per_dp * unit * k0)
-    for i in order:
-        if k0[i] > hi[i]:
+    least = per_dp * unit * lo
+    order = np.argsort(least, kind="stable")
+    start, size = 0, FIX_CHUNK
+    while start < len(order):
+        at = order[start:start + size]
+        start, size = start + size, 2 * size
+        if best is not None:
+            at = at[least[at] < best]
+            if not len(at):
+                break                                   # the rest start higher still
+        at, k0 = first_fit(at)
+        if not len(at):
             continue
-        tp, cp, pp = (int(x) for x in pairs[i])
-        per = tp * cp * pp * int(unit[i])
-        if best is not None and per * int(k0[i]) >= best:
-            continue
-        last = int(hi[i]) if best is None else min(int(hi[i]), (best - 1) // per)
-        ks = np.arange(int(k0[i]), last + 1)
-        for start in range(0, len(ks), 64):
-            chunk = ks[start:start + 64]
-            dps = chunk * int(unit[i])
-            trip = np.stack([np.full(len(dps), tp), np.full(len(dps), cp), np.full(len(dps), pp), dps], 1)
-            r = _rows(p, trip)
-            ok = _good(p, r, skip=("gpu_count",))        # each row is a split of its own count
-            if ok.any():
-                j = int(np.flatnonzero(ok)[0])
-                n = int(r["tp"][j] * r["cp"][j] * r["pp"][j] * r["dp"][j])
-                if best is None or n < best:
-                    best, witness = n, (tp, cp, pp, int(r["dp"][j]))
-                break
+        # exact check upwards from the first candidate, nearest counts first
+        for i, k in sorted(zip(at.tolist(), k0.tolist()), key=lambda x: per_dp[x[0]] * unit[x[0]] * x[1]):
+            tp, cp, pp = (int(x) for x in pairs[i])
+            per = tp * cp * pp * int(unit[i])
+            if best is not None and per * k >= best:
+                continue
+            last = int(hi[i]) if best is None else min(int(hi[i]), (best - 1) // per)
+            ks = np.arange(k, last + 1)
+            for s0 in range(0, len(ks), 64):
+                chunk = ks[s0:s0 + 64]
+                dps = chunk * int(unit[i])
+                trip = np.stack([np.full(len(dps), tp), np.full(len(dps), cp), np.full(len(dps), pp), dps], 1)
+                r = _rows(p, trip)
+                ok = _good(p, r, skip=("gpu_count",))        # each row is a split of its own count
+                if ok.any():
+                    j = int(np.flatnonzero(ok)[0])
+                    n = int(r["tp"][j] * r["cp"][j] * r["pp"][j] * r["dp"][j])
+                    if best is None or n < best:
+                        best, witness = n, (tp, cp, pp, int(r["dp"][j]))
+                    break
     return best, witness
 
 

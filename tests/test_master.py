@@ -55,16 +55,18 @@ def check_problem(p, rng, n=25):
        seq=st.sampled_from([512, 2048]), vocab=st.sampled_from([0, 32000]), gated=st.booleans(),
        kv=st.sampled_from([2, 8]), gpus=st.sampled_from([4, 8, 12, 16]), max_batch=st.sampled_from([4, 8, 12]),
        hbm=st.sampled_from([1.0, 2.0, 4.0]), tiers=st.integers(1, 4), offload=st.booleans(),
-       seed=st.integers(0, 2 ** 16))
+       cp=st.sampled_from([[1], [1, 2]]), seed=st.integers(0, 2 ** 16))
 def test_model_is_a_relaxation(hidden, heads, blocks, seq, vocab, gated, kv, gpus, max_batch, hbm, tiers, offload,
-                               seed):
+                               cp, seed):
+    """cp at most 2 here (the spaces stay small enough to enumerate); cp up
+    to 4 on both CP tiers: test_relaxation_with_context_parallelism."""
     m = _tiny(hidden, heads, blocks, seq, vocab, gated, kv)
     if tiers == 1:
         s = load_system("h100-80g-nvl8-off256g-50gbps" if offload else "h100-80g-nvl8", hbm_gib=hbm)
     else:
         s = tiered_system(tiers, hbm_gib=hbm, first=2, growth=2, **({"offload_gib": 16, "offload_gbps": 20}
                                                                      if offload else {}))
-    p = make_problem(m, s, gpus, max_batch, "bf16")
+    p = make_problem(m, s, gpus, max_batch, "bf16", {"cp": cp})
     check_problem(p, np.random.default_rng(seed))
 
 
