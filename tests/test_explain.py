@@ -149,7 +149,7 @@ LONG = pytest.mark.exhaustive        # full searches of 1T on 1,024-4,096 GPUs
     pytest.param("megatron-22B", 16, {"dp_overlap": True, "dp": 1}, "h100-80g-nvl8", marks=LONG),
 ])
 def test_feasibility_agrees_with_the_search(model, gpus, pin, system):
-    res = opt.plan(model, system, gpus, pin=pin, time_limit_s=60)
+    res = opt.plan(model, system, gpus, pin=pin, time_limit_s=5)      # the status is all it needs
     assert ex.feasible(problem(model, system, gpus, pin)) == (res.status != "infeasible")
     assert (res.explanation is not None) == (res.status == "infeasible")
 
