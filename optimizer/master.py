@@ -218,7 +218,7 @@ class Master:
         if not pairs:
             self.empty = True
             return
-        tau, s1, w1, classes, cls_of = self._block_tables(tc_tp, tc_cp, sig, has)
+        tau, s1, w1, classes, cls_of, ext = self._block_tables(tc_tp, tc_cp, sig, has)
         cpairs = sorted({(int(a), int(cls_of[g])) for a, g in pairs})
         sg = md.NewIntVar(0, len(classes) - 1, "recompute_flash_class")
         self._table([tc_i, sg], cpairs)
@@ -390,6 +390,13 @@ class Master:
         stage = md.NewIntVar(int(lq.min() + lx.min()), hi_floor + int(lx.max()) + 48 * LOG_UNITS, "log_stage_time")
         md.Add(stage >= blk + xv)
         self._log_sum_below(stage, blk + xv, pv_ + ppl, AMGM_WEIGHTS, one.Not())
+        if ext is not None:
+            # the stages together hold every block and the extras once: pp x the
+            # slowest stage >= blocks x a block + the extras (first and last stage)
+            le = self._log(ext * (tc_tp * tc_cp)[:, None])
+            ev = md.NewIntVar(int(le.min()), int(le.max()), "log_extras_time_per_sample")
+            self._table([tc_i, mbk, ev], [(a, c, int(le[a, c])) for a in range(len(tc_tp)) for c in range(len(lo))])
+            self._log_sum_below(stage, blk + int(math.floor(math.log(m.blocks) * LOG_UNITS)), ev, AMGM_WEIGHTS, [])
         self.bound = md.NewIntVar(int(lq.min() + lx.min() - lg.max() - 1),
                                   hi_floor + int(lx.max()) + 48 * LOG_UNITS - int(lg.min()) + y_hi,
                                   "log_time_per_sample_bound")
@@ -742,7 +749,20 @@ class Master:
         comm = cm["fw_tp"] + cm["bw_tp"] + cm["re_tp"] + cm["fw_cp"] + cm["bw_cp"] + cm["re_cp"]
         np.minimum.at(tau, (a_[one], nB - 1, c_[one], tier[one], ctier[one]),
                       np.maximum(pk["fw_compute"] + pk["bw_compute"] + pk["re_compute"], comm))
-        return tau, s1, w1, classes, cls_of
+        # the stage extras (embedding, output layer and loss: first and last
+        # stage together), per sequence: the least over every choice but
+        # (tp, cp) and the bucket; beyond the table, their peak-rate compute
+        ext = None
+        if p.model.vocab > 0:
+            ext = np.full((len(tc_tp), nB), np.inf)
+            args = lambda kk: (kk["tp"], kk["microbatch"], kk["recompute"], kk["tp_comm"], kk["tp_overlap"],  # noqa: E731
+                               kk["tp_net"], kk["cp"])
+            ends = perf.extras_terms(p.model, p.system, p.datatype, *args(k))
+            np.minimum.at(ext, (a_, bucket), sum(e[n] for e in ends for n in perf.EXTRA_TIMES) / k["microbatch"])
+            ends = perf.extras_terms(p.model, _peak_system(p.system), p.datatype, *args({**k1, "tp_overlap": 0}))
+            np.minimum.at(ext, (a_[one], nB - 1),
+                          sum(e[n] for e in ends for n in ("fw_compute", "bw_compute", "re_compute")))
+        return tau, s1, w1, classes, cls_of, ext
 
     # --------------------------------------------------------------- loop
 
