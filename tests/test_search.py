@@ -23,14 +23,16 @@ def tiny(hidden, heads, head_dim, blocks, seq=1024, ff=None):
 H100 = "h100-80g-nvl8"
 OFF = "h100-80g-nvl8-off256g-50gbps"
 
-# (model, system, system overrides, gpus, max_batch, pins)
+# (model, system, system overrides, gpus, max_batch, pins); some default
+# cases hold cp to 1 or 2 (cp free multiplies their spaces 2-3x; the cp
+# cases below and the exhaustive ones have it free)
 CASES = [
     (tiny(1024, 16, 64, 8), H100, {"hbm_gib": 4}, 16, 32, {}),
-    (tiny(4096, 32, 128, 16), H100, {"hbm_gib": 5}, 16, 32, {}),
+    (tiny(4096, 32, 128, 16), H100, {"hbm_gib": 5}, 16, 32, {"cp": [1, 2]}),
     (tiny(2048, 16, 128, 12), H100, {"hbm_gib": 8}, 32, 64, {}),
-    (tiny(2048, 32, 80, 16, seq=2048), H100, {"hbm_gib": 6}, 32, 32, {}),
+    (tiny(2048, 32, 80, 16, seq=2048), H100, {"hbm_gib": 6}, 32, 32, {"cp": [1, 2]}),
     (tiny(1536, 12, 128, 12), OFF, {"hbm_gib": 3, "offload_gib": 16}, 24, 24, {}),
-    (tiny(4096, 32, 128, 8), OFF, {"hbm_gib": 1.5, "offload_gib": 64}, 16, 16, {}),
+    (tiny(4096, 32, 128, 8), OFF, {"hbm_gib": 1.5, "offload_gib": 64}, 16, 16, {"cp": [1, 2]}),
     (tiny(4096, 32, 128, 16), OFF, {"hbm_gib": 3, "offload_gbps": "unlimited"}, 16, 16, {}),
     (tiny(4096, 32, 128, 16), H100, {"hbm_gib": 1}, 8, 16, {}),
     (tiny(4096, 32, 128, 8), H100, {"hbm_gib": 12, "nvlink_size": 16}, 32, 32, {}),
@@ -59,7 +61,7 @@ CASES = [
     (tiny(2048, 16, 128, 12), H100, {"hbm_gib": 6}, 16, 32, {"batch": 32, "microbatch": [1, 2, 4]}),
     # 3, 4 and 5 network tiers (first tier of 2 or 4 so that small problems span several)
     (tiny(2048, 16, 128, 8), tiered_system(3, hbm_gib=6, first=2, growth=4), {}, 32, 32, {}),
-    (tiny(2048, 16, 128, 8), tiered_system(4, hbm_gib=6, first=2, growth=2), {}, 16, 32, {}),
+    (tiny(2048, 16, 128, 8), tiered_system(4, hbm_gib=6, first=2, growth=2), {}, 16, 32, {"cp": [1, 2]}),
     (tiny(1024, 16, 64, 8), tiered_system(4, hbm_gib=3, offload_gib=16, offload_gbps=20, first=2, growth=2),
      {}, 16, 16, {}),
     (tiny(1024, 8, 128, 8), tiered_system(5, hbm_gib=4, first=2, growth=2, must_fill=False), {}, 32, 32, {}),
