@@ -24,6 +24,7 @@ CASES = {
     "1T-offload": "opt.plan('1T', load_system('h100-80g-nvl8', offload_gib=1024, offload_gbps=100), 16384)",
     "18T-offload-zero1": "opt.plan('18T', 'h100-80g-nvl8-off1t-100gbps', 4096, pin={'zero': 1})",
     "405B-seq131072": "opt.plan(load_model('llama3.1-405B', seq_len=131072), 'h100-80g-nvl8', 16384)",
+    "8B-8gpus": "opt.plan('llama3-8B', 'h100-80g-nvl8', 8)",
     "22B-8gpus-offload": "opt.plan('megatron-22B', load_system('h100-80g-nvl8', offload_gib=512, offload_gbps=100), 8)",
 }
 
