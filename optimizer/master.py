@@ -60,7 +60,7 @@ from ortools.sat.python import cp_model
 from . import knobs as K
 from . import perf
 from .knobs import Recompute
-from .space import SIGMA, TP_CHOICE, Problem, _structure_domain, divisors, keep, sigmas, tp_choices
+from .space import SIGMA, TP_CHOICE, Problem, divisors, keep, sigmas, tp_choices
 
 MB_TABLE = 32            # microbatches tabulated exactly; larger ones share the peak-rate row
 MB_BUCKETS = np.array([1, 2, 3, 5, 9, 17])   # microbatch buckets of the time table: [1], [2], [3, 4], ... [17, 32]
