@@ -228,7 +228,10 @@ def _memory_parts(p: Problem, r: dict) -> tuple:
     per_row = lambda x: full(x)[:, first][inv].reshape(R_, U, *one)  # noqa: E731
     extras = (None, None)
     if ends is not None:
-        extras = [{key: per_row(x[key]) for key in ("params", "stored")} for x in ends]
+        # the extras' parameters are state: one value per (tp, cp, microbatch), none per
+        # column (broadcast_to refuses one that varies), so the state's parts stay per row
+        per_pair = lambda x: np.broadcast_to(np.asarray(x, dtype=float), (len(pairs), 1))[inv].reshape(R_, 1, *one)  # noqa: E731
+        extras = [{"params": per_pair(x["params"]), "stored": per_row(x["stored"])} for x in ends]
     col = lambda x: np.asarray(x, dtype=float).reshape(R_, 1, *one)  # noqa: E731
     ax = _group_axes(p, r["dp"])
     micro = np.maximum(np.floor(col(r["batch"]) / col(r["dp"]) / col(r["microbatch"])), 1)
@@ -238,7 +241,6 @@ def _memory_parts(p: Problem, r: dict) -> tuple:
                                  per_row(blk["working"]), sig["recompute"][first].reshape(1, U, *one),
                                  (ax["offload_weights"], ax["offload_activations"], ax["offload_optimizer"]),
                                  *extras)
-    # the extras' parameters are state: they vary with the row alone, not the column
     out = [(np.broadcast_to(exists, (R_,) + (1,) * (1 + len(one))), st["hbm"], st["offload"], ac["hbm"], ac["offload"])
            for _, _, _, exists, st, ac in stages]
     return out, of_sig.reshape(-1)
@@ -284,8 +286,7 @@ def _fit_table(p: Problem, r: dict, checks: list) -> np.ndarray:
         for c, ((ok, flags), cap_h, cap_o) in enumerate(checks):
             if (cap_h, cap_o) not in fit:
                 fit[cap_h, cap_o] = np.take((hbm <= cap_h) & (off <= cap_o), parts[1], axis=1)
-            a = fit[cap_h, cap_o] & ok[rows].reshape(ok[rows].shape + (1,) * (hbm.ndim - 2)) \
-                & flags[rows][:, None]
+            a = fit[cap_h, cap_o] & _allowed_grid((ok[rows], flags[rows]))
             out[rows, c] = a.reshape(len(a), -1).any(axis=1)
     return out
 
@@ -510,9 +511,9 @@ def fix_gpus(p: Problem):
         return _fit_table(q, r, [(_allowed(q, r, _tier(p)), cap_h, cap_o)])[:, 0]
 
     def first_fit(at):
-        """Per pair `at`: the least k at which memory fits, or None for a
-        pair that does not fit even at its largest dp (memory falls as dp
-        grows: it never does)."""
+        """The pairs of `at` that fit memory at their largest dp (memory
+        falls as dp grows: the others never do), and for each the least k
+        at which it fits."""
         at = at[mem_fits(hi[at], at)]
         a, b = lo[at].copy(), hi[at].copy()
         while (a < b).any():
