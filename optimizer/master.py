@@ -106,6 +106,23 @@ def _max_blocks(blocks: int, pp) -> np.ndarray:
     return np.maximum(np.maximum(f, mid), last)
 
 
+FAMILY_KEYS = ("gpus", "tp", "cp", "pp", "dp", "microbatch", "interleave")   # what `exclude` forbids
+
+
+class _Passed(cp_model.CpSolverSolutionCallback):
+    """The solutions a solve passes through on its way to the optimum:
+    (family knobs, the objective there in seconds per sample, at least that
+    family's bound)."""
+
+    def __init__(self, variables: dict, bound):
+        super().__init__()
+        self.variables, self.bound, self.found = variables, bound, []
+
+    def on_solution_callback(self):
+        self.found.append(({k: int(self.Value(x)) for k, x in self.variables.items()},
+                           math.exp(float(self.Value(self.bound)) / LOG_UNITS)))
+
+
 class Master:
     """The CP-SAT model of one problem (fixed GPU count) and the loop's
     cuts: each opened family is forbidden, and the objective kept at or
@@ -774,7 +791,11 @@ class Master:
     def next(self, deadline: float | None):
         """(family knobs, bound in seconds per sample) of the least bound
         left, None when nothing is left (the proof), or 'timeout' once the
-        deadline (time.perf_counter) has passed."""
+        deadline (time.perf_counter) has passed. `passed` keeps the other
+        solutions the solve went through (_Passed): once the objective is
+        cut at the incumbent, each is a family the proof must open too, so
+        opening them saves solves."""
+        self.passed = []
         if self.empty:
             return None
         if deadline is not None:
@@ -782,8 +803,10 @@ class Master:
             if time_left <= 0:
                 return "timeout"
             self.solver.parameters.max_time_in_seconds = time_left
-        status = self.solver.Solve(self.model)
+        passed = _Passed(self.vars, self.bound)
+        status = self.solver.Solve(self.model, passed)
         self.solves += 1
+        self.passed = passed.found[:-1] if status == cp_model.OPTIMAL else passed.found
         if status == cp_model.INFEASIBLE:
             self.empty = True
             return None
@@ -846,8 +869,7 @@ class Master:
     def exclude(self, fam: dict, threshold: float):
         """Forbid the family (every batch of it was opened) and cut the
         objective at the incumbent."""
-        keys = ("gpus", "tp", "cp", "pp", "dp", "microbatch", "interleave")
-        self.model.AddForbiddenAssignments([self.vars[k] for k in keys], [tuple(fam[k] for k in keys)])
+        self.model.AddForbiddenAssignments([self.vars[k] for k in FAMILY_KEYS], [tuple(fam[k] for k in FAMILY_KEYS)])
         self.cuts += 1
         if math.isfinite(threshold):
             self.model.Add(self.bound <= int(math.ceil(math.log(threshold) * LOG_UNITS)) + 4)

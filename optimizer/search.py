@@ -47,7 +47,7 @@ from .errors import ConfigError
 from .evaluate import Report, evaluate, plain_json
 from .spec import MAX_GPUS, MAX_INT_FIELD, default_datatype, fmt_limit, load_model, load_system
 from .knobs import describe
-from .master import LOG_UNITS, Master
+from .master import FAMILY_KEYS, LOG_UNITS, Master
 from .space import (GROUP_REST, SIGMA, TP_CHOICE, Problem, batches_of, count_space, enumerate_all, families,
                     group_rest, group_rows, knob_rows_to_strategy, make_problem, members_of, sigmas, structures,
                     tp_choices)
@@ -548,12 +548,19 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype=None
         fam, last_lb = nxt
         if last_lb * (1 - RELATIVE_SLACK) > top.threshold:
             break                              # nothing left can beat the incumbent
-        families_opened += 1
-        out_of_time = _open_family(p, fam, top, deadline, counts)
-        if out_of_time:
-            status = "feasible"
-            break
-        master.exclude(fam, top.threshold)
+        # the optimum first, then the other families the solve passed that
+        # the incumbent does not already rule out
+        opened = {tuple(fam[k] for k in FAMILY_KEYS)}
+        for f, b in [(fam, last_lb)] + sorted(master.passed, key=lambda fb: fb[1]):
+            if f is not fam and (tuple(f[k] for k in FAMILY_KEYS) in opened
+                                 or b * (1 - RELATIVE_SLACK) > top.threshold):
+                continue
+            opened.add(tuple(f[k] for k in FAMILY_KEYS))
+            families_opened += 1
+            if _open_family(p, f, top, deadline, counts):
+                status = "feasible"
+                break
+            master.exclude(f, top.threshold)
         if progress:
             progress(families_opened, top.items[0][0] if top.items else math.inf)
 
