@@ -45,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -430,15 +431,35 @@ def batches_of(p: Problem, dp: int, microbatch: int, pp: int, interleave: int) -
     return np.arange(unit, p.max_batch + 1, unit, dtype=np.int64)
 
 
+COUNT_ROWS = 1 << 20      # (key, member) rows checked at a time when counting the space
+
+
 def count_space(p: Problem, fam: dict | None = None) -> int:
     """Strategies in the space, counted per (tp, cp, pp, dp) key from the
-    domain sizes (never enumerated)."""
+    domain sizes (never enumerated): signatures x members of their memory
+    view x the rest of the group x structures. The members are checked for
+    many keys at once, as members_of checks one key's."""
     fam = families(p) if fam is None else fam
+    keys = ("tp", "cp", "pp", "dp")
+    n_keys = len(fam["tp"])
+    if n_keys == 0:
+        return 0
+    domains = [domain(p, n) for n in MEMBER]
+    step = max(COUNT_ROWS // max(math.prod(len(d) for d in domains), 1), 1)
+    view = K.BY_NAME["tp_comm"].memory_view
+    sig = sigmas(p, fam["tp"], fam["cp"])
     total = 0
-    for tp, cp, pp, dp, n_str in zip(*(fam[n].tolist() for n in ("tp", "cp", "pp", "dp", "batches"))):
-        sig = sigmas(p, np.array([tp]), np.array([cp]))
-        n_sig = sum(len(members_of(p, tp, cp, pp, dp, bool(sig["sp"][j]))) for j in np.flatnonzero(sig["ok"][0]))
-        total += n_sig * len(group_rest(p, dp, cp)) * n_str
+    for lo in range(0, n_keys, step):
+        part = {n: np.asarray(fam[n][lo:lo + step]) for n in keys}
+        k = _product(p, part, MEMBER, domains)
+        ok = keep(p, k, MEMBER, keys + MEMBER).reshape(len(part["tp"]), -1)
+        sp = view(k["tp_comm"]).reshape(ok.shape)
+        sig_ok = sig["ok"][lo:lo + step]
+        members = ((sig_ok & ~sig["sp"]).sum(1) * (ok & ~sp).sum(1)
+                   + (sig_ok & sig["sp"]).sum(1) * (ok & sp).sum(1))
+        for m, cp, dp, n_str in zip(members.tolist(), part["cp"].tolist(), part["dp"].tolist(),
+                                    fam["batches"][lo:lo + step].tolist()):
+            total += m * len(group_rest(p, dp, cp)) * n_str
     return int(total)
 
 

@@ -10,6 +10,7 @@ import pytest
 import optimizer as opt
 from optimizer import knobs as K
 from optimizer import rules as R
+from optimizer import space
 from optimizer.space import count_space, enumerate_all, families, make_problem, structures
 
 TINY = {"name": "tiny", "hidden": 64, "feedforward": 256, "seq_len": 16, "heads": 4, "head_dim": 16,
@@ -93,6 +94,9 @@ def test_space_is_the_raw_product_filtered_by_the_rules(tiers, offload, gpus, ma
     raw = raw_space(model, sys_, gpus, max_batch, p.pins)
     assert set(walked) == raw, (len(set(walked) - raw), len(raw - set(walked)))
     assert count_space(p) == len(raw)                          # counted == enumerated
+    with pytest.MonkeyPatch.context() as mp:                    # a few keys at a time: the same count
+        mp.setattr(space, "COUNT_ROWS", 1)
+        assert count_space(p) == len(raw)
 
 
 @pytest.mark.parametrize("gpus, max_batch, pins", [
