@@ -795,7 +795,7 @@ class Master:
         solutions the solve went through (_Passed): once the objective is
         cut at the incumbent, each is a family the proof must open too, so
         opening them saves solves."""
-        self.passed = []
+        self.passed, self.optimal = [], False
         if self.empty:
             return None
         if deadline is not None:
@@ -806,7 +806,8 @@ class Master:
         passed = _Passed(self.vars, self.bound)
         status = self.solver.Solve(self.model, passed)
         self.solves += 1
-        self.passed = passed.found[:-1] if status == cp_model.OPTIMAL else passed.found
+        self.optimal = status == cp_model.OPTIMAL
+        self.passed = passed.found[:-1] if self.optimal else passed.found
         if status == cp_model.INFEASIBLE:
             self.empty = True
             return None

@@ -593,9 +593,12 @@ def _fewest_gpus(model, system, gpus, target, t0, **kw) -> PlanResult:
     """plan() over a range of GPU counts (see plan): CP-SAT chooses the
     count with the families; each proposal (the least count whose bound
     reaches the target) is opened at its count, and forbidden if no
-    strategy of it reaches the target. The first count whose family
-    reaches it is the fewest: every smaller one was opened and failed, or
-    its bound is already slower than the target."""
+    strategy of it reaches the target; so are the other families the
+    solve passed (all under the target's cut). A family that reaches the
+    target caps the count below it; the fewest is proven when the least
+    count proposed reaches it, or nothing is left below the cap: every
+    smaller count was opened and failed, or its bound is already slower
+    than the target."""
     try:
         counts = sorted({int(g) for g in gpus})
     except (TypeError, ValueError):
@@ -623,29 +626,41 @@ def _fewest_gpus(model, system, gpus, target, t0, **kw) -> PlanResult:
         master.model.Add(master.bound <= int(math.ceil(math.log(goal) * LOG_UNITS)) + 4)
         master.model.Minimize(master.vars["gpus"])
     opened = {"structures": 0, "groups": 0, "evaluated": 0}
-    families_opened, found, timed_out = 0, None, False
-    while True:
+    families_opened, found, proven, timed_out = 0, None, False, False
+    while not proven:
         nxt = master.next(deadline)
         if nxt is None:
+            proven = True                      # nothing left below the count found, or at all
             break
         if nxt == "timeout":
             timed_out = True
             break
-        fam, _ = nxt
-        q = dataclasses.replace(p, gpus=fam["gpus"])
-        top = TopK(1, cap=goal * (1 + RELATIVE_SLACK))
-        families_opened += 1
-        if _open_family(q, fam, top, deadline, opened, top_k=1):
-            timed_out = True
+        # the least count's family, then the others the solve passed (every
+        # one of them under the goal's cut), fewest GPUs first: a family that
+        # reaches the target caps the count, and the solver looks below it
+        least = nxt[0]["gpus"] if master.optimal else -1
+        for fam in [nxt[0]] + sorted((f for f, _ in master.passed), key=lambda f: f["gpus"]):
+            if found is not None and fam["gpus"] >= found:
+                continue
+            q = dataclasses.replace(p, gpus=fam["gpus"])
+            top = TopK(1, cap=goal * (1 + RELATIVE_SLACK))
+            families_opened += 1
+            if _open_family(q, fam, top, deadline, opened, top_k=1):
+                timed_out = True
+                break
+            if top.items and top.items[0][0] <= goal * (1 + RELATIVE_SLACK):
+                found = fam["gpus"]
+                proven = found == least        # no count below the solve's least is left
+                master.model.Add(master.vars["gpus"] < found)
+            else:
+                master.exclude(fam, goal)
+            if kw["progress"]:
+                kw["progress"](families_opened, math.inf)
+        if timed_out:
             break
-        if top.items and top.items[0][0] <= goal * (1 + RELATIVE_SLACK):
-            found = fam["gpus"]
-            break
-        master.exclude(fam, goal)
-        if kw["progress"]:
-            kw["progress"](families_opened, math.inf)
     fewest = {"counts": len(counts), "smallest": counts[0], "largest": counts[-1], "target_samples_per_s": target,
-              "families_opened": families_opened, "solver_calls": master.solves, **master.stats(),
+              "proven": proven, "families_opened": families_opened, "solver_calls": master.solves,
+              **master.stats(),
               **{f"{k}_opened" if k != "evaluated" else k: v for k, v in opened.items()},
               "search_s": time.perf_counter() - t0}
     span = f"{counts[0]:,}..{counts[-1]:,} ({len(counts):,} counts)"
@@ -656,9 +671,11 @@ def _fewest_gpus(model, system, gpus, target, t0, **kw) -> PlanResult:
         res.stats["fewest"] = fewest
         res.stats["solve_s"] = time.perf_counter() - t0
         res.problem.update(gpus_range=[counts[0], counts[-1], len(counts)], target_samples_per_s=target)
+        done = f"{families_opened} families opened, {master.solves} CP-SAT solves"
         res.messages.append(f"fewest GPUs in {span} reaching {target:g} samples/s: {found:,}; "
-                            f"no smaller count does (proven: {families_opened} families opened, "
-                            f"{master.solves} CP-SAT solves)")
+                            + (f"no smaller count does (proven: {done})" if proven else
+                               f"not proven the fewest: the time limit came before every smaller count "
+                               f"was ruled out ({done})"))
         return res
     status = "unknown" if timed_out else "infeasible"
     what = (f"time limit reached before a count in {span} was found to reach {target:g} samples/s"

@@ -330,3 +330,30 @@ def test_cp_cases_choose_context_parallelism():
         best = _solve(CASES[i]).best.strategy
         assert best.cp > 1, (i, best)
     assert _solve(CASES[36]).best.strategy.cp_comm == "allgather"
+
+
+@pytest.mark.parametrize("model, over, counts, max_batch", [
+    (tiny(1024, 16, 64, 8), {"hbm_gib": 4}, range(4, 25, 4), 24),
+    pytest.param(tiny(2048, 16, 128, 12), {"hbm_gib": 3}, range(2, 25, 2), 24,   # small counts cannot hold it
+                 marks=pytest.mark.exhaustive),
+])
+def test_fewest_gpus_equals_plan_count_by_count(model, over, counts, max_batch):
+    """The fewest GPUs for a target against plan on each count of the range
+    (plan equals brute force above): the first count whose best reaches the
+    target, for targets between the counts' bests, and infeasible above
+    them all."""
+    sysobj = opt.load_system(H100, **over)
+    best = {}
+    for g in counts:
+        r = plan(model, sysobj, g, max_batch=max_batch)
+        best[g] = r.best.samples_per_s if r.status == "optimal" else 0.0
+    reachable = sorted({v for v in best.values() if v > 0})
+    assert len(reachable) >= 3                          # the targets below tell counts apart
+    for target in (reachable[0] * 0.999, reachable[len(reachable) // 2] * (1 - 1e-6), reachable[-1] * 0.999):
+        r = plan(model, sysobj, counts, max_batch=max_batch, target_samples_per_s=target)
+        first = min(g for g in counts if best[g] >= target)
+        assert r.best.strategy.gpus == first, (target, first, r.messages)
+        assert r.best.samples_per_s >= target * (1 - 1e-9)
+        assert r.stats["fewest"]["proven"] and "no smaller count does" in r.messages[-1]
+    r = plan(model, sysobj, counts, max_batch=max_batch, target_samples_per_s=reachable[-1] * 1.001)
+    assert r.status == "infeasible" and r.best is None
