@@ -639,9 +639,12 @@ def _fewest_gpus(model, system, gpus, target, t0, **kw) -> PlanResult:
         # one of them under the goal's cut), fewest GPUs first: a family that
         # reaches the target caps the count, and the solver looks below it
         least = nxt[0]["gpus"] if master.optimal else -1
+        seen = set()
         for fam in [nxt[0]] + sorted((f for f, _ in master.passed), key=lambda f: f["gpus"]):
-            if found is not None and fam["gpus"] >= found:
+            key = tuple(fam[k] for k in FAMILY_KEYS)
+            if (found is not None and fam["gpus"] >= found) or key in seen:
                 continue
+            seen.add(key)
             q = dataclasses.replace(p, gpus=fam["gpus"])
             top = TopK(1, cap=goal * (1 + RELATIVE_SLACK))
             families_opened += 1
