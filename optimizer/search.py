@@ -25,7 +25,11 @@ How the proof works (see space.py for the levels):
 3. The loop. Open the structure CP-SAT proposes; take its fitting groups in
    order of bound and evaluate their members with the exact model while the
    bound can still beat the k-th best time; then exclude the structure and
-   cut the objective at the k-th best time (rounded up), and solve again.
+   cut the objective at the k-th best time (rounded up). The other
+   families the solve passed on its way to its optimum (Master.passed) are
+   opened and excluded the same way while their objective there can still
+   beat the k-th best: under the cut, the proof would have to open each of
+   them anyway, one solve apiece. Then solve again.
    When CP-SAT proves the master infeasible, no unopened structure can beat
    the incumbent: the incumbent is optimal.
 """
