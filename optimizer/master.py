@@ -3,10 +3,11 @@
 The knobs that fix a family of structures (tp, cp, pp, dp, microbatch,
 interleave) and the batch, as microbatches per replica n, are solver
 variables; so are the group knobs memory and time depend on most (the
-activation signature sigma, the ZeRO stage, the offload flags). The limits are
-constraints:
+activation signature sigma, the ZeRO stage and sharding group, the offload
+flags). The limits are constraints:
 
   tp * cp * pp * dp = gpus             three multiplication equalities
+  shard divides dp, G = shard * cp     a (dp, shard) table and a product
   batch = dp * microbatch * n          <= max_batch, or among the pinned batches
   divisibility                         tp and pp by their domains (the rules
                                        that read them alone), interleave by
@@ -27,13 +28,16 @@ the same way:
   DP      the gradient reduction's bandwidth term (tp, pp, dp x cp, its
           tier, ZeRO stage 0-2) / batch, which hides at most behind one
           microbatch time: added to main x (1 - 1/n) (Master._dp_floor)
+  ZeRO-3  a block takes at least its gathers and reduce-scatter over the
+          sharding group G ((G - 1) / G of the bytes each), and at least
+          its compute plus the tier's processor share of them
 
 Memory per GPU of each stage that can be the fullest (first, busiest
 middle, last: perf.pipeline_memory's) is at least its state (tp, pp, ZeRO
 stage, offload of weights and optimizer): weights / s3 + gradients / s2 +
-optimizer / s1, s_k = dp x cp from ZeRO stage k on and 1 below it (the
-sharding group at its largest, dp x cp: never above the exact bytes whatever
-`shard` is), plus ZeRO-3's two gathered blocks, plus microbatch x
+optimizer / s1, s_k = the sharding group G from ZeRO stage k on and 1 below
+it (G = shard x cp, shard a solver variable dividing dp), plus ZeRO-3's two
+gathered blocks, plus microbatch x
 (stored activations per block(tp, cp, sigma) x blocks in flight + working
 bytes(tp, cp, sigma)), blocks in flight min(cap(pp, interleave), n * the
 stage's blocks(pp)), one block when activations are offloaded. Every table
@@ -104,6 +108,32 @@ def _first_blocks(blocks: int, pp) -> np.ndarray:
 def _max_blocks(blocks: int, pp) -> np.ndarray:
     f, mid, last = perf.stage_layout(blocks, np.asarray(pp))
     return np.maximum(np.maximum(f, mid), last)
+
+
+def work_floor(p: Problem) -> float:
+    """GPU-seconds per sample that no strategy on any GPU count goes below:
+    every block and the extras once per sequence at the peak-rate bound
+    (each kernel at the best efficiency of the system's curves; the work
+    split over tp x cp GPUs costs at least what it costs on one), the least
+    over every signature, pins left out (the least of a larger set). The
+    seconds per sample on g GPUs are at least this / g: the slowest stage
+    times pp holds every block and the extras once, per dp x microbatch
+    sequences."""
+    q = dataclasses.replace(p, pins={})
+    one = np.array([1])
+    sig = sigmas(q, one, one)
+    has = sig["ok"].copy()
+    for g in np.flatnonzero(has[0]):
+        has[0, g] = len(tp_choices(q, 1, 1, bool(sig["sp"][g]))) > 0
+    if not has.any():
+        return 0.0
+    bare = Master.__new__(Master)
+    bare.p = q
+    tau, _, _, _, _, ext = bare._block_tables(one, one, sig, has)
+    block = float(tau[0, -1].min())            # the last bucket: the peak-rate row
+    extras = float(ext[0, -1]) if ext is not None else 0.0
+    total = p.model.blocks * block + extras
+    return total if math.isfinite(total) else 0.0
 
 
 FAMILY_KEYS = ("gpus", "tp", "cp", "pp", "dp", "microbatch", "interleave")   # what `exclude` forbids
@@ -183,6 +213,21 @@ class Master:
         # the weights' replicas: dp x cp (ZeRO shards over them; perf.grad_group)
         dp_cp = md.NewIntVarFromDomain(cp_model.Domain.FromValues(products(dps, D_cp)), "dp_x_cp")
         md.AddMultiplicationEquality(dp_cp, [dp, cp])
+        # the ZeRO sharding group: shard x cp, shard a divisor of dp, at least 2
+        # when dp is (perf.grad_group; space.shard_domain, 0 the whole dp)
+        divs = sorted({int(d) for x in dps for d in divisors(int(x))})
+        shard = md.NewIntVarFromDomain(cp_model.Domain.FromValues(divs), "shard_of_dp")
+        dp_i = md.NewIntVar(0, len(dps) - 1, "dp_index")
+        self._table([dp_i, shard], [(i, int(d)) for i, x in enumerate(dps) for d in divisors(int(x))])
+        dp_big = md.NewBoolVar("dp_at_least_2")
+        md.Add(dp >= 2).OnlyEnforceIf(dp_big)
+        md.Add(dp == 1).OnlyEnforceIf(dp_big.Not())
+        md.Add(shard >= 2).OnlyEnforceIf(dp_big)
+        G_vals = np.array(products(divs, D_cp), dtype=np.int64)
+        G_i = md.NewIntVar(0, len(G_vals) - 1, "shard_group_index")
+        shard_group = md.NewIntVarFromDomain(cp_model.Domain.FromValues(G_vals.tolist()), "shard_group")
+        self._element(G_i, G_vals, shard_group)
+        md.AddMultiplicationEquality(shard_group, [shard, cp])
 
         # ---- microbatch, interleave, batch
         local_max = p.max_batch // int(dps.min())
@@ -295,7 +340,6 @@ class Master:
         self._element(cp_i, lcp, lcv)
         self._element(pp_i, lpp_, lppv)
         dn = md.NewIntVar(0, T - 1, "dp_net")
-        dp_i = md.NewIntVar(0, len(dps) - 1, "dp_index")
         self._element(dp_i, dps, dp)
         ldp = np.floor(np.log(dps) * LOG_UNITS).astype(np.int64)
         ldv = md.NewIntVar(0, int(ldp.max()), "log_dp")
@@ -372,7 +416,8 @@ class Master:
         lmb = self._log_above(mb, int(mbs.max()), "log_microbatch_above")
         # a block's time per sample (x tp x cp, as the block table) is at least
         # what must cross a link while it runs, whatever hides behind what
-        floors = []    # (log table, its variables, its rows, the flag that enforces it, per microbatch)
+        floors = []    # (log table, its variables, its rows, the flag that enforces it, per microbatch, added)
+        zero3_share = None
         pb = perf.block_params(m) / D_tp                  # a block's parameters per GPU
         if 3 in K.BY_NAME["zero"].values and p.allowed("zero", [3])[0]:
             # ZeRO-3: its weight gathers and gradient reduce-scatter per block and
@@ -385,25 +430,51 @@ class Master:
             md.Add(zero >= 3).OnlyEnforceIf(z3)
             md.Add(zero <= 2).OnlyEnforceIf(z3.Not())
             t3 = self._log((comm3 * D_tp[:, None])[TC[:, 0]] * tc_cp[:, None])
-            floors.append((t3, [tc_i, dn], list(np.ndindex(t3.shape)), z3, True))
+            floors.append((t3, [tc_i, dn], list(np.ndindex(t3.shape)), z3, True, 0))
+            # and over the sharding group itself, G: each collective moves (G - 1) / G
+            # of the bytes (the latency left out), on the gradient tier, at or beyond
+            # the DP group's (the least over those tiers)
+            whole = np.stack([perf.collective_time(_comm_only_system(sys_), "p2p", pb * (
+                2 * perf.act_bytes(dt) + perf.GRAD_COMM_BYTES[dt]), 2, t) for t in range(T)], 1)
+            whole = np.minimum.accumulate(whole[:, ::-1], axis=1)[:, ::-1]
+            tw = self._log((whole * D_tp[:, None])[TC[:, 0]] * tc_cp[:, None])
+            share = np.floor(np.log(np.maximum(G_vals - 1, 1e-30) / G_vals) * LOG_UNITS).astype(np.int64)
+            share = np.maximum(share, -64 * LOG_UNITS)              # a group of one: no floor worth the name
+            gs = md.NewIntVar(int(share.min()), int(share.max()), "log_shard_group_share")
+            self._element(G_i, share, gs)
+            floors.append((tw, [tc_i, dn], list(np.ndindex(tw.shape)), z3, True, gs))
+            # while they run they take the tier's processor share u from the
+            # compute (perf.zero3_comm_time): a block takes at least its
+            # compute and TP time plus u x the collectives
+            u = np.array([net.processor_share for net in sys_.networks])
+            if (u > 0).any():
+                shared = np.minimum.accumulate((whole * u[None, :])[:, ::-1], axis=1)[:, ::-1]
+                zero3_share = (self._log((np.maximum(shared, 1e-30) * D_tp[:, None])[TC[:, 0]] * tc_cp[:, None]),
+                               [tc_i, dn], gs)
         link = sys_.offload_gbps * 1e9
         if off and 0 < link < math.inf:                     # an unlimited link moves for free
             # offloaded weights: read in the forward and the backward, the
             # gradient accumulator read and written back (perf.offload_traffic),
             # per block and microbatch
             ow_bytes = pb[TC[:, 0]] * (2 * perf.act_bytes(dt) + perf.GRAD_BYTES_PER_PARAM)
-            floors.append((self._log(ow_bytes * tc_tp * tc_cp / link), [tc_i], [(a,) for a in range(len(TC))], ow, True))
+            floors.append((self._log(ow_bytes * tc_tp * tc_cp / link), [tc_i], [(a,) for a in range(len(TC))], ow, True,
+                           0))
             # offloaded activations: written in the forward, read in the backward,
             # per sequence
             s1b = np.maximum(np.where(np.isfinite(s1), s1, 0.0), 1.0)
-            floors.append((self._log(2 * s1b * (tc_tp * tc_cp)[:, None] / link), [tc_i, sg], cpairs, oa, False))
+            floors.append((self._log(2 * s1b * (tc_tp * tc_cp)[:, None] / link), [tc_i, sg], cpairs, oa, False, 0))
         hi_floor = max([int(lq.max())] + [int(f[0].max()) for f in floors])
         blk = md.NewIntVar(int(lq.min()), hi_floor + 40 * LOG_UNITS, "log_block_time")
         md.Add(blk >= qv)
-        for j, (table, keys, rows, flag, per_mb) in enumerate(floors):
+        for j, (table, keys, rows, flag, per_mb, added) in enumerate(floors):
             fv = md.NewIntVar(int(table.min()), int(table.max()), f"log_block_floor_{j}")
             self._table(keys + [fv], [(*ix, int(table[ix])) for ix in rows])
-            md.Add(blk >= (fv - lmb if per_mb else fv)).OnlyEnforceIf(flag)
+            md.Add(blk >= (fv - lmb if per_mb else fv) + added).OnlyEnforceIf(flag)
+        if zero3_share is not None:
+            table, keys, added = zero3_share
+            fv = md.NewIntVar(int(table.min()), int(table.max()), "log_zero3_processor_share")
+            self._table(keys + [fv], [(*ix, int(table[ix])) for ix in np.ndindex(table.shape)])
+            self._log_sum_below(blk, qv, fv + added - lmb, AMGM_WEIGHTS, z3)
         stage = md.NewIntVar(int(lq.min() + lx.min()), hi_floor + int(lx.max()) + 48 * LOG_UNITS, "log_stage_time")
         md.Add(stage >= blk + xv)
         self._log_sum_below(stage, blk + xv, pv_ + ppl, AMGM_WEIGHTS, one.Not())
@@ -449,20 +520,20 @@ class Master:
             offl = {item: np.zeros((len(D_tp), len(D_pp), 2)) for item in ("weights", "gradients", "optimizer")}
             per_param = {"weights": perf.act_bytes(dt), "gradients": perf.GRAD_BYTES_PER_PARAM,
                          "optimizer": perf.OPTIMIZER_BYTES_PER_PARAM[dt]}
-            for a_, t in enumerate(D_tp):
-                for b_, x in enumerate(D_pp):
-                    if not exists[b_]:
-                        continue
-                    extra = {"first": first_params[a_] if x > 1 else self._both[a_], "middle": 0.0,
-                             "last": self._last[a_]}[kind]
-                    st = perf.state_bytes(m, dt, t, blocks[b_], 1, 0, 0, extra)
-                    for o in (0, 1):
-                        mem = perf.memory_terms(dt, st, 0.0, 0.0, 0.0, Recompute.NONE, o, 0, o)
-                        for item, table in unsharded.items():
-                            table[a_, b_, o] = mem[item]
-                            offl[item][a_, b_, o] = o * st["p_block"] * st["n_s"] * per_param[item]
-            sharded = [self._sharded_state(f"{kind}_{item}", unsharded[item], flag, stage, zero, dp_cp, tp_i, pp_i,
-                                           top)
+            # over the (tp, pp) grid at once; a stage that does not exist holds nothing
+            t_g, x_g = np.meshgrid(D_tp.astype(float), D_pp, indexing="ij")
+            b_g = np.broadcast_to(np.where(exists, blocks, 0)[None, :], t_g.shape)
+            extra = {"first": np.where(x_g > 1, first_params[:, None], self._both[:, None]),
+                     "middle": np.zeros_like(t_g), "last": np.broadcast_to(self._last[:, None], t_g.shape)}[kind]
+            st = perf.state_bytes(m, dt, t_g, b_g, 1, 0, 0, np.where(exists[None, :], extra, 0.0))
+            for o in (0, 1):
+                mem = perf.memory_terms(dt, st, 0.0, 0.0, 0.0, Recompute.NONE, o, 0, o)
+                for item, table in unsharded.items():
+                    table[:, :, o] = np.where(exists[None, :], mem[item], 0.0)
+                    offl[item][:, :, o] = np.where(exists[None, :], o * st["p_block"] * st["n_s"] * per_param[item],
+                                                   0.0)
+            sharded = [self._sharded_state(f"{kind}_{item}", unsharded[item], flag, stage, zero, shard_group,
+                                           tp_i, pp_i, top)
                        for item, flag, stage in (("weights", ow, 3), ("gradients", ow, 2), ("optimizer", oo, 1))]
             state = sum(x for x, _ in sharded)
             # ZeRO-3 keeps two whole blocks gathered (the one computing, the next)
@@ -512,8 +583,8 @@ class Master:
             if off:
                 # the offload tier: the blocks' offloaded state (sharded as in HBM) and,
                 # offloaded, every stored activation in flight
-                moved = [self._sharded_state(f"{kind}_offloaded_{item}", offl[item], flag, stage, zero, dp_cp, tp_i,
-                                             pp_i, top)
+                moved = [self._sharded_state(f"{kind}_offloaded_{item}", offl[item], flag, stage, zero,
+                                             shard_group, tp_i, pp_i, top)
                          for item, flag, stage in (("weights", ow, 3), ("gradients", ow, 2), ("optimizer", oo, 1))]
                 all_in = md.NewIntVar(0, int(s1t.max()) * int(captab.max()), f"{kind}_stored_in_flight")
                 md.AddMultiplicationEquality(all_in, [s1v, bl])
@@ -523,7 +594,7 @@ class Master:
                 md.Add(act_off >= all_mb).OnlyEnforceIf(oa)
                 md.Add(sum(x for x, _ in moved) + act_off <= int(sys_.offload_gib * perf.GIB / MEM_UNIT))
 
-        self.knob_vars = {"recompute_flash_class": sg, "zero": zero, "offload_weights": ow,
+        self.knob_vars = {"recompute_flash_class": sg, "zero": zero, "shard_of_dp": shard, "offload_weights": ow,
                           "offload_activations": oa, "offload_optimizer": oo}
         self.classes = [tuple(int(x) for x in c) for c in classes]
         self.vars = {"gpus": gpus, "tp": tp, "cp": cp, "pp": pp, "dp": dp, "microbatch": mb, "interleave": v, "n": n,
@@ -532,18 +603,21 @@ class Master:
         self.solver.parameters.num_workers = threads or 1
         # the model is small and its tables already tight: one presolve pass
         # without probing (measured 2-3x faster than the default on 1T at
-        # 16,384 GPUs and over a range of counts, and than no presolve)
+        # 16,384 GPUs and over a range of counts, and than no presolve); the
+        # search restarting quickly from a portfolio of heuristics (the
+        # fixed search stalled for a second between the first two solutions
+        # of 1T on 16,384 GPUs)
         self.solver.parameters.max_presolve_iterations = 1
         self.solver.parameters.cp_model_probing_level = 0
+        self.solver.parameters.search_branching = cp_model.PORTFOLIO_WITH_QUICK_RESTART_SEARCH
 
     # ------------------------------------------------------------ helpers
 
     def _sharded_state(self, item, table, flag, stage, zero, dp, tp_i, pp_i, dp_max):
         """A state item's bytes per GPU (MEM_UNIT), from its unsharded table
-        over (tp, pp, its offload flag), divided by `dp` (the replicas, dp x
-        cp) where the ZeRO stage is `stage` or more (else by 1), rounded
-        down: (variable, upper bound). dp x cp is the largest sharding group,
-        so this never exceeds the exact bytes whatever the group."""
+        over (tp, pp, its offload flag), divided by `dp` (the sharding
+        group, shard x cp) where the ZeRO stage is `stage` or more (else by
+        1), rounded down: (variable, upper bound)."""
         md = self.model
         t = np.floor(table / MEM_UNIT).astype(np.int64)
         whole = md.NewIntVar(0, int(t.max()), f"{item}_unsharded")
@@ -584,12 +658,13 @@ class Master:
             return
         # seconds per parameter of the busiest stage, per (replica group, tier, ZeRO stage 0..2)
         per = np.full((len(groups), T, 3), np.inf)
-        for i, g in enumerate(groups):
-            shards = np.array(divisors(g), dtype=float)
-            for t in range(T):
-                for z in range(3):
-                    per[i, t, z] = perf.dp_comm_time(fast, p.datatype, {"p_stage": 1.0}, float(g), z,
-                                                     shards if z else 0.0, t).min()
+        gi = np.concatenate([np.full(len(divisors(g)), i) for i, g in enumerate(groups)])
+        shards = np.concatenate([divisors(g) for g in groups]).astype(float)
+        size = np.array(groups, dtype=float)[gi]
+        for t in range(T):
+            for z in range(3):
+                np.minimum.at(per[:, t, z], gi, perf.dp_comm_time(fast, p.datatype, {"p_stage": 1.0}, size, z,
+                                                                 shards if z else 0.0, t))
         per = np.minimum.accumulate(per[:, ::-1], axis=1)[:, ::-1]   # any tier at or beyond: never above
         lc = self._log(np.maximum(per, 1e-30))
         cv = md.NewIntVar(int(lc.min()), int(lc.max()), "log_dp_seconds_per_param")
@@ -852,7 +927,8 @@ class Master:
         fixed = {"gpus": k["tp"] * k["cp"] * k["pp"] * k["dp"], **{n: k[n] for n in ("tp", "cp", "pp", "dp",
                                                                                        "microbatch", "interleave",
                                                                                        "batch")},
-                 "zero": k["zero"], "offload_weights": k["offload_weights"],
+                 "zero": k["zero"], "shard_of_dp": k["shard"] if k["shard"] > 0 else k["dp"],
+                 "offload_weights": k["offload_weights"],
                  "offload_activations": k["offload_activations"], "offload_optimizer": k["offload_optimizer"]}
         for n, x in fixed.items():
             copy.Add(var(self.vars[n] if n in self.vars else self.knob_vars[n]) == x)

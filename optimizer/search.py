@@ -51,7 +51,7 @@ from .errors import ConfigError
 from .evaluate import Report, evaluate, plain_json
 from .spec import MAX_GPUS, MAX_INT_FIELD, default_datatype, fmt_limit, load_model, load_system
 from .knobs import describe
-from .master import FAMILY_KEYS, LOG_UNITS, Master
+from .master import FAMILY_KEYS, LOG_UNITS, Master, work_floor
 from .space import (GROUP_REST, SIGMA, TP_CHOICE, Problem, batches_of, count_space, enumerate_all, families,
                     group_rest, group_rows, knob_rows_to_strategy, make_problem, members_of, sigmas, structures,
                     tp_choices)
@@ -591,18 +591,27 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype=None
 
 
 MAX_COUNTS = 1_000_000       # GPU counts in one range
+FEWEST_WINDOW = 32           # GPU counts in the first CP-SAT model of a range (and after a proposal); doubling while empty
+MAX_FEWEST_WINDOW = 128      # near the answer one solve took 3.8 s over 128 counts, 7.7 s over 256 (1T at 150 samples/s)
 
 
 def _fewest_gpus(model, system, gpus, target, t0, **kw) -> PlanResult:
-    """plan() over a range of GPU counts (see plan): CP-SAT chooses the
-    count with the families; each proposal (the least count whose bound
-    reaches the target) is opened at its count, and forbidden if no
-    strategy of it reaches the target; so are the other families the
-    solve passed (all under the target's cut). A family that reaches the
-    target caps the count below it; the fewest is proven when the least
-    count proposed reaches it, or nothing is left below the cap: every
-    smaller count was opened and failed, or its bound is already slower
-    than the target."""
+    """plan() over a range of GPU counts (see plan). Counts whose work
+    floor (master.work_floor: every block at the peak rate, over the count)
+    is already slower than the target are out before any solve. The rest
+    go to CP-SAT a window at a time, fewest GPUs first: FEWEST_WINDOW
+    counts, doubling up to MAX_FEWEST_WINDOW while a window's bound
+    reaches the target on none of its counts; a large window's first
+    proposal narrows the search to FEWEST_WINDOW counts from there (a
+    small model solves several times faster than one over thousands).
+    In a window, CP-SAT chooses the count with the family; each proposal
+    (the least count whose bound reaches the target) is opened at its
+    count, and forbidden if no strategy of it reaches the target; so are
+    the other families the solve passed (all under the target's cut). A
+    family that reaches the target caps the count below it; the fewest is
+    proven when the least count proposed reaches it, or nothing is left
+    below the cap in its window, every earlier window having been proven
+    to hold none."""
     try:
         counts = sorted({int(g) for g in gpus})
     except (TypeError, ValueError):
@@ -625,49 +634,71 @@ def _fewest_gpus(model, system, gpus, target, t0, **kw) -> PlanResult:
     p = make_problem(model, system, counts[-1], max_batch, datatype, pin, kw["even_stages"])
     deadline = None if kw["time_limit_s"] is None else t0 + float(kw["time_limit_s"])
     goal = 1.0 / float(target)
-    master = Master(p, kw["threads"], counts=counts)
-    if not master.empty:
-        master.model.Add(master.bound <= int(math.ceil(math.log(goal) * LOG_UNITS)) + 4)
-        master.model.Minimize(master.vars["gpus"])
+    # no count below the work floor's reaches the goal (work_floor): those
+    # are out before any solve; the rest go to CP-SAT a window at a time,
+    # fewest GPUs first, the window doubling while none is found
+    floor = work_floor(p)
+    left = [g for g in counts if floor / g <= goal * (1 + RELATIVE_SLACK)]
+    below = len(counts) - len(left)
     opened = {"structures": 0, "groups": 0, "evaluated": 0}
-    families_opened, found, proven, timed_out = 0, None, False, False
-    while not proven:
-        nxt = master.next(deadline)
-        if nxt is None:
-            proven = True                      # nothing left below the count found, or at all
-            break
-        if nxt == "timeout":
-            timed_out = True
-            break
-        # the least count's family, then the others the solve passed (every
-        # one of them under the goal's cut), fewest GPUs first: a family that
-        # reaches the target caps the count, and the solver looks below it
-        least = nxt[0]["gpus"] if master.optimal else -1
-        seen = set()
-        for fam in [nxt[0]] + sorted((f for f, _ in master.passed), key=lambda f: f["gpus"]):
-            key = tuple(fam[k] for k in FAMILY_KEYS)
-            if (found is not None and fam["gpus"] >= found) or key in seen:
-                continue
-            seen.add(key)
-            q = dataclasses.replace(p, gpus=fam["gpus"])
-            top = TopK(1, cap=goal * (1 + RELATIVE_SLACK))
-            families_opened += 1
-            if _open_family(q, fam, top, deadline, opened, top_k=1):
+    families_opened, solves, rows, found, proven, timed_out = 0, 0, 0, None, False, False
+    size, windows = FEWEST_WINDOW, 0
+    while left and found is None and not timed_out:
+        window, left = left[:size], left[size:]
+        windows += 1
+        master = Master(p, kw["threads"], counts=window)
+        rows = max(rows, master.rows)
+        if not master.empty:
+            master.model.Add(master.bound <= int(math.ceil(math.log(goal) * LOG_UNITS)) + 4)
+            master.model.Minimize(master.vars["gpus"])
+        size = min(2 * size, MAX_FEWEST_WINDOW)      # the next window, if this one is empty
+        while not proven:
+            nxt = master.next(deadline)
+            if nxt is None:
+                # nothing left in the window below the count found, or at all
+                proven = found is not None
+                break
+            if nxt == "timeout":
                 timed_out = True
                 break
-            if top.items and top.items[0][0] <= goal * (1 + RELATIVE_SLACK):
-                found = fam["gpus"]
-                proven = found == least        # no count below the solve's least is left
-                master.model.Add(master.vars["gpus"] < found)
-            else:
-                master.exclude(fam, goal)
-            if kw["progress"]:
-                kw["progress"](families_opened, math.inf)
-        if timed_out:
-            break
+            size = FEWEST_WINDOW
+            if len(window) > FEWEST_WINDOW and master.optimal and master.solves == 1:
+                # a large window's first proposal: no count below it holds a
+                # bound that reaches the target; the search narrows to a small
+                # window from there (its solves are several times faster)
+                left = [g for g in window if g >= nxt[0]["gpus"]] + left
+                break
+            # the least count's family, then the others the solve passed (every
+            # one of them under the goal's cut), fewest GPUs first: a family that
+            # reaches the target caps the count, and the solver looks below it
+            least = nxt[0]["gpus"] if master.optimal else -1
+            seen = set()
+            for fam in [nxt[0]] + sorted((f for f, _ in master.passed), key=lambda f: f["gpus"]):
+                key = tuple(fam[k] for k in FAMILY_KEYS)
+                if (found is not None and fam["gpus"] >= found) or key in seen:
+                    continue
+                seen.add(key)
+                q = dataclasses.replace(p, gpus=fam["gpus"])
+                top = TopK(1, cap=goal * (1 + RELATIVE_SLACK))
+                families_opened += 1
+                if _open_family(q, fam, top, deadline, opened, top_k=1):
+                    timed_out = True
+                    break
+                if top.items and top.items[0][0] <= goal * (1 + RELATIVE_SLACK):
+                    found = fam["gpus"]
+                    proven = found == least        # no count below the solve's least is left
+                    master.model.Add(master.vars["gpus"] < found)
+                else:
+                    master.exclude(fam, goal)
+                if kw["progress"]:
+                    kw["progress"](families_opened, math.inf)
+            if timed_out:
+                break
+        solves += master.solves
+    proven = proven or (found is None and not timed_out)
     fewest = {"counts": len(counts), "smallest": counts[0], "largest": counts[-1], "target_samples_per_s": target,
-              "proven": proven, "families_opened": families_opened, "solver_calls": master.solves,
-              **master.stats(),
+              "proven": proven, "below_work_floor": below,
+              "windows": windows, "families_opened": families_opened, "solver_calls": solves, "table_rows": rows,
               **{f"{k}_opened" if k != "evaluated" else k: v for k, v in opened.items()},
               "search_s": time.perf_counter() - t0}
     span = f"{counts[0]:,}..{counts[-1]:,} ({len(counts):,} counts)"
@@ -678,7 +709,7 @@ def _fewest_gpus(model, system, gpus, target, t0, **kw) -> PlanResult:
         res.stats["fewest"] = fewest
         res.stats["solve_s"] = time.perf_counter() - t0
         res.problem.update(gpus_range=[counts[0], counts[-1], len(counts)], target_samples_per_s=target)
-        done = f"{families_opened} families opened, {master.solves} CP-SAT solves"
+        done = f"{families_opened} families opened, {solves} CP-SAT solves"
         res.messages.append(f"fewest GPUs in {span} reaching {target:g} samples/s: {found:,}; "
                             + (f"no smaller count does (proven: {done})" if proven else
                                f"not proven the fewest: the time limit came before every smaller count "
@@ -687,7 +718,7 @@ def _fewest_gpus(model, system, gpus, target, t0, **kw) -> PlanResult:
     status = "unknown" if timed_out else "infeasible"
     what = (f"time limit reached before a count in {span} was found to reach {target:g} samples/s"
             if timed_out else f"no GPU count in {span} reaches {target:g} samples/s "
-            f"(proven: {families_opened} families opened, {master.solves} CP-SAT solves); "
+            f"(proven: {families_opened} families opened, {solves} CP-SAT solves); "
             f"more GPUs, a larger batch limit or a faster system would")
     return PlanResult(status=status, best=None, top=[], lower_bound=0.0 if timed_out else math.inf,
                       gap=math.inf, stats={"fewest": fewest, "space_size": 0, "structures": 0, "evaluated":

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from optimizer import perf
-from optimizer.master import LOG_UNITS, Master
+from optimizer.master import LOG_UNITS, Master, work_floor
 from optimizer.space import enumerate_all, knob_rows_to_strategy, make_problem
 from optimizer.spec import load_model, load_system
 
@@ -40,6 +40,9 @@ def check_problem(p, rng, n=25):
         return 0
     knobs = {k: np.concatenate([c[k] for c in kept]) for k in kept[0]}
     exact = np.concatenate(exact)
+    # the work floor, on any GPU count: below every feasible strategy's time
+    if len(exact):
+        assert work_floor(p) / p.gpus <= exact.min() * (1 + 1e-9), (work_floor(p) / p.gpus, exact.min())
     checked = 0
     for i in rng.choice(len(exact), size=min(n, len(exact)), replace=False):
         s = knob_rows_to_strategy(knobs, i, p.datatype)
@@ -126,3 +129,35 @@ def test_the_extras_join_the_stage_bound():
     bound = Master(p).bound_of(st)
     assert bound <= per_sample * (1 + 1e-9)
     assert bound >= 0.99 * per_sample, (bound, per_sample)
+
+
+def test_relaxation_with_zero3_shard_groups():
+    """ZeRO-3 alone, over sharding groups from 2 to the whole dp x cp, on a
+    3-tier system whose tiers take a processor share and slow by 30x a
+    tier, with short sequences (the collectives outlast the compute, so a
+    floor that took a group of G as one of 2 would cut): the collectives move
+    (G - 1) / G of the bytes over the group G and the compute loses the
+    share while they run; the model accepts each strategy below its time."""
+    m = _tiny(4096, 32, 4, 128, 0, True, 8)      # short sequences: the collectives outlast the compute
+    s = tiered_system(3, hbm_gib=4.0, first=2, growth=4, falloff=30)
+    p = make_problem(m, s, 16, 16, "bf16", {"zero": 3, "cp": [1, 2]})
+    assert check_problem(p, np.random.default_rng(4), n=40) >= 20
+
+
+def test_zero3_bound_follows_the_sharding_group():
+    """1T on 8,920 GPUs with one stage: the weights fit only sharded over
+    hundreds of GPUs (shard 223 of dp 1,115), so ZeRO-3's gathers move
+    nearly all their bytes. The bound was 37% below the exact time when the
+    collectives were floored at a group of 2 while memory was sharded over
+    the whole dp; with the group a variable of both, within 5%."""
+    from optimizer import evaluate
+    from optimizer.spec import Strategy
+    s = load_system("h100-80g-nvl8")
+    p = make_problem(load_model("1T"), s, 8920, 3072, "fp8")
+    st = Strategy(tp=8, cp=1, pp=1, dp=1115, batch=2230, microbatch=2, recompute="full", tp_comm="p2p_rs_ag",
+                  tp_overlap="ring", dp_overlap=True, zero=3, shard=223, flash_attention=True, tp_net=0, dp_net=1,
+                  datatype="fp8")
+    per_sample = evaluate("1T", s, st).time_s / st.batch
+    bound = Master(p).bound_of(st)
+    assert bound <= per_sample * (1 + 1e-9)
+    assert bound >= 0.95 * per_sample, (bound, per_sample)

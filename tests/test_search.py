@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import optimizer as opt
-from optimizer import perf
+from optimizer import perf, search
 from optimizer.search import STATUSES, Tables, plan
 from optimizer.space import make_problem, structures
 
@@ -337,11 +337,14 @@ def test_cp_cases_choose_context_parallelism():
     pytest.param(tiny(2048, 16, 128, 12), {"hbm_gib": 3}, range(2, 25, 2), 24,   # small counts cannot hold it
                  marks=pytest.mark.exhaustive),
 ])
-def test_fewest_gpus_equals_plan_count_by_count(model, over, counts, max_batch):
+def test_fewest_gpus_equals_plan_count_by_count(model, over, counts, max_batch, monkeypatch):
     """The fewest GPUs for a target against plan on each count of the range
     (plan equals brute force above): the first count whose best reaches the
     target, for targets between the counts' bests, and infeasible above
-    them all."""
+    them all. The range goes to CP-SAT in windows of 2 counts, then 4
+    (FEWEST_WINDOW, doubling): a count found in a later window is the
+    fewest only if the earlier ones were proven empty."""
+    monkeypatch.setattr(search, "FEWEST_WINDOW", 2)
     sysobj = opt.load_system(H100, **over)
     best = {}
     for g in counts:
@@ -355,5 +358,6 @@ def test_fewest_gpus_equals_plan_count_by_count(model, over, counts, max_batch):
         assert r.best.strategy.gpus == first, (target, first, r.messages)
         assert r.best.samples_per_s >= target * (1 - 1e-9)
         assert r.stats["fewest"]["proven"] and "no smaller count does" in r.messages[-1]
+        assert r.stats["fewest"]["windows"] >= 1 + (counts.index(first) - r.stats["fewest"]["below_work_floor"] >= 2)
     r = plan(model, sysobj, counts, max_batch=max_batch, target_samples_per_s=reachable[-1] * 1.001)
     assert r.status == "infeasible" and r.best is None
