@@ -251,14 +251,19 @@ def _combine(parts: tuple, rows=slice(None), spread=True) -> tuple:
     perf.pipeline_memory takes it) for `rows`, per signature: shape
     (rows, G, GROUP_REST axes); per distinct column (U) if not `spread`."""
     stages, of_sig = parts
-    hbm = off = None
+    hbm = off = h = o = more = None
     for exists, sh, so, ah, ao in stages:
-        h, o = sh[rows] + ah[rows], so[rows] + ao[rows]
         if hbm is None:
-            hbm, off = h, o
-        else:
-            more = exists[rows] & (h > hbm)
-            hbm, off = np.where(more, h, hbm), np.where(more, o, off)
+            hbm, off = sh[rows] + ah[rows], so[rows] + ao[rows]
+            h, o, more = np.empty_like(hbm), np.empty_like(off), np.empty(hbm.shape, dtype=bool)
+            continue
+        # in place: the slabs run to millions of cells
+        np.add(sh[rows], ah[rows], out=h)
+        np.greater(h, hbm, out=more)
+        more &= exists[rows]
+        np.copyto(hbm, h, where=more)
+        np.add(so[rows], ao[rows], out=o)
+        np.copyto(off, o, where=more)
     if not spread:
         return hbm, off
     return np.take(hbm, of_sig, axis=1), np.take(off, of_sig, axis=1)
