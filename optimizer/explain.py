@@ -39,9 +39,11 @@ GiB, one node of GPUs, one batch, the previous NVLink size of the list).
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import itertools
 import math
+import time
 
 import numpy as np
 from ortools.sat.python import cp_model
@@ -62,6 +64,17 @@ GROUP_PINS = tuple(n for n in K.PINNABLE if n not in STRUCT_PINS + NET_PINS)
 FIX_PP_ALL = 512                 # up to this many blocks, the GPU-count fix tries every pp
 FIX_CHUNK = 32                   # pairs (tp, cp, pp) fix_gpus bisects first (then twice as many each time)
 MEMORY_CHUNK = 512               # rows per slab of the memory grid (_fit_table)
+_DEADLINE = contextvars.ContextVar("explain_deadline", default=None)   # time.perf_counter() to stop at
+
+
+class _OutOfTime(Exception):
+    """The explanation's deadline passed (checked between slabs)."""
+
+
+def _check_time():
+    deadline = _DEADLINE.get()
+    if deadline is not None and time.perf_counter() >= deadline:
+        raise _OutOfTime
 MAX_SEPARATE_GROUP_PINS = 4      # beyond this, group pins share one literal (2^k columns otherwise)
 STRUCT_LIMITS = ("gpu_count", "divisibility", "max_batch")
 LIMIT_NAMES = {
@@ -285,6 +298,7 @@ def _fit_table(p: Problem, r: dict, checks: list) -> np.ndarray:
     R_ = len(r["tp"])
     out = np.zeros((R_, len(checks)), dtype=bool)
     for start in range(0, R_, MEMORY_CHUNK):
+        _check_time()
         rows = slice(start, start + MEMORY_CHUNK)
         hbm, off = _combine(parts, rows, spread=False)
         fit = {}
@@ -669,14 +683,29 @@ def _describe(st: Strategy) -> str:
     return f"tp={st.tp} cp={st.cp} pp={st.pp} dp={st.dp}, " + ", ".join(extras)
 
 
-def explain(p: Problem) -> dict:
+def explain(p: Problem, deadline: float | None = None) -> dict:
     """For an infeasible problem: a minimal set of conflicting limit groups
     (`conflicts`), the numbers behind each (`details`, in words and fields),
     and the smallest single change of each kind that restores feasibility
-    (`fixes`: limit -> value, None when that change alone cannot)."""
+    (`fixes`: limit -> value, None when that change alone cannot);
+    `complete` True. With a `deadline` (time.perf_counter()) that passes
+    first: no conflicts or fixes, `complete` False, and a summary that says
+    so."""
     for knob, codes in p.pins.items():         # a Problem built by hand, past make_problem's checks
         if not codes:
             raise ConfigError("pin", knob, sorted(codes), "at least one value")
+    token = _DEADLINE.set(deadline)
+    try:
+        return _explain(p)
+    except _OutOfTime:
+        return {"conflicts": [], "details": {}, "fixes": {}, "complete": False, "core_solves": 0,
+                "summary": "No strategy fits (proven). The time limit came before the explanation was "
+                           "complete: plan again without it for the conflicting limits and their fixes."}
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _explain(p: Problem) -> dict:
     gpus, witness = fix_gpus(p)
     smallest = {which: _smallest(p, which) for which in ("hbm", "offload")}
     fixes = {"hbm_gib": _whole_gib(smallest["hbm"][0]), "offload_gib": _whole_gib(smallest["offload"][0]),
@@ -695,7 +724,7 @@ def explain(p: Problem) -> dict:
     body = " ".join(d["text"][0].upper() + d["text"][1:] + "." for d in details.values())
     if not any(v is not None for v in fixes.values()):
         body += " No single change suffices."
-    return {"conflicts": conflicts, "details": details, "fixes": fixes,
+    return {"conflicts": conflicts, "details": details, "fixes": fixes, "complete": True,
             "summary": (head + " " + body).strip(), "core_solves": core.solves}
 
 

@@ -520,9 +520,10 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype=None
                          stats={**base_stats, "evaluated": 0, "evaluated_fraction": 0.0,
                                 "solve_s": time.perf_counter() - t0, "method": method},
                          problem=_problem_dict(p), system=system)
-        return _explained(p, res)
+        return _explained(p, res, deadline)
     if method == "enumerate":
-        return _explained(p, _enumerate(p, structures(p), base_stats, int(top_k), t0, deadline, progress))
+        return _explained(p, _enumerate(p, structures(p), base_stats, int(top_k), t0, deadline, progress),
+                          deadline)
     if deadline is not None and time.perf_counter() >= deadline:
         # out of time before the tables: nothing evaluated, nothing proven
         return PlanResult(status="unknown", best=None, top=[], lower_bound=0.0, gap=math.inf,
@@ -587,12 +588,12 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype=None
         gap = max((best_tps - lower) / best_tps, 0.0) if math.isfinite(lower) and best_tps > 0 else math.inf
     return _explained(p, PlanResult(status=status, best=reports[0] if reports else None, top=reports,
                                     lower_bound=lower, gap=gap, stats=stats, problem=_problem_dict(p),
-                                    system=system))
+                                    system=system), deadline)
 
 
 MAX_COUNTS = 1_000_000       # GPU counts in one range
-FEWEST_WINDOW = 32           # GPU counts in the first CP-SAT model of a range (and after a proposal); doubling while empty
-MAX_FEWEST_WINDOW = 128      # near the answer one solve took 3.8 s over 128 counts, 7.7 s over 256 (1T at 150 samples/s)
+FEWEST_WINDOW = 16           # GPU counts in the first CP-SAT model of a range, and from each first proposal on
+MAX_FEWEST_WINDOW = 128      # doubling to this while empty (a solve near the answer: 3.8 s at 128, 7.7 s at 256)
 
 
 def _fewest_gpus(model, system, gpus, target, t0, **kw) -> PlanResult:
@@ -765,12 +766,13 @@ def _open_family(p: Problem, fam: dict, top: TopK, deadline, counts: dict, top_k
     return False
 
 
-def _explained(p: Problem, res: PlanResult) -> PlanResult:
-    """An infeasible result gets its explanation (conflicts and fixes), timed."""
+def _explained(p: Problem, res: PlanResult, deadline: float | None = None) -> PlanResult:
+    """An infeasible result gets its explanation (conflicts and fixes), timed;
+    cut short (explanation["complete"] False) when the deadline passes."""
     if res.status == "infeasible":
         from .explain import explain
         t = time.perf_counter()
-        res.explanation = explain(p)
+        res.explanation = explain(p, deadline)
         res.stats["explain_s"] = time.perf_counter() - t
     return res
 
