@@ -167,6 +167,7 @@ class Master:
         counts = np.array([p.gpus] if counts is None else sorted(set(int(c) for c in counts)), dtype=np.int64)
         self.counts = counts
         self.rows = 0
+        self.bound_objective = True   # the objective is the bound (fewest_gpus changes it)
         self.solves = 0           # also on an empty model (returned early below)
         self.cuts = 0
         md = cp_model.CpModel()
@@ -485,7 +486,8 @@ class Master:
             ev = md.NewIntVar(int(le.min()), int(le.max()), "log_extras_time_per_sample")
             self._table([tc_i, mbk, ev], [(a, c, int(le[a, c])) for a in range(len(tc_tp)) for c in range(len(lo))])
             self._log_sum_below(stage, blk + int(math.floor(math.log(m.blocks) * LOG_UNITS)), ev, AMGM_WEIGHTS, [])
-        self.bound = md.NewIntVar(int(lq.min() + lx.min() - lg.max() - 1),
+        self.bound_lo = int(lq.min() + lx.min() - lg.max() - 1)
+        self.bound = md.NewIntVar(self.bound_lo,
                                   hi_floor + int(lx.max()) + 48 * LOG_UNITS - int(lg.min()) + y_hi,
                                   "log_time_per_sample_bound")
         md.Add(self.bound >= stage + y - lgv)
@@ -889,7 +891,23 @@ class Master:
         if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             return "timeout"
         fam = {k: int(self.solver.Value(x)) for k, x in self.vars.items()}
-        return fam, math.exp(float(self.solver.BestObjectiveBound()) / LOG_UNITS)
+        if self.bound_objective:
+            return fam, math.exp(float(self.solver.BestObjectiveBound()) / LOG_UNITS)
+        return fam, math.exp(float(self.solver.Value(self.bound)) / LOG_UNITS)
+
+    def fewest_gpus(self, goal: float):
+        """Make the model ask for the fewest GPUs reaching `goal` seconds
+        per sample: the bound cut at the goal, the count minimised, and
+        among a count's families the least bound first (the likeliest to
+        reach the goal: the first opened that does ends the search at that
+        count). `next` then returns the family's bound, not the
+        objective's."""
+        if self.empty:
+            return
+        cut = int(math.ceil(math.log(goal) * LOG_UNITS)) + 4
+        self.model.Add(self.bound <= cut)
+        self.model.Minimize(self.vars["gpus"] * (cut - self.bound_lo + 1) + self.bound)
+        self.bound_objective = False
 
     def warm_start(self, deadline: float | None):
         """A family to open first when cp ranges beyond 1: the least bound

@@ -51,7 +51,7 @@ from .errors import ConfigError
 from .evaluate import Report, evaluate, plain_json
 from .spec import MAX_GPUS, MAX_INT_FIELD, default_datatype, fmt_limit, load_model, load_system
 from .knobs import describe
-from .master import FAMILY_KEYS, LOG_UNITS, Master, work_floor
+from .master import FAMILY_KEYS, Master, work_floor
 from .space import (GROUP_REST, SIGMA, TP_CHOICE, Problem, batches_of, count_space, enumerate_all, families,
                     group_rest, group_rows, knob_rows_to_strategy, make_problem, members_of, sigmas, structures,
                     tp_choices)
@@ -649,9 +649,7 @@ def _fewest_gpus(model, system, gpus, target, t0, **kw) -> PlanResult:
         windows += 1
         master = Master(p, kw["threads"], counts=window)
         rows = max(rows, master.rows)
-        if not master.empty:
-            master.model.Add(master.bound <= int(math.ceil(math.log(goal) * LOG_UNITS)) + 4)
-            master.model.Minimize(master.vars["gpus"])
+        master.fewest_gpus(goal)
         size = min(2 * size, MAX_FEWEST_WINDOW)      # the next window, if this one is empty
         while not proven:
             nxt = master.next(deadline)
