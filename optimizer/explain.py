@@ -64,6 +64,17 @@ GROUP_PINS = tuple(n for n in K.PINNABLE if n not in STRUCT_PINS + NET_PINS)
 FIX_PP_ALL = 512                 # up to this many blocks, the GPU-count fix tries every pp
 FIX_CHUNK = 32                   # pairs (tp, cp, pp) fix_gpus bisects first (then twice as many each time)
 MEMORY_CHUNK = 512               # rows per slab of the memory grid (_fit_table)
+MAX_SEPARATE_GROUP_PINS = 4      # beyond this, group pins share one literal (2^k columns otherwise)
+STRUCT_LIMITS = ("gpu_count", "divisibility", "max_batch")
+LIMIT_NAMES = {
+    "gpu_count": "the GPU count",
+    "divisibility": "divisibility",
+    "max_batch": "the batch limit",
+    "nvlink_domain": "the network tiers",
+    "hbm_capacity": "HBM capacity",
+    "offload_capacity": "offload capacity",
+}
+
 _DEADLINE = contextvars.ContextVar("explain_deadline", default=None)   # time.perf_counter() to stop at
 
 
@@ -75,16 +86,8 @@ def _check_time():
     deadline = _DEADLINE.get()
     if deadline is not None and time.perf_counter() >= deadline:
         raise _OutOfTime
-MAX_SEPARATE_GROUP_PINS = 4      # beyond this, group pins share one literal (2^k columns otherwise)
-STRUCT_LIMITS = ("gpu_count", "divisibility", "max_batch")
-LIMIT_NAMES = {
-    "gpu_count": "the GPU count",
-    "divisibility": "divisibility",
-    "max_batch": "the batch limit",
-    "nvlink_domain": "the network tiers",
-    "hbm_capacity": "HBM capacity",
-    "offload_capacity": "offload capacity",
-}
+
+
 def _divisibility_rules(p: Problem) -> tuple:
     """The divisibility rules of the plan that a structure alone decides."""
     return tuple(r for r in p.rules if r.limit == "divisibility" and set(r.reads) <= set(STRUCTURE))
