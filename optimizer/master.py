@@ -158,9 +158,11 @@ class Master:
     cuts: each opened family is forbidden, and the objective kept at or
     below the incumbent."""
 
-    def __init__(self, p: Problem, threads: int | None = None, counts=None):
+    def __init__(self, p: Problem, threads: int | None = None, counts=None, block_cache: dict | None = None):
         """`counts`: the GPU counts the solver may choose among (the GPU
-        count a variable); None is p.gpus alone."""
+        count a variable); None is p.gpus alone. `block_cache`: a dict
+        shared by models of the same problem over other counts (the
+        fewest-GPUs windows), keeping each (tp, cp) pair's block tables."""
         self.p = p
         m, sys_, dt = p.model, p.system, p.datatype
         q = dataclasses.replace(p, pins={k: v for k, v in p.pins.items() if k != "batch"})
@@ -281,7 +283,7 @@ class Master:
         if not pairs:
             self.empty = True
             return
-        tau, s1, w1, classes, cls_of, ext = self._block_tables(tc_tp, tc_cp, sig, has)
+        tau, s1, w1, classes, cls_of, ext = self._cached_block_tables(tc_tp, tc_cp, sig, has, block_cache)
         cpairs = sorted({(int(a), int(cls_of[g])) for a, g in pairs})
         sg = md.NewIntVar(0, len(classes) - 1, "recompute_flash_class")
         self._table([tc_i, sg], cpairs)
@@ -794,6 +796,25 @@ class Master:
             out[:, c, :, :] = x.min(axis=1)
         return out * D_tp[:, None, None, None]
 
+    def _cached_block_tables(self, tc_tp, tc_cp, sig, has, cache):
+        """_block_tables, each (tp, cp) pair's rows kept in `cache` (None:
+        no cache) and computed only for the pairs not in it; the classes
+        are the signature grid's, the same for every pair."""
+        if cache is None:
+            return self._block_tables(tc_tp, tc_cp, sig, has)
+        keys = [(int(a), int(b)) for a, b in zip(tc_tp, tc_cp)]
+        miss = np.array([i for i, k in enumerate(keys) if k not in cache], dtype=np.int64)
+        if len(miss):
+            tau, s1, w1, classes, cls_of, ext = self._block_tables(tc_tp[miss], tc_cp[miss],
+                                                                   {**sig, "ok": sig["ok"][miss]}, has[miss])
+            for j, i in enumerate(miss):
+                cache[keys[i]] = (tau[j], s1[j], w1[j], None if ext is None else ext[j])
+            cache["classes"] = (classes, cls_of)
+        rows = [cache[k] for k in keys]
+        ext = None if rows[0][3] is None else np.stack([r[3] for r in rows])
+        return (np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]), np.stack([r[2] for r in rows]),
+                *cache["classes"], ext)
+
     def _block_tables(self, tc_tp, tc_cp, sig, has):
         """Per ((tp, cp) pair, microbatch bucket, class, tp_net, cp_net): the
         least seconds of one block per sequence over the class's
@@ -904,7 +925,7 @@ class Master:
         objective's."""
         if self.empty:
             return
-        cut = int(math.ceil(math.log(goal) * LOG_UNITS)) + 4
+        cut = math.ceil(math.log(goal) * LOG_UNITS) + 4
         self.model.Add(self.bound <= cut)
         self.model.Minimize(self.vars["gpus"] * (cut - self.bound_lo + 1) + self.bound)
         self.bound_objective = False

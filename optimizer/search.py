@@ -481,6 +481,15 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype=None
     with a proof that no smaller count in the range reaches the target
     (stats['fewest']), or 'infeasible' when none does. `batch` N: exactly
     that global batch (max_batch follows it)."""
+    return _plan(model, system, gpus, max_batch, datatype, pin, even_stages, batch, target_samples_per_s, top_k,
+                 time_limit_s, threads, method, progress)
+
+
+def _plan(model, system, gpus, max_batch, datatype, pin, even_stages, batch, target_samples_per_s, top_k,
+          time_limit_s, threads, method, progress, warm=None) -> PlanResult:
+    """plan(), with `warm` a family of the problem to open first in place of
+    Master.warm_start's (the fewest-GPUs search has one that reaches its
+    target)."""
     t0 = time.perf_counter()
     model, system = load_model(model), load_system(system)
     if not isinstance(gpus, (int, np.integer)) and gpus is not None and not isinstance(gpus, bool):
@@ -537,7 +546,7 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype=None
     counts = {"structures": 0, "groups": 0, "evaluated": 0}
     status = "optimal"
     last_lb = 0.0
-    warm = master.warm_start(deadline)
+    warm = warm or master.warm_start(deadline)
     if warm is not None:
         families_opened += 1
         if _open_family(p, warm, top, deadline, counts):
@@ -642,12 +651,12 @@ def _fewest_gpus(model, system, gpus, target, t0, **kw) -> PlanResult:
     left = [g for g in counts if floor / g <= goal * (1 + RELATIVE_SLACK)]
     below = len(counts) - len(left)
     opened = {"structures": 0, "groups": 0, "evaluated": 0}
-    families_opened, solves, rows, found, proven, timed_out = 0, 0, 0, None, False, False
-    size, windows = FEWEST_WINDOW, 0
+    families_opened, solves, rows, found, reached, proven, timed_out = 0, 0, 0, None, None, False, False
+    size, windows, block_cache = FEWEST_WINDOW, 0, {}
     while left and found is None and not timed_out:
         window, left = left[:size], left[size:]
         windows += 1
-        master = Master(p, kw["threads"], counts=window)
+        master = Master(p, kw["threads"], counts=window, block_cache=block_cache)
         rows = max(rows, master.rows)
         master.fewest_gpus(goal)
         size = min(2 * size, MAX_FEWEST_WINDOW)      # the next window, if this one is empty
@@ -684,7 +693,7 @@ def _fewest_gpus(model, system, gpus, target, t0, **kw) -> PlanResult:
                     timed_out = True
                     break
                 if top.items and top.items[0][0] <= goal * (1 + RELATIVE_SLACK):
-                    found = fam["gpus"]
+                    found, reached = fam["gpus"], fam
                     proven = found == least        # no count below the solve's least is left
                     master.model.Add(master.vars["gpus"] < found)
                 else:
@@ -703,8 +712,8 @@ def _fewest_gpus(model, system, gpus, target, t0, **kw) -> PlanResult:
     span = f"{counts[0]:,}..{counts[-1]:,} ({len(counts):,} counts)"
     if found is not None:
         left = None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
-        res = plan(p.model, p.system, found, max_batch=max_batch, datatype=datatype, pin=pin,
-                   even_stages=kw["even_stages"], top_k=kw["top_k"], time_limit_s=left, threads=kw["threads"])
+        res = _plan(p.model, p.system, found, max_batch, datatype, pin, kw["even_stages"], None, None, kw["top_k"],
+                    left, kw["threads"], "cpsat", None, warm=reached)
         res.stats["fewest"] = fewest
         res.stats["solve_s"] = time.perf_counter() - t0
         res.problem.update(gpus_range=[counts[0], counts[-1], len(counts)], target_samples_per_s=target)
