@@ -110,6 +110,29 @@ def _max_blocks(blocks: int, pp) -> np.ndarray:
     return np.maximum(np.maximum(f, mid), last)
 
 
+def _signatures(p: Problem, tc_tp, tc_cp):
+    """sigmas(p, tc_tp, tc_cp) and `has`: per (tp, cp) pair and signature,
+    valid and with some block choice (tp_choices) left."""
+    sig = sigmas(p, tc_tp, tc_cp)
+    has = sig["ok"].copy()
+    for a in range(len(tc_tp)):
+        for g in np.flatnonzero(has[a]):
+            has[a, g] = len(tp_choices(p, int(tc_tp[a]), int(tc_cp[a]), bool(sig["sp"][g]))) > 0
+    return sig, has
+
+
+def _at_or_beyond(table):
+    """The least over each tier and the tiers beyond it (tiers on axis 1):
+    a group placed at or beyond a tier never pays less."""
+    return np.minimum.accumulate(table[:, ::-1], axis=1)[:, ::-1]
+
+
+def _log_cut(seconds: float) -> int:
+    """The bound's cut at `seconds` per sample, in LOG_UNITS: rounded up,
+    with a few units for the tables' rounding."""
+    return math.ceil(math.log(seconds) * LOG_UNITS) + 4
+
+
 def work_floor(p: Problem) -> float:
     """GPU-seconds per sample that no strategy on any GPU count goes below:
     every block and the extras once per sequence at the peak-rate bound
@@ -121,10 +144,7 @@ def work_floor(p: Problem) -> float:
     sequences."""
     q = dataclasses.replace(p, pins={})
     one = np.array([1])
-    sig = sigmas(q, one, one)
-    has = sig["ok"].copy()
-    for g in np.flatnonzero(has[0]):
-        has[0, g] = len(tp_choices(q, 1, 1, bool(sig["sp"][g]))) > 0
+    sig, has = _signatures(q, one, one)
     if not has.any():
         return 0.0
     bare = Master.__new__(Master)
@@ -274,11 +294,7 @@ class Master:
 
         # ---- activation signatures (valid per (tp, cp)) and group flags
         tc_tp, tc_cp = D_tp[TC[:, 0]], D_cp[TC[:, 1]]
-        sig = sigmas(p, tc_tp, tc_cp)
-        has = sig["ok"].copy()
-        for a in range(len(TC)):
-            for g in np.flatnonzero(has[a]):
-                has[a, g] = len(tp_choices(p, int(tc_tp[a]), int(tc_cp[a]), bool(sig["sp"][g]))) > 0
+        sig, has = _signatures(p, tc_tp, tc_cp)
         pairs = [(a, g) for a in range(len(TC)) for g in np.flatnonzero(has[a])]
         if not pairs:
             self.empty = True
@@ -432,15 +448,17 @@ class Master:
             z3 = md.NewBoolVar("zero3")
             md.Add(zero >= 3).OnlyEnforceIf(z3)
             md.Add(zero <= 2).OnlyEnforceIf(z3.Not())
-            t3 = self._log((comm3 * D_tp[:, None])[TC[:, 0]] * tc_cp[:, None])
+            # per (tp, cp) pair and tier, per sample over all GPUs (as the block table)
+            per_pair = lambda x: self._log((x * D_tp[:, None])[TC[:, 0]] * tc_cp[:, None])  # noqa: E731
+            t3 = per_pair(comm3)
             floors.append((t3, [tc_i, dn], list(np.ndindex(t3.shape)), z3, True, 0))
             # and over the sharding group itself, G: each collective moves (G - 1) / G
             # of the bytes (the latency left out), on the gradient tier, at or beyond
             # the DP group's (the least over those tiers)
             whole = np.stack([perf.collective_time(_comm_only_system(sys_), "p2p", pb * (
                 2 * perf.act_bytes(dt) + perf.GRAD_COMM_BYTES[dt]), 2, t) for t in range(T)], 1)
-            whole = np.minimum.accumulate(whole[:, ::-1], axis=1)[:, ::-1]
-            tw = self._log((whole * D_tp[:, None])[TC[:, 0]] * tc_cp[:, None])
+            whole = _at_or_beyond(whole)
+            tw = per_pair(whole)
             share = np.floor(np.log(np.maximum(G_vals - 1, 1e-30) / G_vals) * LOG_UNITS).astype(np.int64)
             share = np.maximum(share, -64 * LOG_UNITS)              # a group of one: no floor worth the name
             gs = md.NewIntVar(int(share.min()), int(share.max()), "log_shard_group_share")
@@ -451,9 +469,7 @@ class Master:
             # compute and TP time plus u x the collectives
             u = np.array([net.processor_share for net in sys_.networks])
             if (u > 0).any():
-                shared = np.minimum.accumulate((whole * u[None, :])[:, ::-1], axis=1)[:, ::-1]
-                zero3_share = (self._log((np.maximum(shared, 1e-30) * D_tp[:, None])[TC[:, 0]] * tc_cp[:, None]),
-                               [tc_i, dn], gs)
+                zero3_share = (per_pair(np.maximum(_at_or_beyond(whole * u[None, :]), 1e-30)), [tc_i, dn], gs)
         link = sys_.offload_gbps * 1e9
         if off and 0 < link < math.inf:                     # an unlimited link moves for free
             # offloaded weights: read in the forward and the backward, the
@@ -669,7 +685,7 @@ class Master:
             for z in range(3):
                 np.minimum.at(per[:, t, z], gi, perf.dp_comm_time(fast, p.datatype, {"p_stage": 1.0}, size, z,
                                                                  shards if z else 0.0, t))
-        per = np.minimum.accumulate(per[:, ::-1], axis=1)[:, ::-1]   # any tier at or beyond: never above
+        per = _at_or_beyond(per)
         lc = self._log(np.maximum(per, 1e-30))
         cv = md.NewIntVar(int(lc.min()), int(lc.max()), "log_dp_seconds_per_param")
         rn = md.NewIntVar(0, T - 1, "gradient_tier_at_least")
@@ -925,7 +941,7 @@ class Master:
         objective's."""
         if self.empty:
             return
-        cut = math.ceil(math.log(goal) * LOG_UNITS) + 4
+        cut = _log_cut(goal)
         self.model.Add(self.bound <= cut)
         self.model.Minimize(self.vars["gpus"] * (cut - self.bound_lo + 1) + self.bound)
         self.bound_objective = False
@@ -988,4 +1004,4 @@ class Master:
         self.model.AddForbiddenAssignments([self.vars[k] for k in FAMILY_KEYS], [tuple(fam[k] for k in FAMILY_KEYS)])
         self.cuts += 1
         if math.isfinite(threshold):
-            self.model.Add(self.bound <= int(math.ceil(math.log(threshold) * LOG_UNITS)) + 4)
+            self.model.Add(self.bound <= _log_cut(threshold))

@@ -712,8 +712,9 @@ def _fewest_gpus(model, system, gpus, target, t0, **kw) -> PlanResult:
     span = f"{counts[0]:,}..{counts[-1]:,} ({len(counts):,} counts)"
     if found is not None:
         left = None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
-        res = _plan(p.model, p.system, found, max_batch, datatype, pin, kw["even_stages"], None, None, kw["top_k"],
-                    left, kw["threads"], "cpsat", None, warm=reached)
+        res = _plan(p.model, p.system, found, max_batch=max_batch, datatype=datatype, pin=pin,
+                    even_stages=kw["even_stages"], batch=None, target_samples_per_s=None, top_k=kw["top_k"],
+                    time_limit_s=left, threads=kw["threads"], method="cpsat", progress=None, warm=reached)
         res.stats["fewest"] = fewest
         res.stats["solve_s"] = time.perf_counter() - t0
         res.problem.update(gpus_range=[counts[0], counts[-1], len(counts)], target_samples_per_s=target)
