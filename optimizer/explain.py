@@ -27,9 +27,12 @@ Limit groups, each one assumption literal:
 The rows for the core go beyond the GPU count (tp from the divisors of the
 count and of the model's heads, at most the heads; pp likewise, at most the
 blocks; dp from the divisors of the count and any GPU-count fix found), so
-that dropping a group has something to relax into. Rows collapse to their
-distinct signatures; CP-SAT picks one under the assumptions and returns a
-core, which is minimised by deletion (drop each group in turn, keep it
+that dropping a group has something to relax into. A row whose structural
+bits another row that fits every capacity check also has is left out
+before its memory is computed (it can never be needed). Rows collapse to
+their distinct signatures; CP-SAT answers whether one meets a set of
+groups, and the core is found by deletion from all of them (drop each
+group in turn, capacities first and structural limits last, keep it
 dropped if still infeasible).
 
 Fixes are computed exactly on the same rows, each with every other limit in
@@ -66,6 +69,9 @@ FIX_CHUNK = 32                   # pairs (tp, cp, pp) fix_gpus bisects first (th
 MEMORY_CHUNK = 512               # rows per slab of the memory grid (_fit_table)
 MAX_SEPARATE_GROUP_PINS = 4      # beyond this, group pins share one literal (2^k columns otherwise)
 STRUCT_LIMITS = ("gpu_count", "divisibility", "max_batch")
+# the order a core is minimised in (the first dropped where it can be): "pin:" stands for every pin
+DELETION_ORDER = ("hbm_capacity", "offload_capacity", "nvlink_domain", "pin:", "divisibility", "gpu_count",
+                  "max_batch")
 LIMIT_NAMES = {
     "gpu_count": "the GPU count",
     "divisibility": "divisibility",
@@ -296,21 +302,78 @@ def _fit_table(p: Problem, r: dict, checks: list) -> np.ndarray:
     """Per row and check (allowed, HBM cap, offload cap), allowed an
     `_allowed` pair: does some existing group fit both capacities. Rows
     go MEMORY_CHUNK at a time (the memory grid of all rows at once runs
-    to gigabytes with cp)."""
+    to gigabytes with cp); most are settled by `_quick_fit`, the rest
+    (the same answer, on every group) by the whole grid."""
     parts = _memory_parts(p, r)
+    stages, of_sig = parts
+    to_col = np.zeros((len(of_sig), stages[0][3].shape[1]), dtype=np.int64)
+    to_col[np.arange(len(of_sig)), of_sig] = 1
     R_ = len(r["tp"])
     out = np.zeros((R_, len(checks)), dtype=bool)
     for start in range(0, R_, MEMORY_CHUNK):
         _check_time()
-        rows = slice(start, start + MEMORY_CHUNK)
-        hbm, off = _combine(parts, rows, spread=False)
+        rows = np.arange(start, min(start + MEMORY_CHUNK, R_))
+        open_ = np.zeros((len(rows), len(checks)), dtype=bool)
+        for c, ((ok, flags), cap_h, cap_o) in enumerate(checks):
+            out[rows, c], settled = _quick_fit(stages, rows, (ok[rows] @ to_col) > 0, flags[rows], cap_h, cap_o)
+            open_[:, c] = ~settled
+        left = np.flatnonzero(open_.any(axis=1))
+        if not len(left):
+            continue
+        at = rows[left]
+        hbm, off = _combine(parts, at, spread=False)
         fit = {}
         for c, ((ok, flags), cap_h, cap_o) in enumerate(checks):
+            if not open_[left, c].any():
+                continue
             if (cap_h, cap_o) not in fit:
-                fit[cap_h, cap_o] = np.take((hbm <= cap_h) & (off <= cap_o), parts[1], axis=1)
-            a = fit[cap_h, cap_o] & _allowed_grid((ok[rows], flags[rows]))
-            out[rows, c] = a.reshape(len(a), -1).any(axis=1)
+                fit[cap_h, cap_o] = np.take((hbm <= cap_h) & (off <= cap_o), of_sig, axis=1)
+            a = fit[cap_h, cap_o] & _allowed_grid((ok[at], flags[at]))
+            out[at, c] = np.where(open_[left, c], a.reshape(len(a), -1).any(axis=1), out[at, c])
     return out
+
+
+def _quick_fit(stages, rows, cols, flags, cap_h, cap_o) -> tuple:
+    """Per row: (fits, settled) without the memory grid. No stage is
+    fuller than the fullest, so each stage's least HBM over the allowed
+    groups (the least activation column per offload flag, `cols` the
+    allowed ones, plus the state, over the allowed cells `flags`) is a
+    floor, and so is their largest: above the cap, no group fits. The
+    group that reaches each stage's floor is then evaluated whole (its
+    fullest stage): one within both caps fits. Rows neither rules out nor
+    in are not settled."""
+    n, cells = len(rows), flags.shape[1:]
+    act_shape = stages[0][3].shape[2:]
+    ix = np.arange(n)
+    per = lambda x: np.broadcast_to(x, (len(x),) + x.shape[1:])[rows]  # noqa: E731
+    state = lambda x: np.broadcast_to(per(x)[:, 0], (n,) + cells)  # noqa: E731
+    act = lambda x: per(x).reshape(n, x.shape[1], -1)  # noqa: E731
+    exists = [per(st[0]).reshape(n) for st in stages]
+    floor, picks = np.full(n, -np.inf), []
+    for there, (_, sh, _, ah, _) in zip(exists, stages):
+        a = np.where(cols[:, :, None], act(ah), np.inf)                       # (n, U, activation cells)
+        col = a.argmin(axis=1)
+        least = np.take_along_axis(a, col[:, None], axis=1)[:, 0]
+        total = np.where(flags, state(sh) + least.reshape((n,) + act_shape), np.inf).reshape(n, -1)
+        cell = total.argmin(axis=1)
+        floor = np.where(there, np.maximum(floor, total[ix, cell]), floor)
+        at = np.unravel_index(cell, cells)
+        a_cell = np.ravel_multi_index(tuple(at[j] if act_shape[j] > 1 else 0 * at[j] for j in range(len(cells))),
+                                      act_shape)
+        picks.append((at, col[ix, a_cell], a_cell))
+    fits = np.zeros(n, dtype=bool)
+    for at, u, a_cell in picks:
+        hbm = off = None
+        for there, (_, sh, so, ah, ao) in zip(exists, stages):
+            h = state(sh)[(ix,) + at] + act(ah)[ix, u, a_cell]
+            o = state(so)[(ix,) + at] + act(ao)[ix, u, a_cell]
+            if hbm is None:
+                hbm, off = h, o
+            else:
+                more = there & (h > hbm)
+                hbm, off = np.where(more, h, hbm), np.where(more, o, off)
+        fits |= np.isfinite(floor) & (hbm <= cap_h) & (off <= cap_o)
+    return fits, fits | ~np.isfinite(floor) | (floor > cap_h)
 
 
 def _group_axes(p: Problem, dp) -> dict:
@@ -598,6 +661,39 @@ def fix_nvlink(p: Problem, sizes=NVLINK_SIZES):
     return None
 
 
+def _undominated_fits(p: Problem, r: dict, struct: np.ndarray, checks_of) -> tuple:
+    """The fit columns (`_fit_table` with `checks_of(rows)`) of the rows the
+    core needs, and those rows. A row is never needed when another row has
+    every structural bit it has (`struct`, rows x columns) and fits every
+    check: whatever assumptions the first meets, the second meets too. So
+    the rows go by structural pattern, those with the most bits first, and
+    within one the most GPUs first (the least memory, as a rule); a pattern
+    is skipped once a row that fits every check has all its bits, and its
+    rows stop at the first such row. The skipped rows, most of the relaxed
+    ones when the GPU count is the conflict, never have their memory
+    computed."""
+    pats, inv = np.unique(struct, axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    gpus = r["tp"] * r["cp"] * r["pp"] * r["dp"]
+    full = []                                       # patterns of rows that fit every check
+    kept, fits = [], []
+    for k in np.argsort(-pats.sum(axis=1), kind="stable"):
+        if any((f >= pats[k]).all() for f in full):
+            continue
+        rows = np.flatnonzero(inv == k)
+        rows = rows[np.argsort(-gpus[rows], kind="stable")]
+        for start in range(0, len(rows), MEMORY_CHUNK):
+            at = rows[start:start + MEMORY_CHUNK]
+            sub = _sub(r, at)
+            f = _fit_table(p, sub, checks_of(sub))
+            kept.append(at)
+            fits.append(f)
+            if f.all(axis=1).any():
+                full.append(pats[k])
+                break
+    return np.concatenate(kept), np.concatenate(fits)
+
+
 # ------------------------------------------------------------------ core
 
 class _Core:
@@ -622,23 +718,33 @@ class _Core:
             cond = {"nvlink_domain": True} | {f"pin:{k}": a for k, a in zip(net_pins, active)}
             columns.append((cond, _placeable(q, r)))
         cap_h, cap_o = _caps(p)
-        checks, conds = [], []
+        conds, plans = [], []        # per fit column: its conditions, and (pins kept, offload on, HBM on)
         for active in itertools.product((False, True), repeat=len(units)):
             on = {k for u, a in zip(units, active) if a for k in u}
-            q = _without_pins(p, set(group_pins) - on)
             for off_on in (False, True):
-                allowed = _allowed(q, r, _tier(p) or not off_on)
                 for hbm_on in (False, True):
                     conds.append({"hbm_capacity": hbm_on, "offload_capacity": off_on} | dict(zip(unit_names, active)))
-                    checks.append((allowed, cap_h if hbm_on else math.inf, cap_o if off_on else math.inf))
-        columns += list(zip(conds, _fit_table(p, r, checks).T))
+                    plans.append((frozenset(set(group_pins) - on), off_on, hbm_on))
+
+        def checks_of(sub):
+            allowed = {}
+            for drop, off_on, _ in plans:
+                if (drop, off_on) not in allowed:
+                    allowed[drop, off_on] = _allowed(_without_pins(p, drop), sub, _tier(p) or not off_on)
+            return [(allowed[drop, off_on], cap_h if hbm_on else math.inf, cap_o if off_on else math.inf)
+                    for drop, off_on, hbm_on in plans]
+
+        struct = np.stack([c[1] for c in columns], axis=1)
+        at, fits = _undominated_fits(p, r, struct, checks_of)
+        self.rows_fitted = len(at)
+        columns = [(c[0], c[1][at]) for c in columns] + list(zip(conds, fits.T))
         table = np.stack([c[1] for c in columns], axis=1).astype(np.int64)
         self.sig = np.unique(table, axis=0)
         self.conditions = [c[0] for c in columns]
         self.solves = 0
 
-    def _solve(self, active: set):
-        """(feasible, core) with the groups in `active` enforced."""
+    def _solve(self, active: set) -> bool:
+        """Does some row meet every limit group in `active`."""
         self.solves += 1
         model = cp_model.CpModel()
         row = model.NewIntVar(0, len(self.sig) - 1, "signature")
@@ -647,24 +753,30 @@ class _Core:
             b = model.NewBoolVar(f"col{c}")
             model.AddElement(row, self.sig[:, c].tolist(), b)
             model.Add(b == 1).OnlyEnforceIf([lit[n] if v else lit[n].Not() for n, v in cond.items()])
-        model.AddAssumptions([lit[n] if n in active else lit[n].Not() for n in self.limits])
+        for n in self.limits:
+            model.Add(lit[n] == int(n in active))
         solver = cp_model.CpSolver()
         solver.parameters.num_workers = 1
-        status = solver.Solve(model)
-        if status == cp_model.INFEASIBLE:
-            idx = set(solver.SufficientAssumptionsForInfeasibility())
-            return False, {n for n in self.limits if lit[n].Index() in idx}
-        return True, set()
+        return solver.Solve(model) != cp_model.INFEASIBLE
 
     def minimal(self) -> list:
-        ok, core = self._solve(set(self.limits))
-        if ok:
+        """A minimal core, by deletion from every limit group in DELETION_ORDER:
+        the capacities first, then the network tiers and the pins, the
+        structural limits last, so that a structural reason is kept over a
+        capacity one where either explains. It depends on which assumption
+        sets are satisfiable and nothing else (not on the solver's own core,
+        nor on which dominated rows the table holds)."""
+        if self._solve(set(self.limits)):
             return []
-        core = core or set(self.limits)
-        for name in [n for n in self.limits if n in core]:
-            if not self._solve(core - {name})[0]:
+        core = set(self.limits)
+        for name in sorted(self.limits, key=_deletion_rank):
+            if not self._solve(core - {name}):
                 core = core - {name}
         return [n for n in self.limits if n in core]
+
+
+def _deletion_rank(name: str) -> int:
+    return DELETION_ORDER.index(name) if name in DELETION_ORDER else DELETION_ORDER.index("pin:")
 
 
 # ----------------------------------------------------------- explanation

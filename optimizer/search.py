@@ -52,7 +52,7 @@ from .evaluate import Report, evaluate, plain_json
 from .spec import MAX_GPUS, MAX_INT_FIELD, default_datatype, fmt_limit, load_model, load_system
 from .knobs import describe
 from .master import FAMILY_KEYS, Master, work_floor
-from .space import (GROUP_REST, SIGMA, TP_CHOICE, Problem, batches_of, count_space, enumerate_all, families,
+from .space import (GROUP_REST, MEMBER, SIGMA, TP_CHOICE, Problem, batches_of, count_space, enumerate_all, families,
                     group_rest, group_rows, knob_rows_to_strategy, make_problem, members_of, sigmas, structures,
                     tp_choices)
 
@@ -214,8 +214,10 @@ class Tables:
         # choice is known by its index in the product of its knobs' domains
         self.choice_dims = tuple(len(K.BY_NAME[n].enum) if K.BY_NAME[n].kind == "enum" else T for n in TP_CHOICE)
         by = np.argsort(flat, kind="stable")
-        self.row_flat = flat[by]
-        self.row_key = np.ravel_multi_index(tuple(rows[by][:, 2:].T), self.choice_dims)
+        self.n_choices = int(np.prod(self.choice_dims))
+        # a row by (pair, signature, choice): its position in by-order, sorted by that key
+        self.row_keys = flat[by] * self.n_choices + np.ravel_multi_index(tuple(rows[by][:, 2:].T), self.choice_dims)
+        self.row_by_key = np.argsort(self.row_keys, kind="stable")
         self.row_compute, self.row_tpx, self.row_ag = compute[by], tpx[by], blk["ag"][by]
         self.row_fw_pass, self.row_bw_pass = fw_pass[by], bw_pass[by]
         self.pairs_inv, self.nG = inv, nG
@@ -321,28 +323,28 @@ class Tables:
         """Group indices of structure i, best bound first."""
         return self.order[self.starts[i]:self.starts[i + 1]]
 
-    def member_bounds(self, g: int, knobs: dict) -> np.ndarray:
-        """The group's bound refined to each TP choice (tp_comm, tp_overlap,
-        tp_net): that choice's compute, exposed TP communication and offload
-        overhead, and the best PP and DP placement (and DP overlap) that the
-        placement rule allows beside its tp_net. One value per member: the
-        bound of the TP choice it belongs to."""
+    def member_bounds(self, g, knobs: dict) -> np.ndarray:
+        """The bound of each member's group refined to its TP choice
+        (tp_comm, tp_overlap, tp_net): that choice's compute, exposed TP
+        communication and offload overhead, and the best PP and DP
+        placement (and DP overlap) that the placement rule allows beside
+        its tp_net. `g`: the group of every member (one index, or one per
+        member, as `members` gives them). One value per member: the bound
+        of the TP choice it belongs to."""
         p, S = self.p, self.S
+        g = np.broadcast_to(np.asarray(g, dtype=np.int64), np.shape(knobs["tp"]))
         i, j = self.g_struct[g], self.g_sigma[g]
         u = self.pairs_inv[i]
-        lo, hi = np.searchsorted(self.row_flat, [u * self.nG + j, u * self.nG + j + 1])
-        ckey = self.row_key[lo:hi]
-        sorter = np.argsort(ckey)
         key = np.ravel_multi_index(tuple(knobs[n] for n in TP_CHOICE), self.choice_dims)
-        pos = lo + sorter[np.searchsorted(ckey, key, sorter=sorter)]
+        pos = self.row_by_key[np.searchsorted(self.row_keys, (u * self.nG + j) * self.n_choices + key,
+                                              sorter=self.row_by_key)]
         traffic = tuple(np.asarray(x)[g] for x in self.g_traffic)
         off, _ = perf.offload_overhead(p.system, traffic, self.row_fw_pass[pos], self.row_bw_pass[pos])
-        tp, cp, pp, dp = (float(S[k][i]) for k in ("tp", "cp", "pp", "dp"))
-        v, batch, micro = float(S["interleave"][i]), float(S["batch"][i]), self.micro[i]
-        sp = bool(self.sig["sp"][j])
-        pp_m = perf.pipeline_p2p_time(p.model, p.system, p.datatype, tp, float(S["microbatch"][i]), sp,
-                                      pp, v, knobs["pp_net"], self.row_ag[pos], cp)
-        _, stages = self.pipeline(np.array([g]))
+        tp, cp, pp, dp = (S[k][i].astype(float) for k in ("tp", "cp", "pp", "dp"))
+        v, batch, micro = S["interleave"][i].astype(float), S["batch"][i].astype(float), self.micro[i]
+        pp_m = perf.pipeline_p2p_time(p.model, p.system, p.datatype, tp, S["microbatch"][i].astype(float),
+                                      self.sig["sp"][j], pp, v, knobs["pp_net"], self.row_ag[pos], cp)
+        _, stages = self.pipeline(g)
         window = self.max_blocks(stages) * self.window_blk[u, j]
         rep_dp, rep_shard = perf.grad_group(dp, cp, self.g_shard[g])
         rep_net = perf.grad_tier(p.system, dp, cp, knobs["dp_net"], knobs["cp_net"])
@@ -355,18 +357,31 @@ class Tables:
         t_mb, _ = perf.slowest_stage(stages, self.row_compute[pos], self.row_tpx[pos], off, pp_m, z3)
         per_member = perf.iteration_time(micro, pp, v, t_mb, self.g_opt[g], dp_m) / batch
         # the bound of a TP choice: the best over its members' placements
-        _, group = np.unique(key, return_inverse=True)
-        best = np.full(group.max() + 1, np.inf)
-        np.minimum.at(best, group, per_member)
-        return best[group]
+        _, choice = np.unique(np.stack([g, key], 1), axis=0, return_inverse=True)
+        choice = choice.reshape(-1)
+        best = np.full(choice.max() + 1 if len(choice) else 0, np.inf)
+        np.minimum.at(best, choice, per_member)
+        return best[choice]
 
-    def members(self, g: int) -> dict:
-        """Every member strategy of group g, as knob arrays."""
+    def members(self, g):
+        """Every member strategy of group g, as knob arrays; for an array of
+        groups, theirs one after another and the group of each member:
+        (knobs, groups)."""
+        one = np.ndim(g) == 0
+        gs = np.atleast_1d(np.asarray(g, dtype=np.int64))
         p, S = self.p, self.S
-        i, j = self.g_struct[g], self.g_sigma[g]
-        tp, cp, pp, dp = int(S["tp"][i]), int(S["cp"][i]), int(S["pp"][i]), int(S["dp"][i])
-        mem = members_of(p, tp, cp, pp, dp, bool(self.sig["sp"][j]))
-        return group_rows(S, i, self.sig, j, self.g_rest[g], mem)
+        i, j = self.g_struct[gs], self.g_sigma[gs]
+        sp = self.sig["sp"][j].astype(bool)
+        mems, counts = {}, np.zeros(len(gs), dtype=np.int64)
+        for k, (s, b) in enumerate(zip(i.tolist(), sp.tolist())):
+            if (s, b) not in mems:
+                mems[s, b] = members_of(p, int(S["tp"][s]), int(S["cp"][s]), int(S["pp"][s]), int(S["dp"][s]), b)
+            counts[k] = len(mems[s, b])
+        owner = np.repeat(np.arange(len(gs)), counts)
+        mem = (np.concatenate([mems[s, b] for s, b in zip(i.tolist(), sp.tolist())]) if len(gs)
+               else np.zeros((0, len(MEMBER)), dtype=np.int64))
+        knobs = group_rows(S, i[owner], self.sig, j[owner], self.g_rest[gs][owner], mem)
+        return knobs if one else (knobs, gs[owner])
 
 
 # ---------------------------------------------------------------- top-k
@@ -741,36 +756,37 @@ def _fewest_gpus(model, system, gpus, target, t0, **kw) -> PlanResult:
 
 def _open_family(p: Problem, fam: dict, top: TopK, deadline, counts: dict, top_k: int | None = None) -> bool:
     """Evaluate a family's structures (family_structures) against the
-    incumbent: its groups in order of bound while the bound can beat the
-    k-th best, each group's members in order of their refined bound.
+    incumbent, in order of bound while it can beat the k-th best: of each,
+    the members of the groups whose bound can, in order of their refined
+    bound (member_bounds) while that can.
     Counts what it opens in `counts`; True when the deadline cut it short."""
     tables = Tables(p, family_structures(p, fam, top.k if top_k is None else top_k))
     for i in np.argsort(tables.s_bound, kind="stable"):
         if tables.s_bound[i] * (1 - RELATIVE_SLACK) > top.threshold:
             break
+        if deadline is not None and time.perf_counter() >= deadline:
+            return True
         counts["structures"] += 1
-        for g in tables.groups_of(i):
-            if not tables.g_fits[g]:
-                continue
+        # the fitting groups whose bound can beat the k-th best, their
+        # members bounded together, then evaluated best refined bound first
+        gs = tables.groups_of(i)
+        gs = gs[tables.g_fits[gs] & (tables.g_bound[gs] * (1 - RELATIVE_SLACK) <= top.threshold)]
+        knobs, owner = tables.members(gs)
+        if len(owner) == 0:
+            continue
+        counts["groups"] += len(np.unique(owner))
+        mb = tables.member_bounds(owner, knobs)
+        order = np.argsort(mb, kind="stable")
+        for start in range(0, len(order), MEMBER_BATCH):
             if deadline is not None and time.perf_counter() >= deadline:
                 return True
-            if tables.g_bound[g] * (1 - RELATIVE_SLACK) > top.threshold:
+            idx = order[start:start + MEMBER_BATCH]
+            idx = idx[mb[idx] * (1 - RELATIVE_SLACK) <= top.threshold]
+            if len(idx) == 0:
                 break
-            knobs = tables.members(g)
-            if len(knobs["tp"]) == 0:
-                continue
-            counts["groups"] += 1
-            mb = tables.member_bounds(g, knobs)
-            order = np.argsort(mb, kind="stable")
-            # exact evaluations in small batches, best refined bound first
-            for start in range(0, len(order), MEMBER_BATCH):
-                idx = order[start:start + MEMBER_BATCH]
-                idx = idx[mb[idx] * (1 - RELATIVE_SLACK) <= top.threshold]
-                if len(idx) == 0:
-                    break
-                sub = {k: v[idx] for k, v in knobs.items()}
-                top.offer(sub, perf.evaluate_arrays(p.model, p.system, p.datatype, sub))
-                counts["evaluated"] += len(idx)
+            sub = {k: v[idx] for k, v in knobs.items()}
+            top.offer(sub, perf.evaluate_arrays(p.model, p.system, p.datatype, sub))
+            counts["evaluated"] += len(idx)
     return False
 
 

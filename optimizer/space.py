@@ -468,13 +468,16 @@ def knob_rows_to_strategy(rows: dict, i: int, datatype: str) -> Strategy:
     return Strategy(datatype=datatype, **{k.name: k.value(np.asarray(rows[k.name])[i]) for k in K.KNOBS})
 
 
-def group_rows(S: dict, i: int, sig: dict, j: int, rest, mem: np.ndarray) -> dict:
+def group_rows(S: dict, i, sig: dict, j, rest, mem: np.ndarray) -> dict:
     """The strategies of one group (structure i, signature j, the rest of
-    the group key) with its members `mem`, as knob code arrays."""
+    the group key) with its members `mem`, as knob code arrays; or of
+    several, with i, j and the rows of `rest` given per member."""
     n = len(mem)
-    out = {name: np.full(n, S[name][i]) for name in STRUCTURE}
-    out.update({name: np.full(n, sig[name][j]) for name in SIGMA if name != "tp_comm"})
-    out.update({name: np.full(n, int(v)) for name, v in zip(GROUP_REST, rest)})
+    each = lambda x: np.array(np.broadcast_to(x, (n,)))  # noqa: E731
+    rest = np.broadcast_to(np.asarray(rest).reshape(-1, len(GROUP_REST)), (n, len(GROUP_REST)))
+    out = {name: each(S[name][i]) for name in STRUCTURE}
+    out.update({name: each(sig[name][j]) for name in SIGMA if name != "tp_comm"})
+    out.update({name: np.array(rest[:, c]) for c, name in enumerate(GROUP_REST)})
     out.update({name: mem[:, c] for c, name in enumerate(MEMBER)})
     return out
 

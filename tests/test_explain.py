@@ -2,8 +2,11 @@
 each fix is exact (feasible at the value, infeasible one step below), and
 the explanation's feasibility test agrees with the search."""
 
+import itertools
 import json
+import math
 
+import numpy as np
 import pytest
 
 import optimizer as opt
@@ -128,9 +131,67 @@ def test_core_is_minimal(big):
     _, _, _, p, e = big
     _, witness = ex.fix_gpus(p)               # the rows explain builds the core on
     core = ex._Core(p, ex._rows(p, ex._relaxed_triples(p, [witness[3]] if witness else ())))
-    assert not core._solve(set(e["conflicts"]))[0]
+    assert not core._solve(set(e["conflicts"]))
     for name in e["conflicts"]:
-        assert core._solve(set(e["conflicts"]) - {name})[0]
+        assert core._solve(set(e["conflicts"]) - {name})
+
+
+def _meets(core, active: set) -> bool:
+    """Some table row meets every column whose conditions `active` makes hold
+    (the core's question, answered without CP-SAT)."""
+    cols = [c for c, cond in enumerate(core.conditions) if all((n in active) == v for n, v in cond.items())]
+    return bool((core.sig[:, cols] == 1).all(axis=1).any())
+
+
+@pytest.mark.parametrize("model,gpus,pin,over", [
+    ("1T", 4096, {"tp": 1, "pp": 1, "cp": 1}, {}),              # batch and count against the pins
+    ("megatron-22B", 2, {"zero": [0, 1], "tp_net": 0}, {"offload_gib": 8, "offload_gbps": 50}),
+    ("1T", 64, None, {"hbm_gib": 40}),                          # HBM
+])
+def test_dropping_dominated_rows_keeps_every_answer(model, gpus, pin, over, monkeypatch):
+    """The core's table leaves out rows another row dominates (every
+    structural bit, and a fit on every check): for every set of limit
+    groups, the table without them meets it exactly when the table of every
+    relaxed row does."""
+    p = problem(model, gpus=gpus, pin=pin, **over)
+    rows = ex._rows(p, ex._relaxed_triples(p))
+    pruned = ex._Core(p, rows)
+    monkeypatch.setattr(ex, "_undominated_fits",
+                        lambda p, r, struct, checks_of: (np.arange(len(r["tp"])), ex._fit_table(p, r, checks_of(r))))
+    whole = ex._Core(p, rows)
+    assert whole.limits == pruned.limits and whole.conditions == pruned.conditions
+    assert pruned.rows_fitted < whole.rows_fitted == len(rows["tp"])
+    for k in range(len(whole.limits) + 1):
+        for active in itertools.combinations(whole.limits, k):
+            assert _meets(pruned, set(active)) == _meets(whole, set(active)), active
+
+
+@pytest.mark.parametrize("model,gpus,pin,system", [
+    ("1T", 1024, None, "h100-80g-nvl8"),
+    ("1T", 512, {"zero": [0, 1]}, "h100-80g-nvl8-off2t-100gbps"),
+    ("megatron-22B", 16, {"shard": 2}, "h100-80g-nvl8-off2t-100gbps"),
+    ("llama3-8B", 64, None, "h100-80g-nvl8"),          # a vocabulary: the last stage can be the fullest
+])
+def test_fit_table_settles_rows_as_the_whole_grid_does(model, gpus, pin, system):
+    """_fit_table settles most rows from per-stage floors and one candidate
+    group each; on every row and capacity pair its answer is the whole
+    grid's: some allowed group within both caps (HBM of 10 to 160 GiB,
+    offload of none to unlimited)."""
+    p = problem(model, system, gpus=gpus, pin=pin)
+    rows = ex._rows(p, ex._relaxed_triples(p))
+    pick = np.random.default_rng(7).choice(len(rows["tp"]), size=min(1500, len(rows["tp"])), replace=False)
+    r = ex._sub(rows, np.sort(pick))
+    caps = [(h * 2 ** 30, o) for h in (10, 20, 40, 80, 160) for o in (0.0, 64 * 2 ** 30, math.inf)]
+    tiers = [ex._allowed(p, r, t) for t in (False, True)]
+    checks = [(tiers[o > 0], h, o) for h, o in caps]
+    got = ex._fit_table(p, r, checks)
+    hbm, off = ex._memory(p, r)
+    mixed = 0
+    for c, (allowed, h, o) in enumerate(checks):
+        want = (ex._allowed_grid(allowed) & (hbm <= h) & (off <= o)).reshape(len(hbm), -1).any(axis=1)
+        assert (got[:, c] == want).all(), (h / 2 ** 30, o)
+        mixed += 0 < want.sum() < len(want)
+    assert mixed >= 3                # the caps cut through the rows, not around them
 
 
 LONG = pytest.mark.exhaustive        # full searches of 1T on 1,024-4,096 GPUs
