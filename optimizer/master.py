@@ -159,6 +159,20 @@ def work_floor(p: Problem) -> float:
 FAMILY_KEYS = ("gpus", "tp", "cp", "pp", "dp", "microbatch", "interleave")   # what `exclude` forbids
 
 
+# CP-SAT's settings for the master. The model is small and its tables
+# already tight: one presolve pass without probing (measured 2-3x faster
+# than the default on 1T at 16,384 GPUs and over a range of counts, and
+# than no presolve); the search restarting quickly from a portfolio of
+# heuristics (the fixed search stalled for a second between the first two
+# solutions of 1T on 16,384 GPUs). scripts/compare_solver.py measures a
+# change to these.
+SOLVER_PARAMETERS = {
+    "max_presolve_iterations": 1,
+    "cp_model_probing_level": 0,
+    "search_branching": cp_model.PORTFOLIO_WITH_QUICK_RESTART_SEARCH,
+}
+
+
 class _Passed(cp_model.CpSolverSolutionCallback):
     """The solutions a solve passes through on its way to the optimum:
     (family knobs, the objective there in seconds per sample, at least that
@@ -621,15 +635,8 @@ class Master:
                      "batch": batch}
         self.solver = cp_model.CpSolver()
         self.solver.parameters.num_workers = threads or 1
-        # the model is small and its tables already tight: one presolve pass
-        # without probing (measured 2-3x faster than the default on 1T at
-        # 16,384 GPUs and over a range of counts, and than no presolve); the
-        # search restarting quickly from a portfolio of heuristics (the
-        # fixed search stalled for a second between the first two solutions
-        # of 1T on 16,384 GPUs)
-        self.solver.parameters.max_presolve_iterations = 1
-        self.solver.parameters.cp_model_probing_level = 0
-        self.solver.parameters.search_branching = cp_model.PORTFOLIO_WITH_QUICK_RESTART_SEARCH
+        for key, value in SOLVER_PARAMETERS.items():
+            setattr(self.solver.parameters, key, value)
 
     # ------------------------------------------------------------ helpers
 

@@ -49,6 +49,7 @@ from . import knobs as K
 from . import perf
 from .errors import ConfigError
 from .evaluate import Report, evaluate, plain_json
+from .explain import explain, feasible
 from .spec import MAX_GPUS, MAX_INT_FIELD, default_datatype, fmt_limit, load_model, load_system
 from .knobs import describe
 from .master import FAMILY_KEYS, Master, work_floor
@@ -540,11 +541,7 @@ def _plan(model, system, gpus, max_batch, datatype, pin, even_stages, batch, tar
                   "time_limit_s": time_limit_s}
     if space == 0:
         # counted exactly: no strategy at all, whatever the memory (no search needed)
-        res = PlanResult(status="infeasible", best=None, top=[], lower_bound=math.inf, gap=math.inf,
-                         stats={**base_stats, "evaluated": 0, "evaluated_fraction": 0.0,
-                                "solve_s": time.perf_counter() - t0, "method": method},
-                         problem=_problem_dict(p), system=system)
-        return _explained(p, res, deadline)
+        return _nothing_fits(p, base_stats, t0, method, deadline)
     if method == "enumerate":
         return _explained(p, _enumerate(p, structures(p), base_stats, int(top_k), t0, deadline, progress),
                           deadline)
@@ -555,6 +552,11 @@ def _plan(model, system, gpus, max_batch, datatype, pin, even_stages, batch, tar
                                  "solve_s": time.perf_counter() - t0, "method": "cpsat"},
                           problem=_problem_dict(p), system=system)
 
+    if not feasible(p):
+        # no split of the count fits the limits and memory (explain.feasible's
+        # exact check, on the least-memory rows: a tenth of a second where
+        # the master takes seconds to prove the same)
+        return _nothing_fits(p, base_stats, t0, method, deadline)
     master = Master(p, None if threads is None else int(threads))
     top = TopK(int(top_k))
     families_opened = 0
@@ -790,11 +792,19 @@ def _open_family(p: Problem, fam: dict, top: TopK, deadline, counts: dict, top_k
     return False
 
 
+def _nothing_fits(p: Problem, base_stats: dict, t0: float, method: str, deadline) -> PlanResult:
+    """The result when nothing fits, proven before any search: explained."""
+    res = PlanResult(status="infeasible", best=None, top=[], lower_bound=math.inf, gap=math.inf,
+                     stats={**base_stats, "evaluated": 0, "evaluated_fraction": 0.0, "solver_calls": 0,
+                            "solve_s": time.perf_counter() - t0, "method": method},
+                     problem=_problem_dict(p), system=p.system)
+    return _explained(p, res, deadline)
+
+
 def _explained(p: Problem, res: PlanResult, deadline: float | None = None) -> PlanResult:
     """An infeasible result gets its explanation (conflicts and fixes), timed;
     cut short (explanation["complete"] False) when the deadline passes."""
     if res.status == "infeasible":
-        from .explain import explain
         t = time.perf_counter()
         res.explanation = explain(p, deadline)
         res.stats["explain_s"] = time.perf_counter() - t
