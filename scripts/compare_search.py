@@ -40,7 +40,8 @@ import json, time
 import optimizer as opt
 import optimizer.master
 from optimizer.spec import load_model, load_system
-optimizer.master.SOLVER_PARAMETERS.update(json.loads({params!r}))
+if json.loads({params!r}):      # a checkout from before the settings were a dict has none to change
+    optimizer.master.SOLVER_PARAMETERS.update(json.loads({params!r}))
 t = time.perf_counter()
 r = {call}
 print(json.dumps({{"s": time.perf_counter() - t, "solves": r.stats.get("solver_calls", 0), "status": r.status,
