@@ -110,7 +110,19 @@ def _mb_v(p: Problem):
 
 
 def _without_pins(p: Problem, knobs) -> Problem:
-    return dataclasses.replace(p, pins={k: v for k, v in p.pins.items() if k not in knobs})
+    """p without the pins on `knobs`: one Problem per set of knobs dropped,
+    kept in p.memo, so that what is derived from it (its own memo) is
+    derived once per explanation."""
+    drop = frozenset(k for k in knobs if k in p.pins)
+    return _derived(p, ("without_pins", drop),
+                    lambda: dataclasses.replace(p, pins={k: v for k, v in p.pins.items() if k not in drop}))
+
+
+def _derived(p: Problem, key: tuple, make) -> Problem:
+    """A problem derived from p (make()), kept in p.memo under `key`."""
+    if key not in p.memo:
+        p.memo[key] = make()
+    return p.memo[key]
 
 
 # ------------------------------------------------------------------ rows
@@ -415,18 +427,18 @@ def _allowed(q: Problem, r: dict, tier: bool) -> np.ndarray:
     # TP choices apart from their placement (the nvlink_domain limit's business):
     # one tier that holds any group, no tier pins
     outer = dataclasses.replace(q.system.networks[-1], size=2 ** 62, must_fill=False)
-    unplaced = dataclasses.replace(q, system=dataclasses.replace(q.system, networks=(outer,)),
-                                   pins={k: v for k, v in q.pins.items() if k not in NET_PINS})
+    unplaced = _derived(q, ("unplaced",), lambda: dataclasses.replace(
+        q, system=dataclasses.replace(q.system, networks=(outer,)),
+        pins={k: v for k, v in q.pins.items() if k not in NET_PINS}))
     for i, (t, c) in enumerate(tcs):
-        for j in np.flatnonzero(ok[i]):
-            ok[i, j] = len(tp_choices(unplaced, int(t), int(c), bool(sig["sp"][j]))) > 0
+        has = [len(tp_choices(unplaced, int(t), int(c), sp)) > 0 for sp in (False, True)]
+        ok[i] &= np.where(sig["sp"].astype(bool), has[1], has[0])
     sizes = _axis_sizes(q)
     flags = np.zeros((R_,) + sizes, dtype=bool)
     # the space's own group flags per dp, on a system with (or without) the tier
-    sys_ = q.system if tier == q.has_offload else dataclasses.replace(
-        q.system, offload_gib=max(q.system.offload_gib, 1.0) if tier else 0.0,
-        offload_gbps=max(q.system.offload_gbps, 1.0) if tier else 0.0)
-    qq = dataclasses.replace(q, system=sys_)
+    qq = q if tier == q.has_offload else _derived(q, ("tier", tier), lambda: dataclasses.replace(
+        q, system=dataclasses.replace(q.system, offload_gib=max(q.system.offload_gib, 1.0) if tier else 0.0,
+                                      offload_gbps=max(q.system.offload_gbps, 1.0) if tier else 0.0)))
     dps, dinv = np.unique(np.stack([r["dp"], r["cp"]], 1), axis=0, return_inverse=True)
     for d_i, (d, c) in enumerate(dps):
         rows = group_rest(qq, int(d), int(c))
