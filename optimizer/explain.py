@@ -30,10 +30,10 @@ blocks; dp from the divisors of the count and any GPU-count fix found), so
 that dropping a group has something to relax into. A row whose structural
 bits another row that fits every capacity check also has is left out
 before its memory is computed (it can never be needed). Rows collapse to
-their distinct signatures; CP-SAT answers whether one meets a set of
-groups, and the core is found by deletion from all of them (drop each
-group in turn, capacities first and structural limits last, keep it
-dropped if still infeasible).
+their distinct signatures. The core is the smallest set of groups that
+no signature meets, found by CP-SAT in one solve (a hitting set: each
+signature misses some column the kept groups make hold); of cores equally
+small, the one that keeps the structural limits over the capacities.
 
 Fixes are computed exactly on the same rows, each with every other limit in
 force: at the value the problem is feasible, one step below it is not (one
@@ -69,8 +69,9 @@ FIX_CHUNK = 32                   # pairs (tp, cp, pp) fix_gpus bisects first (th
 MEMORY_CHUNK = 512               # rows per slab of the memory grid (_fit_table)
 MAX_SEPARATE_GROUP_PINS = 4      # beyond this, group pins share one literal (2^k columns otherwise)
 STRUCT_LIMITS = ("gpu_count", "divisibility", "max_batch")
-# the order a core is minimised in (the first dropped where it can be): "pin:" stands for every pin
-DELETION_ORDER = ("hbm_capacity", "offload_capacity", "nvlink_domain", "pin:", "divisibility", "gpu_count",
+# of cores equally small, the one that keeps the last of these (the first cost the most to keep):
+# "pin:" stands for every pin
+KEEP_ORDER = ("hbm_capacity", "offload_capacity", "nvlink_domain", "pin:", "divisibility", "gpu_count",
                   "max_batch")
 LIMIT_NAMES = {
     "gpu_count": "the GPU count",
@@ -710,7 +711,7 @@ def _undominated_fits(p: Problem, r: dict, struct: np.ndarray, checks_of) -> tup
 
 class _Core:
     """Rows collapsed to signatures; a CP-SAT model with one assumption
-    literal per limit group; a deletion-minimised core."""
+    literal per limit group; the smallest core."""
 
     def __init__(self, p: Problem, r: dict):
         self.p = p
@@ -772,23 +773,40 @@ class _Core:
         return solver.Solve(model) != cp_model.INFEASIBLE
 
     def minimal(self) -> list:
-        """A minimal core, by deletion from every limit group in DELETION_ORDER:
-        the capacities first, then the network tiers and the pins, the
-        structural limits last, so that a structural reason is kept over a
-        capacity one where either explains. It depends on which assumption
-        sets are satisfiable and nothing else (not on the solver's own core,
-        nor on which dominated rows the table holds)."""
+        """A smallest core, in one CP-SAT solve: a literal per limit group
+        (kept or dropped) and one per table column (its conditions hold);
+        every row must miss some column that holds (no split meets the
+        kept groups), and the objective counts the kept groups. Of cores
+        equally small, the one that keeps the structural limits and drops
+        the capacities (KEEP_ORDER: the first in it cost the most to
+        keep). A smallest core is also minimal: dropping any one of its
+        groups makes the rest feasible."""
         if self._solve(set(self.limits)):
             return []
-        core = set(self.limits)
-        for name in sorted(self.limits, key=_deletion_rank):
-            if not self._solve(core - {name}):
-                core = core - {name}
-        return [n for n in self.limits if n in core]
+        md = cp_model.CpModel()
+        keep = {n: md.NewBoolVar(n) for n in self.limits}
+        holds = []
+        for c, cond in enumerate(self.conditions):
+            b = md.NewBoolVar(f"col{c}")
+            terms = [keep[n] if v else keep[n].Not() for n, v in cond.items()]
+            md.AddBoolAnd(terms).OnlyEnforceIf(b)
+            md.AddBoolOr([t.Not() for t in terms]).OnlyEnforceIf(b.Not())
+            holds.append(b)
+        for row in self.sig:
+            md.AddBoolOr([holds[c] for c in np.flatnonzero(row == 0)])
+        cost = {n: len(KEEP_ORDER) - _keep_rank(n) for n in self.limits}
+        size = sum(cost.values()) + 1                 # one group more always costs more
+        md.Minimize(sum((size + cost[n]) * keep[n] for n in self.limits))
+        solver = cp_model.CpSolver()
+        solver.parameters.num_workers = 1
+        self.solves += 1
+        if solver.Solve(md) != cp_model.OPTIMAL:
+            raise RuntimeError("the smallest core's model has no optimum")   # the rows say there is one
+        return [n for n in self.limits if solver.Value(keep[n])]
 
 
-def _deletion_rank(name: str) -> int:
-    return DELETION_ORDER.index(name) if name in DELETION_ORDER else DELETION_ORDER.index("pin:")
+def _keep_rank(name: str) -> int:
+    return KEEP_ORDER.index(name) if name in KEEP_ORDER else KEEP_ORDER.index("pin:")
 
 
 # ----------------------------------------------------------- explanation

@@ -167,6 +167,29 @@ def test_dropping_dominated_rows_keeps_every_answer(model, gpus, pin, over, monk
             assert _meets(pruned, set(active)) == _meets(whole, set(active)), active
 
 
+@pytest.mark.parametrize("model,gpus,pin,over", [
+    ("1T", 4096, {"tp": 1, "pp": 1, "cp": 1}, {}),              # two cores of five: the structural one
+    ("megatron-22B", 1, {"zero": 1}, {}),
+    ("1T", 64, {"zero": [0, 1], "tp_net": 0}, {"offload_gib": 8, "offload_gbps": 50}),
+    ("1T", 256, {"tp": 16, "tp_net": 0}, {}),
+])
+def test_the_core_is_a_smallest_one(model, gpus, pin, over):
+    """No set of fewer limit groups is infeasible (every subset checked on
+    the table, without CP-SAT), and of the smallest the one explain names
+    keeps structural limits where a capacity would do as well."""
+    p = problem(model, gpus=gpus, pin=pin, **over)
+    core = ex._Core(p, ex._rows(p, ex._relaxed_triples(p)))
+    found = core.minimal()
+    assert found and not _meets(core, set(found))
+    smallest = [set(s) for k in range(len(core.limits) + 1) for s in itertools.combinations(core.limits, k)
+                if not _meets(core, set(s))]
+    least = min(len(s) for s in smallest)
+    assert len(found) == least
+    ties = [s for s in smallest if len(s) == least]
+    kept = lambda s: sum(ex._keep_rank(n) for n in s)  # noqa: E731     # later in KEEP_ORDER: kept first
+    assert kept(set(found)) == max(kept(s) for s in ties), ties
+
+
 @pytest.mark.parametrize("model,gpus,pin,system", [
     ("1T", 1024, None, "h100-80g-nvl8"),
     ("1T", 512, {"zero": [0, 1]}, "h100-80g-nvl8-off2t-100gbps"),
