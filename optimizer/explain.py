@@ -115,6 +115,8 @@ def _without_pins(p: Problem, knobs) -> Problem:
     kept in p.memo, so that what is derived from it (its own memo) is
     derived once per explanation."""
     drop = frozenset(k for k in knobs if k in p.pins)
+    if not drop:
+        return p                   # its memo too: the search's own tables are those explain reads
     return _derived(p, ("without_pins", drop),
                     lambda: dataclasses.replace(p, pins={k: v for k, v in p.pins.items() if k not in drop}))
 
