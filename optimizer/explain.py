@@ -801,8 +801,14 @@ class _Core:
         md.Minimize(sum((size + cost[n]) * keep[n] for n in self.limits))
         solver = cp_model.CpSolver()
         solver.parameters.num_workers = 1
+        deadline = _DEADLINE.get()
+        if deadline is not None:
+            solver.parameters.max_time_in_seconds = max(deadline - time.perf_counter(), 1e-3)
         self.solves += 1
-        if solver.Solve(md) != cp_model.OPTIMAL:
+        status = solver.Solve(md)
+        if status != cp_model.OPTIMAL:
+            if deadline is not None:
+                raise _OutOfTime                   # stopped by the time left
             raise RuntimeError("the smallest core's model has no optimum")   # the rows say there is one
         return [n for n in self.limits if solver.Value(keep[n])]
 
