@@ -11,7 +11,7 @@ microbatch, interleave) with microbatch and interleave at 1 or at their
 pinned values, each row checked against every group it has. That is exact:
 `feasible(p)` agrees with `plan` (tests check it).
 
-Limit groups, each one assumption literal:
+Limit groups, each one literal of the core's CP-SAT models:
 
   gpu_count         tp * cp * pp * dp equals the GPU count
   divisibility      tp divides heads, hidden and feedforward; 2 x cp the
@@ -72,7 +72,7 @@ STRUCT_LIMITS = ("gpu_count", "divisibility", "max_batch")
 # of cores equally small, the one that keeps the last of these (the first cost the most to keep):
 # "pin:" stands for every pin
 KEEP_ORDER = ("hbm_capacity", "offload_capacity", "nvlink_domain", "pin:", "divisibility", "gpu_count",
-                  "max_batch")
+              "max_batch")
 LIMIT_NAMES = {
     "gpu_count": "the GPU count",
     "divisibility": "divisibility",
@@ -680,7 +680,7 @@ def _undominated_fits(p: Problem, r: dict, struct: np.ndarray, checks_of) -> tup
     """The fit columns (`_fit_table` with `checks_of(rows)`) of the rows the
     core needs, and those rows. A row is never needed when another row has
     every structural bit it has (`struct`, rows x columns) and fits every
-    check: whatever assumptions the first meets, the second meets too. So
+    check: whatever set of limits the first meets, the second meets too. So
     the rows go by structural pattern, those with the most bits first, and
     within one the most GPUs first (the least memory, as a rule); a pattern
     is skipped once a row that fits every check has all its bits, and its
@@ -712,8 +712,8 @@ def _undominated_fits(p: Problem, r: dict, struct: np.ndarray, checks_of) -> tup
 # ------------------------------------------------------------------ core
 
 class _Core:
-    """Rows collapsed to signatures; a CP-SAT model with one assumption
-    literal per limit group; the smallest core."""
+    """Rows collapsed to signatures, with one literal per limit group; the
+    smallest core."""
 
     def __init__(self, p: Problem, r: dict):
         self.p = p

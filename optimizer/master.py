@@ -164,8 +164,8 @@ FAMILY_KEYS = ("gpus", "tp", "cp", "pp", "dp", "microbatch", "interleave")   # w
 # than the default on 1T at 16,384 GPUs and over a range of counts, and
 # than no presolve); the search restarting quickly from a portfolio of
 # heuristics (the fixed search stalled for a second between the first two
-# solutions of 1T on 16,384 GPUs). scripts/compare_solver.py measures a
-# change to these.
+# solutions of 1T on 16,384 GPUs). `scripts/compare_search.py . .
+# --new-params JSON` measures a change to these.
 SOLVER_PARAMETERS = {
     "max_presolve_iterations": 1,
     "cp_model_probing_level": 0,

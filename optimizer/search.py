@@ -373,14 +373,13 @@ class Tables:
         p, S = self.p, self.S
         i, j = self.g_struct[gs], self.g_sigma[gs]
         sp = self.sig["sp"][j].astype(bool)
-        mems, counts = {}, np.zeros(len(gs), dtype=np.int64)
-        for k, (s, b) in enumerate(zip(i.tolist(), sp.tolist())):
+        mems, per_group = {}, []                 # members by (structure, view), and each group's
+        for s, b in zip(i.tolist(), sp.tolist()):
             if (s, b) not in mems:
                 mems[s, b] = members_of(p, int(S["tp"][s]), int(S["cp"][s]), int(S["pp"][s]), int(S["dp"][s]), b)
-            counts[k] = len(mems[s, b])
-        owner = np.repeat(np.arange(len(gs)), counts)
-        mem = (np.concatenate([mems[s, b] for s, b in zip(i.tolist(), sp.tolist())]) if len(gs)
-               else np.zeros((0, len(MEMBER)), dtype=np.int64))
+            per_group.append(mems[s, b])
+        owner = np.repeat(np.arange(len(gs)), [len(x) for x in per_group]).astype(np.int64)
+        mem = np.concatenate(per_group) if per_group else np.zeros((0, len(MEMBER)), dtype=np.int64)
         knobs = group_rows(S, i[owner], self.sig, j[owner], self.g_rest[gs][owner], mem)
         return knobs if one else (knobs, gs[owner])
 
