@@ -136,7 +136,8 @@ def _log_cut(seconds: float) -> int:
 def work_floor(p: Problem) -> float:
     """GPU-seconds per sample that no strategy on any GPU count goes below:
     every block and the extras once per sequence at the peak-rate bound
-    (each kernel at the best efficiency of the system's curves; the work
+    (each kernel at the best efficiency of the system's curves, at the
+    largest microbatch: its weights read once for the most sequences; the work
     split over tp x cp GPUs costs at least what it costs on one), the least
     over every signature, pins left out (the least of a larger set). The
     seconds per sample on g GPUs are at least this / g: the slowest stage
@@ -166,11 +167,18 @@ FAMILY_KEYS = ("gpus", "tp", "cp", "pp", "dp", "microbatch", "interleave")   # w
 # heuristics (the fixed search stalled for a second between the first two
 # solutions of 1T on 16,384 GPUs). `scripts/compare_search.py . .
 # --new-params JSON` measures a change to these.
+# With an incumbent to cut at, no LP relaxation (linearization level 0):
+# the cut does the pruning the LP would, and each node is cheaper (0.66-0.94x
+# the time on compare_search's cases). warm_start, solving without an
+# incumbent, keeps CP-SAT's default level (1): there the LP pays (level 0
+# took 1.23 s where level 1 takes 0.80 s on 1T at 16,384 GPUs).
 SOLVER_PARAMETERS = {
     "max_presolve_iterations": 1,
     "cp_model_probing_level": 0,
     "search_branching": cp_model.PORTFOLIO_WITH_QUICK_RESTART_SEARCH,
+    "linearization_level": 0,
 }
+WARM_START_PARAMETERS = {"linearization_level": 1}
 
 
 class _Passed(cp_model.CpSolverSolutionCallback):
@@ -205,6 +213,7 @@ class Master:
         self.rows = 0
         self.bound_objective = True   # the objective is the bound (fewest_gpus changes it)
         self.solves = 0           # also on an empty model (returned early below)
+        self._deferred = None     # floors added by the first solve after warm_start (_dp_floor)
         self.cuts = 0
         md = cp_model.CpModel()
         self.model = md
@@ -669,7 +678,10 @@ class Master:
         (M - 1) t_mb + dp_time, and M - 1 >= M (1 - 1/n). Per sample, with A
         the bound without the reduction and D = log(dp_time / batch):
             bound >= D,  and with n >= 2^k:  bound >= log(e^(A + log(1 - 2^-k)) + e^D),
-        the log-sum taken from below by its tangents (weighted means).
+            and with n >= 2:    bound >= log(e^(A - 1/(n - 1)) + e^D)  (log(1 - 1/n) >= -1/(n - 1)),
+        the log-sum taken from below by its tangents (weighted means). Hidden
+        or not, the reduction slows the iteration by at least the DP tier's
+        processor share u of its time: bound >= log(e^A + u e^D).
         dp_time is at least its bandwidth term (perf.dp_comm_time without
         latency, linear in the parameters) for the busiest stage's blocks
         alone (`pb`: a block's parameters per GPU, per tp), the sharding
@@ -692,6 +704,10 @@ class Master:
             for z in range(3):
                 np.minimum.at(per[:, t, z], gi, perf.dp_comm_time(fast, p.datatype, {"p_stage": 1.0}, size, z,
                                                                  shards if z else 0.0, t))
+        # what the reduction takes from the processor while it hides (the
+        # tier's share u of it, perf.dp_exposed_time), at the same tiers
+        u = np.array([net.processor_share for net in p.system.networks])
+        per_u = _at_or_beyond(per * u[None, :, None])
         per = _at_or_beyond(per)
         lc = self._log(np.maximum(per, 1e-30))
         cv = md.NewIntVar(int(lc.min()), int(lc.max()), "log_dp_seconds_per_param")
@@ -728,6 +744,40 @@ class Master:
             ck = int(math.floor(math.log(1 - 2.0 ** -k) * LOG_UNITS))
             self._log_sum_below(self.bound, A + ck, D, DP_FLOOR_WEIGHTS, [replicated, z_ok, nk])
             k += 1
+
+        def tighten():
+            # the floors that close most of the gap left (a few % where the
+            # reduction is long) but slow a solve without an incumbent more
+            # than they save: added by the first `next`, after warm_start
+            if (u > 0).any():
+                # hidden or not, the reduction costs the iteration at least u x
+                # its time on top of every microbatch: bound >= log(e^A + u e^D)
+                lu = self._log(np.maximum(per_u, 1e-30))
+                cu = md.NewIntVar(int(lu.min()), int(lu.max()), "log_dp_processor_seconds_per_param")
+                self._table([group, rn, zero, cu], [(g, t, z, int(lu[groups.index(g), t, z]) if g > 1 and z < 3
+                                                     else int(lu.min()))
+                                                    for g in sorted(set(int(g) for g in values)) for t in range(T)
+                                                    for z in K.BY_NAME["zero"].values])
+                self._log_sum_below(self.bound, A, pbv + bmv + cu - lbv, AMGM_WEIGHTS, [replicated, z_ok])
+            if p.max_batch >= 2:
+                # for any n >= 2: log(1 - 1/n) >= -1/(n - 1), rounded down
+                # (ceil(LOG_UNITS / (n - 1)) units off): near exact at large n,
+                # where the levels above fall up to half of n short
+                many = md.NewBoolVar("microbatches_at_least_2")
+                md.Add(n >= 2).OnlyEnforceIf(many)
+                md.Add(n <= 1).OnlyEnforceIf(many.Not())
+                less = md.NewIntVar(1, max(p.max_batch - 1, 1), "microbatches_less_one")
+                md.AddMaxEquality(less, [n - 1, 1])
+                off = md.NewIntVar(1, LOG_UNITS, "log_last_microbatch_share")
+                md.AddDivisionEquality(off, less + LOG_UNITS - 1, less)
+                self._log_sum_below(self.bound, A - off, D, DP_FLOOR_WEIGHTS, [replicated, z_ok, many])
+        self._deferred = tighten
+
+    def _tightened(self):
+        """The model with its deferred floors (_dp_floor's) added, once."""
+        if self._deferred is not None:
+            add, self._deferred = self._deferred, None
+            add()
 
     def _log_sum_below(self, target, x, y, weights, enforce):
         """target >= log(e^x + e^y) (LOG_UNITS), taken from below by its
@@ -880,13 +930,20 @@ class Master:
         np.minimum.at(w1, (a_[one], c_[one]), np.where(full, np.broadcast_to(b["working"], per.shape), 0.0)[one])
         # beyond the table, per sequence: the larger of the peak-rate compute
         # and the communication's bandwidth term (a block takes at least each;
-        # without latency the bytes, hence the time, grow with the microbatch)
+        # without latency the bytes, hence the time, grow with the microbatch),
+        # both at the largest microbatch any strategy has (the batch limit):
+        # at the peak rate a kernel's time is linear in the microbatch but for
+        # its weights, read once per microbatch, so per sequence it only falls
+        # as the microbatch grows (at a microbatch of 1 it was no bound: 2.6%
+        # above the exact time at 4 on a wide block, test_master)
         k1 = {n: v[one] for n, v in k.items()}
-        pk = perf.block_terms(p.model, _peak_system(p.system), p.datatype, {**k1, "tp_overlap": 0})
-        cm = perf.block_terms(p.model, _comm_only_system(p.system), p.datatype, k1)
+        top = max(p.max_batch, MB_TABLE + 1)
+        kt = {**k1, "microbatch": np.full(int(one.sum()), top)}
+        pk = perf.block_terms(p.model, _peak_system(p.system), p.datatype, {**kt, "tp_overlap": 0})
+        cm = perf.block_terms(p.model, _comm_only_system(p.system), p.datatype, kt)
         comm = cm["fw_tp"] + cm["bw_tp"] + cm["re_tp"] + cm["fw_cp"] + cm["bw_cp"] + cm["re_cp"]
         np.minimum.at(tau, (a_[one], nB - 1, c_[one], tier[one], ctier[one]),
-                      np.maximum(pk["fw_compute"] + pk["bw_compute"] + pk["re_compute"], comm))
+                      np.maximum(pk["fw_compute"] + pk["bw_compute"] + pk["re_compute"], comm) / top)
         # the stage extras (embedding, output layer and loss: first and last
         # stage together), per sequence: the least over every choice but
         # (tp, cp) and the bucket; beyond the table, their peak-rate compute
@@ -897,14 +954,15 @@ class Master:
                                kk["tp_net"], kk["cp"])
             ends = perf.extras_terms(p.model, p.system, p.datatype, *args(k))
             np.minimum.at(ext, (a_, bucket), sum(e[n] for e in ends for n in perf.EXTRA_TIMES) / k["microbatch"])
-            ends = perf.extras_terms(p.model, _peak_system(p.system), p.datatype, *args({**k1, "tp_overlap": 0}))
+            ends = perf.extras_terms(p.model, _peak_system(p.system), p.datatype, *args({**kt, "tp_overlap": 0}))
             np.minimum.at(ext, (a_[one], nB - 1),
-                          sum(e[n] for e in ends for n in ("fw_compute", "bw_compute", "re_compute")))
+                          sum(e[n] for e in ends for n in ("fw_compute", "bw_compute", "re_compute")) / top)
         return tau, s1, w1, classes, cls_of, ext
 
     # --------------------------------------------------------------- loop
 
     def stats(self) -> dict:
+        self._tightened()
         proto = self.model.Proto()
         return {"model_variables": len(proto.variables), "model_constraints": len(proto.constraints),
                 "table_rows": self.rows}
@@ -919,6 +977,7 @@ class Master:
         self.passed, self.optimal = [], False
         if self.empty:
             return None
+        self._tightened()
         if deadline is not None:
             time_left = deadline - time.perf_counter()
             if time_left <= 0:
@@ -968,6 +1027,8 @@ class Master:
             copy.Add(copy.GetIntVarFromProtoIndex(self.vars["cp"].Index()) == 1)
         solver = cp_model.CpSolver()
         solver.parameters.copy_from(self.solver.parameters)
+        for key, value in WARM_START_PARAMETERS.items():
+            setattr(solver.parameters, key, value)
         if deadline is not None:
             solver.parameters.max_time_in_seconds = max(deadline - time.perf_counter(), 0.0)
         status = solver.Solve(copy)
@@ -984,6 +1045,7 @@ class Master:
         k = {n: int(v) for n, v in K.canonical(s if isinstance(s, dict) else s.to_dict()).items()}
         if self.empty:
             return None
+        self._tightened()
         copy = self.model.clone()
         var = lambda x: copy.GetIntVarFromProtoIndex(x.Index())  # noqa: E731
         fixed = {"gpus": k["tp"] * k["cp"] * k["pp"] * k["dp"], **{n: k[n] for n in ("tp", "cp", "pp", "dp",
