@@ -27,7 +27,8 @@ the same way:
   bubble  main * (pp - 1) / (interleave * n)
   DP      the gradient reduction's bandwidth term (tp, pp, dp x cp, its
           tier, ZeRO stage 0-2) / batch, which hides at most behind one
-          microbatch time: added to main x (1 - 1/n) (Master._dp_floor)
+          microbatch time: added to main x (1 - 1/n); and the tier's
+          processor share of it, added to main whole (Master._dp_floor)
   ZeRO-3  a block takes at least its gathers and reduce-scatter over the
           sharding group G ((G - 1) / G of the bytes each), and at least
           its compute plus the tier's processor share of them
@@ -48,15 +49,18 @@ are the products of a few domains each: the model grows with the sum of the
 domains, not their product.
 
 Times for microbatches beyond MB_TABLE use the peak-rate bound: a block's
-compute at the best efficiency of the system's curves, which is linear in
-the microbatch (no kernel runs faster).
+compute at the best efficiency of the system's curves (no kernel runs
+faster), per sequence at the batch limit (per sequence it only falls as the
+microbatch grows: the weights are read once per microbatch).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
+from collections import OrderedDict
 
 import numpy as np
 from ortools.sat.python import cp_model
@@ -158,6 +162,29 @@ def work_floor(p: Problem) -> float:
 
 
 FAMILY_KEYS = ("gpus", "tp", "cp", "pp", "dp", "microbatch", "interleave")   # what `exclude` forbids
+
+SHARED_TABLES = 16       # problems whose block tables a process keeps (block_cache_for)
+_shared_tables: OrderedDict = OrderedDict()
+_shared_lock = threading.Lock()
+
+
+def block_cache_for(p: Problem) -> dict:
+    """Master's `block_cache` for p, shared with every problem whose block
+    tables are p's: those read the model, the system's rates, curves and
+    networks, the datatype, the pins, the stages rule and the batch limit
+    (the peak-rate row's microbatch), not the GPU count or the memory
+    capacities (no rule the signatures and block choices meet reads them).
+    A sweep's points over GPU counts, HBM and offload share one. The
+    process keeps the last SHARED_TABLES."""
+    system = dataclasses.replace(p.system, name="", hbm_gib=0.0, offload_gib=0.0, offload_gbps=0.0)
+    key = repr((p.model, system, p.datatype, sorted((k, sorted(v)) for k, v in p.pins.items()), p.max_batch,
+                p.even_stages))
+    with _shared_lock:
+        cache = _shared_tables.setdefault(key, {})
+        _shared_tables.move_to_end(key)
+        while len(_shared_tables) > SHARED_TABLES:
+            _shared_tables.popitem(last=False)
+    return cache
 
 
 # CP-SAT's settings for the master. The model is small and its tables

@@ -52,7 +52,7 @@ from .evaluate import Report, evaluate, plain_json
 from .explain import explain, feasible
 from .spec import MAX_GPUS, MAX_INT_FIELD, default_datatype, fmt_limit, load_model, load_system
 from .knobs import describe
-from .master import FAMILY_KEYS, Master, work_floor
+from .master import FAMILY_KEYS, Master, block_cache_for, work_floor
 from .space import (GROUP_REST, MEMBER, SIGMA, TP_CHOICE, Problem, batches_of, count_space, enumerate_all, families,
                     group_rest, group_rows, knob_rows_to_strategy, make_problem, members_of, sigmas, structures,
                     tp_choices)
@@ -556,7 +556,7 @@ def _plan(model, system, gpus, max_batch, datatype, pin, even_stages, batch, tar
         # exact check, on the least-memory rows: a tenth of a second where
         # the master takes seconds to prove the same)
         return _nothing_fits(p, base_stats, t0, method, deadline)
-    master = Master(p, None if threads is None else int(threads))
+    master = Master(p, None if threads is None else int(threads), block_cache=block_cache_for(p))
     top = TopK(int(top_k))
     families_opened = 0
     counts = {"structures": 0, "groups": 0, "evaluated": 0}
@@ -668,7 +668,7 @@ def _fewest_gpus(model, system, gpus, target, t0, **kw) -> PlanResult:
     below = len(counts) - len(left)
     opened = {"structures": 0, "groups": 0, "evaluated": 0}
     families_opened, solves, rows, found, reached, proven, timed_out = 0, 0, 0, None, None, False, False
-    size, windows, block_cache = FEWEST_WINDOW, 0, {}
+    size, windows, block_cache = FEWEST_WINDOW, 0, block_cache_for(p)
     while left and found is None and not timed_out:
         window, left = left[:size], left[size:]
         windows += 1

@@ -239,3 +239,24 @@ def test_the_dp_reduction_joins_the_bound():
         bound = Master(make_problem(load_model("1T"), s, gpus, 3072, "fp8", pin)).bound_of(st)
         assert bound <= per_sample * (1 + 1e-9)
         assert bound >= within * per_sample, (gpus, bound, per_sample)
+
+
+def test_block_tables_shared_across_problems():
+    """plan's problems share block tables (block_cache_for) when the GPU
+    count, HBM and offload capacities differ and nothing the tables read
+    does: a model built after two others filled the cache equals one built
+    alone, byte for byte; a different batch limit (the peak-rate row's
+    microbatch) or pin gets tables of its own."""
+    from optimizer.master import block_cache_for
+    m = _tiny(1024, 16, 8, 512, 32000, True, 8)
+    s = tiered_system(2, hbm_gib=4.0, first=4, growth=4)
+    bigger = tiered_system(2, hbm_gib=8.0, first=4, growth=4, offload_gib=64, offload_gbps=20)
+    p = make_problem(m, s, 16, 24, "bf16", {"cp": [1, 2]})
+    q, r = make_problem(m, bigger, 24, 24, "bf16", {"cp": [1, 2]}), make_problem(m, s, 12, 24, "bf16", {"cp": [1, 2]})
+    Master(p, block_cache=block_cache_for(p))
+    Master(r, block_cache=block_cache_for(r))
+    assert block_cache_for(q) is block_cache_for(p) is block_cache_for(r)
+    shared, alone = Master(q, block_cache=block_cache_for(q)), Master(q)
+    assert str(shared.model.Proto()) == str(alone.model.Proto())
+    assert block_cache_for(make_problem(m, s, 16, 32, "bf16", {"cp": [1, 2]})) is not block_cache_for(p)
+    assert block_cache_for(make_problem(m, s, 16, 24, "bf16", {"cp": 1})) is not block_cache_for(p)
