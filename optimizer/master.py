@@ -194,18 +194,17 @@ def block_cache_for(p: Problem) -> dict:
 # heuristics (the fixed search stalled for a second between the first two
 # solutions of 1T on 16,384 GPUs). `scripts/compare_search.py . .
 # --new-params JSON` measures a change to these.
-# With an incumbent to cut at, no LP relaxation (linearization level 0):
+# No LP relaxation (linearization level 0): with an incumbent to cut at,
 # the cut does the pruning the LP would, and each node is cheaper (0.66-0.94x
-# the time on compare_search's cases). warm_start, solving without an
-# incumbent, keeps CP-SAT's default level (1): there the LP pays (level 0
-# took 1.23 s where level 1 takes 0.80 s on 1T at 16,384 GPUs).
+# the time on compare_search's cases); warm_start's copy, kept to the
+# exact microbatch table, solves in 0.5 s at level 0 and 1.4 s at level 1
+# (1T on 16,384 GPUs).
 SOLVER_PARAMETERS = {
     "max_presolve_iterations": 1,
     "cp_model_probing_level": 0,
     "search_branching": cp_model.PORTFOLIO_WITH_QUICK_RESTART_SEARCH,
     "linearization_level": 0,
 }
-WARM_START_PARAMETERS = {"linearization_level": 1}
 
 
 class _Passed(cp_model.CpSolverSolutionCallback):
@@ -1052,10 +1051,12 @@ class Master:
         copy = self.model.clone()
         if len(self.D_cp) >= 2 and self.D_cp[0] == 1:
             copy.Add(copy.GetIntVarFromProtoIndex(self.vars["cp"].Index()) == 1)
+        # and microbatches in the exact table: beyond it the peak-rate row's
+        # looser bounds keep the copy's proof long (1.5 s against 0.8 s for
+        # 1T on 16,384) for families that seldom win
+        copy.Add(copy.GetIntVarFromProtoIndex(self.vars["microbatch"].Index()) <= MB_TABLE)
         solver = cp_model.CpSolver()
         solver.parameters.copy_from(self.solver.parameters)
-        for key, value in WARM_START_PARAMETERS.items():
-            setattr(solver.parameters, key, value)
         if deadline is not None:
             solver.parameters.max_time_in_seconds = max(deadline - time.perf_counter(), 0.0)
         status = solver.Solve(copy)
