@@ -168,6 +168,13 @@ _shared_tables: OrderedDict = OrderedDict()
 _shared_lock = threading.Lock()
 
 
+def forget_block_tables():
+    """Empty the process's shared block tables (block_cache_for): the next
+    plan of every kind computes its own again (a benchmark's cold start)."""
+    with _shared_lock:
+        _shared_tables.clear()
+
+
 def block_cache_for(p: Problem) -> dict:
     """Master's `block_cache` for p, shared with every problem whose block
     tables are p's: those read the model, the system's rates, curves and
