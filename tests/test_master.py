@@ -234,9 +234,9 @@ def test_the_dp_reduction_joins_the_bound():
                   tp_overlap="ring", ag_redo=True, dp_overlap=True, zero=2, fused_activation=True,
                   flash_attention=True, tp_net=0, cp_net=1, pp_net=1, dp_net=1, datatype="fp8"), 0.97),
     ]
-    for s, gpus, pin, st, within in cases:
-        per_sample = evaluate("1T", s, st).time_s / st.batch
-        bound = Master(make_problem(load_model("1T"), s, gpus, 3072, "fp8", pin)).bound_of(st)
+    for s, gpus, pin, strat, within in cases:
+        per_sample = evaluate("1T", s, strat).time_s / strat.batch
+        bound = Master(make_problem(load_model("1T"), s, gpus, 3072, "fp8", pin)).bound_of(strat)
         assert bound <= per_sample * (1 + 1e-9)
         assert bound >= within * per_sample, (gpus, bound, per_sample)
 
