@@ -748,12 +748,15 @@ class Master:
         z_ok = md.NewBoolVar("zero_below_3")
         md.Add(zero <= 2).OnlyEnforceIf(z_ok)
         md.Add(zero >= 3).OnlyEnforceIf(z_ok.Not())
-        # one GPU per replica group and ZeRO-3 carry the least value: the
-        # floor does not apply there (replicated, z_ok)
-        low = int(lc.min())
-        self._table([group, rn, zero, cv], [(g, t, z, int(lc[groups.index(g), t, z]) if g > 1 and z < 3 else low)
-                                            for g in sorted(set(int(g) for g in values)) for t in range(T)
-                                            for z in K.BY_NAME["zero"].values])
+
+        def per_param(logs, var):
+            # var = logs[group, tier, ZeRO stage]; one GPU per replica group and
+            # ZeRO-3 carry the least value (the floors do not apply there)
+            self._table([group, rn, zero, var], [(g, t, z, int(logs[groups.index(g), t, z]) if g > 1 and z < 3
+                                                  else int(logs.min()))
+                                                 for g in sorted({int(g) for g in values}) for t in range(T)
+                                                 for z in K.BY_NAME["zero"].values])
+        per_param(lc, cv)
         for size, net, name in reducers:
             big = md.NewBoolVar(f"{name}_reduces")
             md.Add(size >= 2).OnlyEnforceIf(big)
@@ -769,9 +772,9 @@ class Master:
         lbv = self._log_above(batch, p.max_batch, "log_batch_above")
         D = pbv + bmv + cv - lbv
         md.Add(self.bound >= D).OnlyEnforceIf([replicated, z_ok])
-        k = 1
+        k, at_least = 1, {}          # n >= 2^k, by k
         while 2 ** k <= p.max_batch and k <= DP_FLOOR_LEVELS:
-            nk = md.NewBoolVar(f"microbatches_at_least_{2 ** k}")
+            nk = at_least[k] = md.NewBoolVar(f"microbatches_at_least_{2 ** k}")
             md.Add(n >= 2 ** k).OnlyEnforceIf(nk)
             md.Add(n < 2 ** k).OnlyEnforceIf(nk.Not())
             ck = int(math.floor(math.log(1 - 2.0 ** -k) * LOG_UNITS))
@@ -787,23 +790,17 @@ class Master:
                 # its time on top of every microbatch: bound >= log(e^A + u e^D)
                 lu = self._log(np.maximum(per_u, 1e-30))
                 cu = md.NewIntVar(int(lu.min()), int(lu.max()), "log_dp_processor_seconds_per_param")
-                self._table([group, rn, zero, cu], [(g, t, z, int(lu[groups.index(g), t, z]) if g > 1 and z < 3
-                                                     else int(lu.min()))
-                                                    for g in sorted(set(int(g) for g in values)) for t in range(T)
-                                                    for z in K.BY_NAME["zero"].values])
+                per_param(lu, cu)
                 self._log_sum_below(self.bound, A, pbv + bmv + cu - lbv, AMGM_WEIGHTS, [replicated, z_ok])
-            if p.max_batch >= 2:
+            if 1 in at_least:
                 # for any n >= 2: log(1 - 1/n) >= -1/(n - 1), rounded down
                 # (ceil(LOG_UNITS / (n - 1)) units off): near exact at large n,
                 # where the levels above fall up to half of n short
-                many = md.NewBoolVar("microbatches_at_least_2")
-                md.Add(n >= 2).OnlyEnforceIf(many)
-                md.Add(n <= 1).OnlyEnforceIf(many.Not())
                 less = md.NewIntVar(1, max(p.max_batch - 1, 1), "microbatches_less_one")
                 md.AddMaxEquality(less, [n - 1, 1])
                 off = md.NewIntVar(1, LOG_UNITS, "log_last_microbatch_share")
                 md.AddDivisionEquality(off, less + LOG_UNITS - 1, less)
-                self._log_sum_below(self.bound, A - off, D, DP_FLOOR_WEIGHTS, [replicated, z_ok, many])
+                self._log_sum_below(self.bound, A - off, D, DP_FLOOR_WEIGHTS, [replicated, z_ok, at_least[1]])
         self._deferred = tighten
 
     def _tightened(self):
@@ -1059,8 +1056,8 @@ class Master:
         if len(self.D_cp) >= 2 and self.D_cp[0] == 1:
             copy.Add(copy.GetIntVarFromProtoIndex(self.vars["cp"].Index()) == 1)
         # and microbatches in the exact table: beyond it the peak-rate row's
-        # looser bounds keep the copy's proof long (1.5 s against 0.8 s for
-        # 1T on 16,384) for families that seldom win
+        # looser bounds keep the copy's proof long (1.3-1.7 s against
+        # 0.6-0.7 s for 1T on 16,384) for families that seldom win
         copy.Add(copy.GetIntVarFromProtoIndex(self.vars["microbatch"].Index()) <= MB_TABLE)
         solver = cp_model.CpSolver()
         solver.parameters.copy_from(self.solver.parameters)

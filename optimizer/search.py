@@ -726,6 +726,7 @@ def _fewest_gpus(model, system, gpus, target, t0, **kw) -> PlanResult:
               **{f"{k}_opened" if k != "evaluated" else k: v for k, v in opened.items()},
               "search_s": time.perf_counter() - t0}
     span = f"{counts[0]:,}..{counts[-1]:,} ({len(counts):,} counts)"
+    opened_text = f"{families_opened} famil{'y' if families_opened == 1 else 'ies'} opened"
     if found is not None:
         left = None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
         res = _plan(p.model, p.system, found, max_batch=max_batch, datatype=datatype, pin=pin,
@@ -734,7 +735,7 @@ def _fewest_gpus(model, system, gpus, target, t0, **kw) -> PlanResult:
         res.stats["fewest"] = fewest
         res.stats["solve_s"] = time.perf_counter() - t0
         res.problem.update(gpus_range=[counts[0], counts[-1], len(counts)], target_samples_per_s=target)
-        done = f"{families_opened} famil{'y' if families_opened == 1 else 'ies'} opened, {solves} CP-SAT solves"
+        done = f"{opened_text}, {solves} CP-SAT solves"
         res.messages.append(f"fewest GPUs in {span} reaching {target:g} samples/s: {found:,}; "
                             + (f"no smaller count does (proven: {done})" if proven else
                                f"not proven the fewest: the time limit came before every smaller count "
@@ -743,7 +744,7 @@ def _fewest_gpus(model, system, gpus, target, t0, **kw) -> PlanResult:
     status = "unknown" if timed_out else "infeasible"
     what = (f"time limit reached before a count in {span} was found to reach {target:g} samples/s"
             if timed_out else f"no GPU count in {span} reaches {target:g} samples/s "
-            f"(proven: {families_opened} famil{'y' if families_opened == 1 else 'ies'} opened, {solves} CP-SAT solves); "
+            f"(proven: {opened_text}, {solves} CP-SAT solves); "
             f"more GPUs, a larger batch limit or a faster system would")
     return PlanResult(status=status, best=None, top=[], lower_bound=0.0 if timed_out else math.inf,
                       gap=math.inf, stats={"fewest": fewest, "space_size": 0, "structures": 0, "evaluated":
