@@ -32,6 +32,10 @@ the same way:
   ZeRO-3  a block takes at least its gathers and reduce-scatter over the
           sharding group G ((G - 1) / G of the bytes each), and at least
           its compute plus the tier's processor share of them
+  offload a block takes at least max(in, F) + max(back, B): the link's
+          forward and backward bytes hide behind its forward F and
+          backward B apart, each at least its least share of the block
+          table's pass (Master._offload_floor)
 
 Memory per GPU of each stage that can be the fullest (first, busiest
 middle, last: perf.pipeline_memory's) is at least its state (tp, pp, ZeRO
@@ -73,8 +77,9 @@ from .space import SIGMA, TP_CHOICE, Problem, divisors, keep, sigmas, tp_choices
 MB_TABLE = 32            # microbatches tabulated exactly; larger ones share the peak-rate row
 MB_BUCKETS = np.array([1, 2, 3, 5, 9, 17])   # microbatch buckets of the time table: [1], [2], [3, 4], ... [17, 32]
 LOG_UNITS = 2 ** 12      # units per natural log of seconds: a relative resolution of 1e-6
-AMGM_WEIGHTS = (0.995, 0.99, 0.98, 0.97, 0.96, 0.95, 0.93, 0.9, 0.85, 0.8, 0.7)
-DP_FLOOR_WEIGHTS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+AMGM_WEIGHTS = (0.995, 0.99, 0.98, 0.97, 0.96, 0.95, 0.93, 0.9, 0.85, 0.8, 0.7)   # log-sums whose first term dominates
+EITHER_WEIGHTS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)   # either term may (the DP and offload floors)
+
 DP_FLOOR_LEVELS = 4      # n >= 2, 4, 8, 16: the compute's share (1 - 1/n) in the DP floor
 # a block's class: the signature knobs that couple its time and its memory
 # most (recomputation, fused attention, the all-gather redone for the
@@ -129,6 +134,17 @@ def _at_or_beyond(table):
     """The least over each tier and the tiers beyond it (tiers on axis 1):
     a group placed at or beyond a tier never pays less."""
     return np.minimum.accumulate(table[:, ::-1], axis=1)[:, ::-1]
+
+
+def _least_share(part, whole):
+    """Per ((tp, cp) pair, class): the least part / whole over the block
+    tables' rows (microbatch buckets and tiers); 1e-9 (no floor) where no
+    row is finite. A strategy's part is at least its row's, so at least this
+    share of the row's whole."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(np.isfinite(whole) & (whole > 0), part / whole, np.inf)
+    r = r.min(axis=(1, 3, 4))
+    return np.where(np.isfinite(r), r, 1e-9)
 
 
 def _log_cut(seconds: float) -> int:
@@ -355,7 +371,8 @@ class Master:
         if not pairs:
             self.empty = True
             return
-        tau, s1, w1, classes, cls_of, ext = self._cached_block_tables(tc_tp, tc_cp, sig, has, block_cache)
+        passes, s1, w1, classes, cls_of, ext = self._cached_block_tables(tc_tp, tc_cp, sig, has, block_cache)
+        tau, fwd, bwd = passes[:, 0], passes[:, 1], passes[:, 2]
         cpairs = sorted({(int(a), int(cls_of[g])) for a, g in pairs})
         sg = md.NewIntVar(0, len(classes) - 1, "recompute_flash_class")
         self._table([tc_i, sg], cpairs)
@@ -527,20 +544,23 @@ class Master:
             if (u > 0).any():
                 zero3_share = (per_pair(np.maximum(_at_or_beyond(whole * u[None, :]), 1e-30)), [tc_i, dn], gs)
         link = sys_.offload_gbps * 1e9
-        if off and 0 < link < math.inf:                     # an unlimited link moves for free
-            # offloaded weights: read in the forward and the backward, the
-            # gradient accumulator read and written back (perf.offload_traffic),
-            # per block and microbatch
-            ow_bytes = pb[TC[:, 0]] * (2 * perf.act_bytes(dt) + perf.GRAD_BYTES_PER_PARAM)
-            floors.append((self._log(ow_bytes * tc_tp * tc_cp / link), [tc_i], [(a,) for a in range(len(TC))], ow, True,
-                           0))
-            # offloaded activations: written in the forward, read in the backward,
-            # per sequence
-            s1b = np.maximum(np.where(np.isfinite(s1), s1, 0.0), 1.0)
-            floors.append((self._log(2 * s1b * (tc_tp * tc_cp)[:, None] / link), [tc_i, sg], cpairs, oa, False, 0))
+        moving = off and 0 < link < math.inf                # an unlimited link moves for free
         hi_floor = max([int(lq.max())] + [int(f[0].max()) for f in floors])
+        if moving:
+            # the offload link's seconds per block (x tp x cp per sample, as
+            # the block table): the weights' in the forward, and with their
+            # gradient accumulator's in the backward (per microbatch); the
+            # stored activations' out in the forward, in in the backward (per
+            # sequence); perf.offload_traffic
+            w_in = self._log(pb[TC[:, 0]] * perf.act_bytes(dt) * tc_tp * tc_cp / link)
+            w_back = self._log(pb[TC[:, 0]] * (perf.act_bytes(dt) + perf.GRAD_BYTES_PER_PARAM) * tc_tp * tc_cp / link)
+            acts = self._log(np.maximum(np.where(np.isfinite(s1), s1, 0.0), 1.0) * (tc_tp * tc_cp)[:, None] / link)
+            hi_floor = max(hi_floor, int(w_back.max()), int(acts.max())) + LOG_UNITS    # their sum: at most twice
         blk = md.NewIntVar(int(lq.min()), hi_floor + 40 * LOG_UNITS, "log_block_time")
         md.Add(blk >= qv)
+        if moving:
+            self._offload_floor(blk, qv, w_in, w_back, acts, lmb, int(mbs.max()), ow, oa, tc_i, sg, cpairs,
+                                [_least_share(x, tau) for x in (fwd, bwd)])
         for j, (table, keys, rows, flag, per_mb, added) in enumerate(floors):
             fv = md.NewIntVar(int(table.min()), int(table.max()), f"log_block_floor_{j}")
             self._table(keys + [fv], [(*ix, int(table[ix])) for ix in rows])
@@ -778,7 +798,7 @@ class Master:
             md.Add(n >= 2 ** k).OnlyEnforceIf(nk)
             md.Add(n < 2 ** k).OnlyEnforceIf(nk.Not())
             ck = int(math.floor(math.log(1 - 2.0 ** -k) * LOG_UNITS))
-            self._log_sum_below(self.bound, A + ck, D, DP_FLOOR_WEIGHTS, [replicated, z_ok, nk])
+            self._log_sum_below(self.bound, A + ck, D, EITHER_WEIGHTS, [replicated, z_ok, nk])
             k += 1
 
         def tighten():
@@ -800,8 +820,46 @@ class Master:
                 md.AddMaxEquality(less, [n - 1, 1])
                 off = md.NewIntVar(1, LOG_UNITS, "log_last_microbatch_share")
                 md.AddDivisionEquality(off, less + LOG_UNITS - 1, less)
-                self._log_sum_below(self.bound, A - off, D, DP_FLOOR_WEIGHTS, [replicated, z_ok, at_least[1]])
+                self._log_sum_below(self.bound, A - off, D, EITHER_WEIGHTS, [replicated, z_ok, at_least[1]])
         self._deferred = tighten
+
+    def _offload_floor(self, blk, qv, w_in, w_back, acts, lmb, mb_top, ow, oa, tc_i, sg, cpairs, shares):
+        """A block's time with offloaded weights or activations: the
+        transfers hide behind the forward and the backward apart
+        (perf.offload_overhead), so it takes at least max(in, F) + max(back,
+        B) >= in + B, back + F and in + back; `in` the forward's bytes over
+        the link (the larger of the weights' and the activations'), `back`
+        the backward's (their sum). F and B are at least their least share
+        of the block's pass (`shares`, per (tp, cp) pair and class) times
+        the block table's pass, qv. In log units, by the log-sums'
+        tangents."""
+        md = self.model
+        lmb_hi = int(math.ceil((math.log(mb_top) + 1) * LOG_UNITS)) + 1
+        wi, wb = (md.NewIntVar(int(x.min()), int(x.max()), f"log_offload_{n}") for x, n in ((w_in, "weights_in"),
+                                                                                            (w_back, "weights_back")))
+        for x, table in ((wi, w_in), (wb, w_back)):
+            self._element(tc_i, table, x)
+        sv = md.NewIntVar(int(acts.min()), int(acts.max()), "log_offload_activations")
+        ls = [self._log(s) for s in shares]
+        fs, bs = (md.NewIntVar(int(x.min()), int(x.max()), f"log_{n}_share") for x, n in ((ls[0], "forward"),
+                                                                                        (ls[1], "backward")))
+        self._table([tc_i, sg, sv, fs, bs], [(a, g, int(acts[a, g]), int(ls[0][a, g]), int(ls[1][a, g]))
+                                             for a, g in cpairs])
+        lo = min(int(w_in.min()) - lmb_hi, int(acts.min()))
+        hi = max(int(w_back.max()), int(acts.max())) + LOG_UNITS
+        moved = md.NewBoolVar("offload_moves")
+        md.Add(moved >= ow)
+        md.Add(moved >= oa)
+        md.Add(moved <= ow + oa)
+        into, back = md.NewIntVar(lo, hi, "log_offload_forward"), md.NewIntVar(lo, hi, "log_offload_backward")
+        md.Add(into >= wi - lmb).OnlyEnforceIf(ow)
+        md.Add(into >= sv).OnlyEnforceIf(oa)
+        md.Add(back >= wb - lmb).OnlyEnforceIf(ow)
+        md.Add(back >= sv).OnlyEnforceIf(oa)
+        self._log_sum_below(back, wb - lmb, sv, EITHER_WEIGHTS, [ow, oa])
+        self._log_sum_below(blk, back, qv + fs, EITHER_WEIGHTS, moved)
+        self._log_sum_below(blk, into, qv + bs, EITHER_WEIGHTS, moved)
+        self._log_sum_below(blk, back, into, EITHER_WEIGHTS, moved)
 
     def _tightened(self):
         """The model with its deferred floors (_dp_floor's) added, once."""
@@ -908,10 +966,10 @@ class Master:
         keys = [(int(a), int(b)) for a, b in zip(tc_tp, tc_cp)]
         miss = np.array([i for i, k in enumerate(keys) if k not in cache], dtype=np.int64)
         if len(miss):
-            tau, s1, w1, classes, cls_of, ext = self._block_tables(tc_tp[miss], tc_cp[miss],
+            passes, s1, w1, classes, cls_of, ext = self._block_tables(tc_tp[miss], tc_cp[miss],
                                                                    {**sig, "ok": sig["ok"][miss]}, has[miss])
             for j, i in enumerate(miss):
-                cache[keys[i]] = (tau[j], s1[j], w1[j], None if ext is None else ext[j])
+                cache[keys[i]] = (passes[j], s1[j], w1[j], None if ext is None else ext[j])
             cache["classes"] = (classes, cls_of)
         rows = [cache[k] for k in keys]
         ext = None if rows[0][3] is None else np.stack([r[3] for r in rows])
@@ -919,11 +977,12 @@ class Master:
                 *cache["classes"], ext)
 
     def _block_tables(self, tc_tp, tc_cp, sig, has):
-        """Per ((tp, cp) pair, microbatch bucket, class, tp_net, cp_net): the
-        least seconds of one block per sequence over the class's
-        signatures, the bucket's microbatches and the block's other choices
-        (TP_CHOICE); the last bucket is the peak-rate bound for any
-        microbatch beyond MB_TABLE. Per ((tp, cp), class): the least stored
+        """Per ((tp, cp) pair, pass, microbatch bucket, class, tp_net,
+        cp_net): the least seconds of one block per sequence over the
+        class's signatures, the bucket's microbatches and the block's other
+        choices (TP_CHOICE), for the pass whole, its forward and its
+        backward (each least alone); the last bucket is the peak-rate bound
+        for any microbatch beyond MB_TABLE. Per ((tp, cp), class): the least stored
         bytes per block and per sequence, and the working bytes of full
         recomputation. A class is a value of CLASS_KNOBS (recompute,
         flash_attention, ag_redo): what couples time and memory most; the
@@ -946,12 +1005,18 @@ class Master:
         b = perf.block_terms(p.model, p.system, p.datatype, k)
         per = (b["fw_compute"] + b["bw_compute"] + b["re_compute"] + b["fw_tp"] + b["bw_tp"] + b["re_tp"]
                + b["fw_cp"] + b["bw_cp"] + b["re_cp"]) / k["microbatch"]
+        fw = (b["fw_compute"] + b["fw_tp"] + b["fw_cp"]) / k["microbatch"]
         bucket = np.searchsorted(MB_BUCKETS, k["microbatch"], side="right") - 1
         c_ = cls_of[g_]
         nB, nC, T = len(MB_BUCKETS) + 1, len(classes), len(p.system.networks)
         tier, ctier = k["tp_net"], k["cp_net"]
-        tau = np.full((len(tc_tp), nB, nC, T, T), np.inf)
-        np.minimum.at(tau, (a_, bucket, c_, tier, ctier), per)
+        # the whole pass, and its forward and backward apart (the offload
+        # transfers hide behind each separately: perf.offload_overhead)
+        tau, fwd, bwd = (np.full((len(tc_tp), nB, nC, T, T), np.inf) for _ in range(3))
+        at = (a_, bucket, c_, tier, ctier)
+        np.minimum.at(tau, at, per)
+        np.minimum.at(fwd, at, fw)
+        np.minimum.at(bwd, at, per - fw)
         one = k["microbatch"] == 1
         s1 = np.full((len(tc_tp), nC), np.inf)
         w1 = np.full((len(tc_tp), nC), np.inf)
@@ -971,9 +1036,13 @@ class Master:
         kt = {**k1, "microbatch": np.full(int(one.sum()), top)}
         pk = perf.block_terms(p.model, _peak_system(p.system), p.datatype, {**kt, "tp_overlap": 0})
         cm = perf.block_terms(p.model, _comm_only_system(p.system), p.datatype, kt)
-        comm = cm["fw_tp"] + cm["bw_tp"] + cm["re_tp"] + cm["fw_cp"] + cm["bw_cp"] + cm["re_cp"]
-        np.minimum.at(tau, (a_[one], nB - 1, c_[one], tier[one], ctier[one]),
-                      np.maximum(pk["fw_compute"] + pk["bw_compute"] + pk["re_compute"], comm) / top)
+        beyond = (a_[one], nB - 1, c_[one], tier[one], ctier[one])
+        fw_comm, fw_peak = cm["fw_tp"] + cm["fw_cp"], pk["fw_compute"]
+        bw_comm = cm["bw_tp"] + cm["re_tp"] + cm["bw_cp"] + cm["re_cp"]
+        bw_peak = pk["bw_compute"] + pk["re_compute"]
+        np.minimum.at(tau, beyond, np.maximum(fw_peak + bw_peak, fw_comm + bw_comm) / top)
+        np.minimum.at(fwd, beyond, np.maximum(fw_peak, fw_comm) / top)
+        np.minimum.at(bwd, beyond, np.maximum(bw_peak, bw_comm) / top)
         # the stage extras (embedding, output layer and loss: first and last
         # stage together), per sequence: the least over every choice but
         # (tp, cp) and the bucket; beyond the table, their peak-rate compute
@@ -987,7 +1056,7 @@ class Master:
             ends = perf.extras_terms(p.model, _peak_system(p.system), p.datatype, *args({**kt, "tp_overlap": 0}))
             np.minimum.at(ext, (a_[one], nB - 1),
                           sum(e[n] for e in ends for n in ("fw_compute", "bw_compute", "re_compute")) / top)
-        return tau, s1, w1, classes, cls_of, ext
+        return np.stack([tau, fwd, bwd], 1), s1, w1, classes, cls_of, ext
 
     # --------------------------------------------------------------- loop
 

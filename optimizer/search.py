@@ -52,7 +52,7 @@ from .evaluate import Report, evaluate, plain_json
 from .explain import explain, feasible
 from .spec import MAX_GPUS, MAX_INT_FIELD, default_datatype, fmt_limit, load_model, load_system
 from .knobs import describe
-from .master import FAMILY_KEYS, Master, block_cache_for, work_floor
+from .master import FAMILY_KEYS, MB_TABLE, Master, block_cache_for, work_floor
 from .space import (GROUP_REST, MEMBER, SIGMA, TP_CHOICE, Problem, batches_of, count_space, enumerate_all, families,
                     group_rest, group_rows, knob_rows_to_strategy, make_problem, members_of, sigmas, structures,
                     tp_choices)
@@ -581,7 +581,8 @@ def _plan(model, system, gpus, max_batch, datatype, pin, even_stages, batch, tar
         # the optimum first, then the other families the solve passed that
         # the incumbent does not already rule out
         opened = {tuple(fam[k] for k in FAMILY_KEYS)}
-        for f, b in [(fam, last_lb)] + sorted(master.passed, key=lambda fb: fb[1]):
+        siblings = beyond_table(p, fam)
+        for f, b in [(fam, last_lb)] + sorted(master.passed, key=lambda fb: fb[1]) + siblings:
             if f is not fam and (tuple(f[k] for k in FAMILY_KEYS) in opened
                                  or b * (1 - RELATIVE_SLACK) > top.threshold):
                 continue
@@ -754,6 +755,22 @@ def _fewest_gpus(model, system, gpus, target, t0, **kw) -> PlanResult:
                                "target_samples_per_s": target},
                       explanation=None if timed_out else {"summary": what, "fixes": {}},
                       messages=[what], system=system)
+
+
+def beyond_table(p: Problem, fam: dict) -> list:
+    """(family, 0.0) for the family's siblings beyond the master's exact
+    microbatch table when its own microbatch is beyond it: the same knobs
+    but the microbatch, each with batches. The master bounds them all by
+    one peak-rate row, so they tend to come one solve at a time; opened
+    together (each exactly, its structures bounded as any family's) they
+    cost a few milliseconds each instead. The bound 0.0: none is skipped."""
+    if fam["microbatch"] <= MB_TABLE:
+        return []
+    dp, pp, v = (int(fam[k]) for k in ("dp", "pp", "interleave"))
+    mbs = np.arange(MB_TABLE + 1, p.max_batch // dp + 1)
+    mbs = mbs[p.allowed("microbatch", mbs)] if len(mbs) else mbs
+    return [({**fam, "microbatch": int(mb)}, 0.0) for mb in mbs
+            if mb != fam["microbatch"] and len(batches_of(p, dp, int(mb), pp, v))]
 
 
 def _open_family(p: Problem, fam: dict, top: TopK, deadline, counts: dict, top_k: int | None = None) -> bool:

@@ -116,6 +116,21 @@ def test_cases_exercise_memory_and_infeasibility():
     assert offloaded.offload_weights or offloaded.offload_optimizer or offloaded.offload_activations
 
 
+def test_microbatches_beyond_the_table_open_together():
+    """Two GPUs, a batch of up to 96 on short sequences: the optimum's
+    microbatch (48) is beyond the master's exact table, where one peak-rate
+    row bounds every microbatch and the solver proposes them one solve
+    each (84 solves). Opened together with the first one proposed
+    (search.beyond_table), the search takes a few solves and still equals
+    brute force."""
+    from optimizer.master import MB_TABLE
+    case = (tiny(512, 8, 64, 4, seq=256), H100, {"hbm_gib": 8}, 2, 96, {"cp": 1})
+    a, b = _solve(case), _solve(case, method="enumerate")
+    assert a.status == b.status == "optimal"
+    assert a.best.strategy == b.best.strategy and a.best.strategy.microbatch > MB_TABLE
+    assert a.stats["solver_calls"] <= 12, a.stats["solver_calls"]
+
+
 def test_top_k_matches_brute_force():
     case = CASES[3]
     a, b = _solve(case, top_k=5), _solve(case, method="enumerate", top_k=5)
