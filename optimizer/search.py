@@ -757,20 +757,26 @@ def _fewest_gpus(model, system, gpus, target, t0, **kw) -> PlanResult:
                       messages=[what], system=system)
 
 
+SIBLINGS = 32      # beyond_table's siblings opened with a family: the nearest microbatches
+
+
 def beyond_table(p: Problem, fam: dict) -> list:
     """(family, 0.0) for the family's siblings beyond the master's exact
     microbatch table when its own microbatch is beyond it: the same knobs
-    but the microbatch, each with batches. The master bounds them all by
-    one peak-rate row, so they tend to come one solve at a time; opened
-    together (each exactly, its structures bounded as any family's) they
-    cost a few milliseconds each instead. The bound 0.0: none is skipped."""
+    but the microbatch, each with batches, the SIBLINGS nearest. The master
+    bounds them all by one peak-rate row, so they tend to come one solve at
+    a time; opened together (each exactly, its structures bounded as any
+    family's) they cost a few milliseconds each instead. Only the nearest:
+    on one GPU a batch of up to 3072 has 3,040 of them. The bound 0.0: none
+    is skipped."""
     if fam["microbatch"] <= MB_TABLE:
         return []
     dp, pp, v = (int(fam[k]) for k in ("dp", "pp", "interleave"))
     mbs = np.arange(MB_TABLE + 1, p.max_batch // dp + 1)
     mbs = mbs[p.allowed("microbatch", mbs)] if len(mbs) else mbs
-    return [({**fam, "microbatch": int(mb)}, 0.0) for mb in mbs
-            if mb != fam["microbatch"] and len(batches_of(p, dp, int(mb), pp, v))]
+    mbs = [int(mb) for mb in mbs if mb != fam["microbatch"] and len(batches_of(p, dp, int(mb), pp, v))]
+    mbs = sorted(mbs, key=lambda mb: (abs(mb - fam["microbatch"]), mb))[:SIBLINGS]
+    return [({**fam, "microbatch": mb}, 0.0) for mb in mbs]
 
 
 def _open_family(p: Problem, fam: dict, top: TopK, deadline, counts: dict, top_k: int | None = None) -> bool:

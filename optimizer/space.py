@@ -220,6 +220,18 @@ def _structure_domain(p: Problem, name: str, row: dict) -> np.ndarray:
     raise KeyError(name)
 
 
+def _domain_key(name: str, k: dict, n: int) -> np.ndarray:
+    """What _structure_domain reads of the knobs before `name`, one integer
+    per row (of n): rows with one key share one domain."""
+    if name == "tp":
+        return np.zeros(n, dtype=np.int64)
+    key = {"cp": ("tp",), "pp": ("tp", "cp"), "dp": ("tp", "cp", "pp"), "batch": ("dp",),
+           "interleave": ("pp",)}.get(name)
+    if key is None:                                        # microbatch: the local batch
+        return k["batch"] // k["dp"]
+    return np.prod([k[c] for c in key], axis=0)
+
+
 def keep(p: Problem, k: dict, new: tuple, known: tuple) -> np.ndarray:
     """Mask of the rows `k` (codes) that the pins on the `new` knobs admit,
     that break no rule readable from `known` which reads a new knob, and
@@ -263,10 +275,15 @@ def structures(p: Problem) -> dict:
     count = 1                                  # rows so far (one empty row)
     known: tuple = ()
     for name in STRUCTURE:
-        vals = [_structure_domain(p, name, {n: int(cols[n][i]) for n in known}) for i in range(count)]
-        lens = np.array([len(v) for v in vals], dtype=np.int64)
+        # one domain per distinct key (_domain_key), laid out row by row
+        _, first, inv = np.unique(_domain_key(name, cols, count), return_index=True, return_inverse=True)
+        doms = [_structure_domain(p, name, {n: int(cols[n][i]) for n in known}) for i in first]
+        size = np.array([len(d) for d in doms], dtype=np.int64)
+        flat = np.concatenate(doms + [np.zeros(0)]).astype(np.int64)
+        lens = size[inv.reshape(-1)]
+        starts = (np.cumsum(size) - size)[inv.reshape(-1)]
         k = {n: np.repeat(cols[n], lens) for n in known}
-        k[name] = np.concatenate(vals).astype(np.int64) if vals else np.zeros(0, dtype=np.int64)
+        k[name] = flat[np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))]
         known = known + (name,)
         ok = np.broadcast_to(keep(p, k, (name,), known), k[name].shape) if len(k[name]) else k[name] > 0
         cols.update({n: k[n][ok] for n in known})

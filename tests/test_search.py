@@ -78,6 +78,8 @@ CASES = [
     (tiny(1024, 16, 64, 4, seq=4096), H100, {"hbm_gib": 0.5}, 8, 16,
      {"cp": [1, 2, 4], "batch": [4, 8, 16], "microbatch": 1, "zero": [0, 1]}),
     (tiny(2048, 16, 128, 8, seq=4096), H100, {"hbm_gib": 6}, 16, 16, {}),
+    # case 5 on 8 GPUs with a batch of up to 8 (its optimum offloads weights and optimizer)
+    (tiny(4096, 32, 128, 8), OFF, {"hbm_gib": 1.5, "offload_gib": 64}, 8, 8, {"cp": [1, 2]}),
 ]
 
 
@@ -90,9 +92,9 @@ def _solve(case, **kw):
 
 # run by default: HBM binding, offload, infeasible, pins, ZeRO 2 and 3, shard
 # groups, 3 and 4 tiers, context parallelism (ring with ZeRO-2, all-gather with
-# ZeRO-3, 3 tiers); the rest (batch sets, an exact batch, 5 tiers, ...) with
-# -m exhaustive
-DEFAULT_CASES = {1, 5, 7, 16, 19, 20, 21, 23, 31, 35, 36, 37}
+# ZeRO-3, 3 tiers); the rest (batch sets, an exact batch, 5 tiers, presets,
+# the larger offload cases, ...) with -m exhaustive
+DEFAULT_CASES = {1, 7, 16, 19, 20, 21, 31, 35, 36, 37, 40}
 
 
 @pytest.mark.parametrize("case", [c if i in DEFAULT_CASES else pytest.param(c, marks=pytest.mark.exhaustive)
@@ -120,15 +122,15 @@ def test_microbatches_beyond_the_table_open_together():
     """Two GPUs, a batch of up to 96 on short sequences: the optimum's
     microbatch (48) is beyond the master's exact table, where one peak-rate
     row bounds every microbatch and the solver proposes them one solve
-    each (84 solves). Opened together with the first one proposed
-    (search.beyond_table), the search takes a few solves and still equals
+    each (84 solves). Opened with the first one proposed, 32 at a time
+    (search.beyond_table), the search takes 10 solves and still equals
     brute force."""
     from optimizer.master import MB_TABLE
     case = (tiny(512, 8, 64, 4, seq=256), H100, {"hbm_gib": 8}, 2, 96, {"cp": 1})
     a, b = _solve(case), _solve(case, method="enumerate")
     assert a.status == b.status == "optimal"
     assert a.best.strategy == b.best.strategy and a.best.strategy.microbatch > MB_TABLE
-    assert a.stats["solver_calls"] <= 12, a.stats["solver_calls"]
+    assert a.stats["solver_calls"] <= 20, a.stats["solver_calls"]
 
 
 def test_top_k_matches_brute_force():
