@@ -170,8 +170,8 @@ def work_floor(p: Problem) -> float:
         return 0.0
     bare = Master.__new__(Master)
     bare.p = q
-    tau, _, _, _, _, ext = bare._block_tables(one, one, sig, has)
-    block = float(tau[0, -1].min())            # the last bucket: the peak-rate row
+    passes, _, _, _, _, ext = bare._block_tables(one, one, sig, has)
+    block = float(passes[0, 0, -1].min())      # the whole pass, the last bucket: the peak-rate row
     extras = float(ext[0, -1]) if ext is not None else 0.0
     total = p.model.blocks * block + extras
     return total if math.isfinite(total) else 0.0
