@@ -33,6 +33,9 @@ CASES = {
     # a study point (strong scaling, finding 5)
     "1T-12288-nvl16-offload": "opt.plan('1T', load_system('h100-80g-nvl8', nvlink_size=16, offload_gib=1024, "
                               "offload_gbps=100), 12288, pin={'zero': [0, 1]})",
+    # the study's slowest point (offload capacity, finding 4): many families within 0.5% of the optimum
+    "96T-16384-offload": "opt.plan('96T', load_system('h100-80g-nvl8', offload_gib=1024, offload_gbps=100), 16384, "
+                         "pin={'zero': [0, 1]})",
 }
 
 CHILD = """
