@@ -225,11 +225,10 @@ def _domain_key(name: str, k: dict, n: int) -> np.ndarray:
     per row (of n): rows with one key share one domain."""
     if name == "tp":
         return np.zeros(n, dtype=np.int64)
-    key = {"cp": ("tp",), "pp": ("tp", "cp"), "dp": ("tp", "cp", "pp"), "batch": ("dp",),
-           "interleave": ("pp",)}.get(name)
-    if key is None:                                        # microbatch: the local batch
+    if name == "microbatch":                               # the local batch
         return k["batch"] // k["dp"]
-    return np.prod([k[c] for c in key], axis=0)
+    key = {"cp": ("tp",), "pp": ("tp", "cp"), "dp": ("tp", "cp", "pp"), "batch": ("dp",), "interleave": ("pp",)}
+    return np.prod([k[c] for c in key[name]], axis=0)
 
 
 def keep(p: Problem, k: dict, new: tuple, known: tuple) -> np.ndarray:
