@@ -273,7 +273,7 @@ class Master:
         self.bound_objective = True   # the objective is the bound (fewest_gpus changes it)
         self.solves = 0           # also on an empty model (returned early below)
         self._deferred = None     # floors added by the first solve after warm_start (_dp_floor)
-        self._presolve_trial = []  # seconds of `next`'s first solves (PRESOLVE_TRIAL_S)
+        self._presolve_trial = []  # seconds of `next`'s first two solves (PRESOLVE_TRIAL_S)
         self.cuts = 0
         md = cp_model.CpModel()
         self.model = md
@@ -1099,7 +1099,8 @@ class Master:
             self.solver.parameters.cp_model_presolve = False
         began = time.perf_counter()
         status = self.solver.Solve(self.model, passed)
-        self._presolve_trial.append(time.perf_counter() - began)
+        if len(self._presolve_trial) < 2:
+            self._presolve_trial.append(time.perf_counter() - began)
         if trial:
             # presolve stays off only where the solve without it was clearly faster
             self.solver.parameters.cp_model_presolve = self._presolve_trial[1] >= 0.7 * self._presolve_trial[0]
