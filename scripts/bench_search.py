@@ -102,7 +102,8 @@ def main():
               f"{res.best.strategy.gpus if res.best else None} ({res.status}, "
               f"{'proven' if f.get('proven') else 'not proven'}) in {t:.2f} s (bar 30 s); "
               f"{f.get('below_work_floor', '?')} counts below the work floor, {f.get('windows', '?')} windows, "
-              f"{f.get('families_opened', '?')} families opened, {f.get('solver_calls', '?')} CP-SAT solves "
+              f"{f.get('families_opened', '?')} famil{'y' if f.get('families_opened') == 1 else 'ies'} opened, "
+              f"{f.get('solver_calls', '?')} CP-SAT solves "
               f"(capped at {FEWEST_CAP_S} s)", flush=True)
 
     if args.bars:
