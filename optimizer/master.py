@@ -79,7 +79,6 @@ MB_BUCKETS = np.array([1, 2, 3, 5, 9, 17])   # microbatch buckets of the time ta
 LOG_UNITS = 2 ** 12      # units per natural log of seconds: a relative resolution of 1e-6
 AMGM_WEIGHTS = (0.995, 0.99, 0.98, 0.97, 0.96, 0.95, 0.93, 0.9, 0.85, 0.8, 0.7)   # log-sums whose first term dominates
 EITHER_WEIGHTS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)   # either term may (the DP and offload floors)
-
 DP_FLOOR_LEVELS = 4      # n >= 2, 4, 8, 16: the compute's share (1 - 1/n) in the DP floor
 # a block's class: the signature knobs that couple its time and its memory
 # most (recomputation, fused attention, the all-gather redone for the
@@ -563,8 +562,9 @@ class Master:
             # gradient accumulator's in the backward (per microbatch); the
             # stored activations' out in the forward, in in the backward (per
             # sequence); perf.offload_traffic
-            w_in = self._log(pb[TC[:, 0]] * perf.act_bytes(dt) * tc_tp * tc_cp / link)
-            w_back = self._log(pb[TC[:, 0]] * (perf.act_bytes(dt) + perf.GRAD_BYTES_PER_PARAM) * tc_tp * tc_cp / link)
+            per_byte = pb[TC[:, 0]] * tc_tp * tc_cp / link      # a block's parameters' seconds per byte each
+            w_in = self._log(per_byte * perf.act_bytes(dt))
+            w_back = self._log(per_byte * (perf.act_bytes(dt) + perf.GRAD_BYTES_PER_PARAM))
             acts = self._log(np.maximum(np.where(np.isfinite(s1), s1, 0.0), 1.0) * (tc_tp * tc_cp)[:, None] / link)
             hi_floor = max(hi_floor, int(w_back.max()), int(acts.max())) + LOG_UNITS    # their sum: at most twice
         blk = md.NewIntVar(int(lq.min()), hi_floor + 40 * LOG_UNITS, "log_block_time")
@@ -846,16 +846,13 @@ class Master:
         tangents."""
         md = self.model
         lmb_hi = int(math.ceil((math.log(mb_top) + 1) * LOG_UNITS)) + 1
-        wi, wb = (md.NewIntVar(int(x.min()), int(x.max()), f"log_offload_{n}") for x, n in ((w_in, "weights_in"),
-                                                                                            (w_back, "weights_back")))
-        for x, table in ((wi, w_in), (wb, w_back)):
-            self._element(tc_i, table, x)
-        sv = md.NewIntVar(int(acts.min()), int(acts.max()), "log_offload_activations")
-        ls = [self._log(s) for s in shares]
-        fs, bs = (md.NewIntVar(int(x.min()), int(x.max()), f"log_{n}_share") for x, n in ((ls[0], "forward"),
-                                                                                        (ls[1], "backward")))
-        self._table([tc_i, sg, sv, fs, bs], [(a, g, int(acts[a, g]), int(ls[0][a, g]), int(ls[1][a, g]))
-                                             for a, g in cpairs])
+        over = lambda x, name: md.NewIntVar(int(x.min()), int(x.max()), name)  # noqa: E731
+        wi, wb = over(w_in, "log_offload_weights_in"), over(w_back, "log_offload_weights_back")
+        self._element(tc_i, w_in, wi)
+        self._element(tc_i, w_back, wb)
+        lf, lb = (self._log(x) for x in shares)
+        sv, fs, bs = over(acts, "log_offload_activations"), over(lf, "log_forward_share"), over(lb, "log_backward_share")
+        self._table([tc_i, sg, sv, fs, bs], [(a, g, int(acts[a, g]), int(lf[a, g]), int(lb[a, g])) for a, g in cpairs])
         lo = min(int(w_in.min()) - lmb_hi, int(acts.min()))
         hi = max(int(w_back.max()), int(acts.max())) + LOG_UNITS
         moved = md.NewBoolVar("offload_moves")
