@@ -52,10 +52,11 @@ time. Tables are indexed by the knobs' own index variables, so their rows
 are the products of a few domains each: the model grows with the sum of the
 domains, not their product.
 
-Times for microbatches beyond MB_TABLE use the peak-rate bound: a block's
-compute at the best efficiency of the system's curves (no kernel runs
-faster), per sequence at the batch limit (per sequence it only falls as the
-microbatch grows: the weights are read once per microbatch).
+Times for microbatches beyond MB_TABLE use the peak-rate bound: a block at
+the best efficiency of the system's curves over latency-free links (no
+kernel or collective runs faster; _bound_system), per sequence at the batch
+limit (per sequence it only falls as the microbatch grows: the weights are
+read once per microbatch).
 """
 
 from __future__ import annotations
@@ -95,6 +96,16 @@ def _peak_system(system):
     return dataclasses.replace(system, matrix_efficiency=flat(system.matrix_efficiency),
                                vector_efficiency=flat(system.vector_efficiency),
                                hbm_efficiency=flat(system.hbm_efficiency))
+
+
+def _bound_system(system):
+    """The system at the best efficiency of each curve (_peak_system) and
+    with no network latency: every kernel and collective at most as long
+    as on the real one, each linear in its bytes and FLOPs (a kernel's
+    weights aside)."""
+    peak = _peak_system(system)
+    return dataclasses.replace(peak, networks=tuple(dataclasses.replace(net, latency_s=0.0)
+                                                    for net in peak.networks))
 
 
 def _comm_only_system(system):
@@ -1031,29 +1042,32 @@ class Master:
         np.minimum.at(s1, (a_[one], c_[one]), np.broadcast_to(b["stored"], per.shape)[one])
         full = k["recompute"] == Recompute.FULL
         np.minimum.at(w1, (a_[one], c_[one]), np.where(full, np.broadcast_to(b["working"], per.shape), 0.0)[one])
-        # beyond the table, per sequence: the larger of the peak-rate compute
-        # and the communication's bandwidth term (a block takes at least each;
-        # without latency the bytes, hence the time, grow with the microbatch),
-        # both at the largest microbatch any strategy has (the batch limit):
-        # at the peak rate a kernel's time is linear in the microbatch but for
-        # its weights, read once per microbatch, so per sequence it only falls
-        # as the microbatch grows (at a microbatch of 1 it was no bound: 2.6%
-        # above the exact time at 4 on a wide block, test_master)
+        # beyond the table, per sequence: the block at the peak rate with
+        # latency-free networks (_bound_system), at the largest microbatch any
+        # strategy has (the batch limit). Each operator's time, and what its
+        # overlapped communication leaves exposed, only grow with its kernel
+        # and communication times (perf.overlapped, perf._cp_exposed), so this
+        # is below the exact time at the same microbatch; and per sequence it
+        # only falls as the microbatch grows: at the peak rate a kernel's time
+        # is linear in the microbatch but for its weights, read once per
+        # microbatch, and a latency-free collective's is linear, so each
+        # operator's, a max and sum of those, is too (at a microbatch of 1 it
+        # was no bound: 2.6% above the exact time at 4 on a wide block,
+        # test_master)
         k1 = {n: v[one] for n, v in k.items()}
         top = max(p.max_batch, MB_TABLE + 1)
         kt = {**k1, "microbatch": np.full(int(one.sum()), top)}
-        pk = perf.block_terms(p.model, _peak_system(p.system), p.datatype, {**kt, "tp_overlap": 0})
-        cm = perf.block_terms(p.model, _comm_only_system(p.system), p.datatype, kt)
+        bound_sys = _bound_system(p.system)
+        bd = perf.block_terms(p.model, bound_sys, p.datatype, kt)
         beyond = (a_[one], nB - 1, c_[one], tier[one], ctier[one])
-        fw_comm, fw_peak = cm["fw_tp"] + cm["fw_cp"], pk["fw_compute"]
-        bw_comm = cm["bw_tp"] + cm["re_tp"] + cm["bw_cp"] + cm["re_cp"]
-        bw_peak = pk["bw_compute"] + pk["re_compute"]
-        np.minimum.at(tau, beyond, np.maximum(fw_peak + bw_peak, fw_comm + bw_comm) / top)
-        np.minimum.at(fwd, beyond, np.maximum(fw_peak, fw_comm) / top)
-        np.minimum.at(bwd, beyond, np.maximum(bw_peak, bw_comm) / top)
+        fw_b = bd["fw_compute"] + bd["fw_tp"] + bd["fw_cp"]
+        bw_b = bd["bw_compute"] + bd["bw_tp"] + bd["bw_cp"] + bd["re_compute"] + bd["re_tp"] + bd["re_cp"]
+        np.minimum.at(tau, beyond, (fw_b + bw_b) / top)
+        np.minimum.at(fwd, beyond, fw_b / top)
+        np.minimum.at(bwd, beyond, bw_b / top)
         # the stage extras (embedding, output layer and loss: first and last
         # stage together), per sequence: the least over every choice but
-        # (tp, cp) and the bucket; beyond the table, their peak-rate compute
+        # (tp, cp) and the bucket; beyond the table, on _bound_system as the blocks
         ext = None
         if p.model.vocab > 0:
             ext = np.full((len(tc_tp), nB), np.inf)
@@ -1061,9 +1075,8 @@ class Master:
                                kk["tp_net"], kk["cp"])
             ends = perf.extras_terms(p.model, p.system, p.datatype, *args(k))
             np.minimum.at(ext, (a_, bucket), sum(e[n] for e in ends for n in perf.EXTRA_TIMES) / k["microbatch"])
-            ends = perf.extras_terms(p.model, _peak_system(p.system), p.datatype, *args({**kt, "tp_overlap": 0}))
-            np.minimum.at(ext, (a_[one], nB - 1),
-                          sum(e[n] for e in ends for n in ("fw_compute", "bw_compute", "re_compute")) / top)
+            ends = perf.extras_terms(p.model, bound_sys, p.datatype, *args(kt))
+            np.minimum.at(ext, (a_[one], nB - 1), sum(e[n] for e in ends for n in perf.EXTRA_TIMES) / top)
         return np.stack([tau, fwd, bwd], 1), s1, w1, classes, cls_of, ext
 
     # --------------------------------------------------------------- loop

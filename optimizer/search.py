@@ -54,8 +54,8 @@ from .spec import MAX_GPUS, MAX_INT_FIELD, default_datatype, fmt_limit, load_mod
 from .knobs import describe
 from .master import FAMILY_KEYS, MB_TABLE, Master, block_cache_for, work_floor
 from .space import (GROUP_REST, MEMBER, SIGMA, TP_CHOICE, Problem, batches_of, count_space, enumerate_all, families,
-                    group_rest, group_rows, knob_rows_to_strategy, make_problem, members_of, sigmas, structures,
-                    tp_choices)
+                    group_rest, group_rows, keep, knob_rows_to_strategy, make_problem, members_of, sigmas,
+                    structures, tp_choices)
 
 RELATIVE_SLACK = 1e-9     # a bound within this of the incumbent is still explored
 MEMBER_BATCH = 4          # members of a group evaluated exactly at a time
@@ -501,10 +501,13 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype=None
 
 
 def _plan(model, system, gpus, max_batch, datatype, pin, even_stages, batch, target_samples_per_s, top_k,
-          time_limit_s, threads, method, progress, warm=None) -> PlanResult:
+          time_limit_s, threads, method, progress, warm=None, hint=None) -> PlanResult:
     """plan(), with `warm` a family of the problem to open first in place of
     Master.warm_start's (the fewest-GPUs search has one that reaches its
-    target)."""
+    target), and `hint` a strategy (knob codes, perf.KNOBS) whose family
+    is opened first: in place of Master.warm_start's when the strategy
+    fits (a sweep's last optimum, sweep._hints). Neither changes the answer
+    or its proof, only the path to them."""
     t0 = time.perf_counter()
     model, system = load_model(model), load_system(system)
     if not isinstance(gpus, (int, np.integer)) and gpus is not None and not isinstance(gpus, bool):
@@ -562,12 +565,22 @@ def _plan(model, system, gpus, max_batch, datatype, pin, even_stages, batch, tar
     counts = {"structures": 0, "groups": 0, "evaluated": 0}
     status = "optimal"
     last_lb = 0.0
-    warm = warm or master.warm_start(deadline)
-    if warm is not None:
+    # families to open first: the caller's (`warm`, `hint`'s) when they are
+    # this space's, then Master.warm_start's, unless `warm` was one or the
+    # hinted strategy fits here
+    firsts = [f for f in (warm, _family_of(p, hint)) if f is not None and is_family(p, f)]
+    settled = warm in firsts or (hint is not None and bool(firsts) and _fits(p, hint))
+    for first in firsts + ([] if settled else ["warm_start"]):
+        if status != "optimal":
+            break
+        if first == "warm_start":
+            first = master.warm_start(deadline)
+            if first is None:
+                break
         families_opened += 1
-        if _open_family(p, warm, top, deadline, counts):
+        if _open_family(p, first, top, deadline, counts):
             status = "feasible"
-        master.exclude(warm, top.threshold)
+        master.exclude(first, top.threshold)
     while status == "optimal":
         nxt = master.next(deadline)
         if nxt is None:
@@ -777,6 +790,48 @@ def beyond_table(p: Problem, fam: dict) -> list:
     mbs = [int(mb) for mb in mbs if mb != fam["microbatch"] and len(batches_of(p, dp, int(mb), pp, v))]
     mbs = sorted(mbs, key=lambda mb: (abs(mb - fam["microbatch"]), mb))[:SIBLINGS]
     return [({**fam, "microbatch": mb}, 0.0) for mb in mbs]
+
+
+def _family_of(p: Problem, codes) -> dict | None:
+    """The family (FAMILY_KEYS) of a strategy's knob codes on p's GPU count."""
+    if codes is None:
+        return None
+    try:
+        return {k: p.gpus if k == "gpus" else int(codes[k]) for k in FAMILY_KEYS}
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _fits(p: Problem, codes) -> bool:
+    """Whether the strategy of these knob codes is in p's space (the pins)
+    and fits its system, breaking no rule."""
+    try:
+        knobs = {n: np.array([int(codes[n])]) for n in perf.KNOBS}
+    except (KeyError, TypeError, ValueError):
+        return False
+    if not all(p.allowed(n, v)[0] for n, v in knobs.items()):
+        return False
+    return bool(perf.evaluate_arrays(p.model, p.system, p.datatype, knobs)["feasible"][0])
+
+
+def is_family(p: Problem, fam) -> bool:
+    """Whether `fam` (FAMILY_KEYS to integers) is a family of p's space: its
+    knobs multiply to the GPU count, it has a batch, and its knobs meet the
+    pins and every rule that reads them alone (as the master's are)."""
+    try:
+        tp, cp, pp, dp, mb, v = (int(fam[k]) for k in ("tp", "cp", "pp", "dp", "microbatch", "interleave"))
+        gpus = int(fam.get("gpus", p.gpus))
+    except (KeyError, TypeError, ValueError):
+        return False
+    if gpus != p.gpus or min(tp, cp, pp, dp, mb, v) < 1 or tp * cp * pp * dp != p.gpus:
+        return False
+    b = batches_of(p, dp, mb, pp, v)
+    if len(b) == 0:
+        return False
+    names = ("tp", "cp", "pp", "dp", "microbatch", "interleave", "batch")
+    k = dict(zip(names, (np.array([x]) for x in (tp, cp, pp, dp, mb, v, int(b[0])))))
+    q = dataclasses.replace(p, pins={n: x for n, x in p.pins.items() if n != "batch"})
+    return bool(keep(q, k, names, names)[0])
 
 
 def _open_family(p: Problem, fam: dict, top: TopK, deadline, counts: dict, top_k: int | None = None) -> bool:

@@ -225,10 +225,27 @@ def fingerprint(model, system) -> str:
 
 # ------------------------------------------------------------------ one point
 
+# The best strategy of the points a process solved last, by what a point's
+# space depends on (model, system, GPU count, options; not the overrides of
+# capacities and links): the next such point opens its family first
+# (search._plan's `hint`), and when the strategy fits there too, skips
+# Master.warm_start's solve. Neighbouring points of a grid (the overrides
+# vary fastest) tend to share the optimum's family, and a search that
+# starts from a good incumbent proves faster. The answers do not depend on
+# it; the solve counts do (comparable leaves them out).
+HINTS_KEPT = 64
+_hints: dict = {}
+
+
+def _hint_key(point: dict, model) -> str:
+    return json.dumps([dataclasses.asdict(model), point["system"], point["gpus"], point["options"]],
+                      sort_keys=True, default=str)
+
+
 def solve_point(point: dict) -> dict:
     """Plan one point and return its row (a plain JSON-able dict). Runs in a
     worker process; a ConfigError becomes a row with status 'error'."""
-    from .search import plan
+    from .search import _plan
     t0 = time.perf_counter()
     opts = point["options"]
     row = {"key": point_key(point), "point": point}
@@ -239,10 +256,16 @@ def solve_point(point: dict) -> dict:
                     **{k: point["overrides"].get(k) for k in SYSTEM_OVERRIDES},
                     "max_batch": opts["max_batch"], "datatype": opts.get("datatype"),
                     "fingerprint": fingerprint(model, system)})
-        res = plan(model, system, point["gpus"], max_batch=opts["max_batch"], datatype=opts.get("datatype"),
-                   pin=opts.get("pin"), time_limit_s=opts.get("time_limit_s"),
-                   even_stages=opts.get("even_stages", False))
+        hint = _hint_key(point, model)
+        res = _plan(model, system, point["gpus"], opts["max_batch"], opts.get("datatype"), opts.get("pin"),
+                    opts.get("even_stages", False), None, None, 1, opts.get("time_limit_s"), None, "cpsat", None,
+                    hint=_hints.get(hint))
         row["datatype"] = res.problem["datatype"]
+        if res.best is not None:
+            _hints.pop(hint, None)
+            _hints[hint] = {n: int(v) for n, v in knobs.canonical(res.best.strategy.to_dict()).items()}
+            while len(_hints) > HINTS_KEPT:
+                _hints.pop(next(iter(_hints)))
     except ConfigError as e:
         row.update({"status": "error", "message": str(e), "seconds": {"total": time.perf_counter() - t0}})
         return row
@@ -501,9 +524,18 @@ def write_csv(rows, path):
                         for k, v in flat_row(row).items()})
 
 
+EFFORT = ("evaluated", "solver_calls")     # a row's proof counters that depend on the path taken
+
+
 def comparable(row: dict) -> dict:
-    """A row without its timings: what two runs of the same point share."""
+    """A row without its timings and its search effort (EFFORT: how many
+    strategies were evaluated and solves made depend on the family the
+    search opened first, the last point's optimum when the same process
+    solved one, _hints): what two runs of the same point share, the answer
+    and its proof."""
     out = {k: v for k, v in row.items() if k != "seconds"}
+    if isinstance(out.get("proof"), dict):
+        out["proof"] = {k: v for k, v in out["proof"].items() if k not in EFFORT}
     return json.loads(json.dumps(out, default=str))
 
 
