@@ -32,6 +32,7 @@ import json
 import math
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,6 +236,7 @@ def fingerprint(model, system) -> str:
 # it; the solve counts do (comparable leaves them out).
 HINTS_KEPT = 64
 _hints: dict = {}
+_hints_lock = threading.Lock()      # a thread pool's points share them
 
 
 def _hint_key(point: dict, model) -> str:
@@ -257,15 +259,18 @@ def solve_point(point: dict) -> dict:
                     "max_batch": opts["max_batch"], "datatype": opts.get("datatype"),
                     "fingerprint": fingerprint(model, system)})
         hint = _hint_key(point, model)
+        with _hints_lock:
+            last = _hints.get(hint)
         res = _plan(model, system, point["gpus"], opts["max_batch"], opts.get("datatype"), opts.get("pin"),
                     opts.get("even_stages", False), None, None, 1, opts.get("time_limit_s"), None, "cpsat", None,
-                    hint=_hints.get(hint))
+                    hint=last)
         row["datatype"] = res.problem["datatype"]
         if res.best is not None:
-            _hints.pop(hint, None)
-            _hints[hint] = {n: int(v) for n, v in knobs.canonical(res.best.strategy.to_dict()).items()}
-            while len(_hints) > HINTS_KEPT:
-                _hints.pop(next(iter(_hints)))
+            with _hints_lock:
+                _hints.pop(hint, None)
+                _hints[hint] = {n: int(v) for n, v in knobs.canonical(res.best.strategy.to_dict()).items()}
+                while len(_hints) > HINTS_KEPT:
+                    _hints.pop(next(iter(_hints)))
     except ConfigError as e:
         row.update({"status": "error", "message": str(e), "seconds": {"total": time.perf_counter() - t0}})
         return row
