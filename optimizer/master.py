@@ -108,6 +108,20 @@ def _bound_system(system):
                                                     for net in peak.networks))
 
 
+def _rising_curves(system) -> bool:
+    """Whether each efficiency curve of the system is non-decreasing in size.
+    Then a block's seconds per sequence only fall as the microbatch grows:
+    each kernel's FLOPs and activation bytes grow with it (its weights
+    stay), so per sequence its time at a rising efficiency only falls; a
+    collective's latency is shared by more sequences and its bytes per
+    sequence stay; and an operator's time with what its communication
+    leaves exposed is a max and sum of those (perf.overlapped,
+    perf._cp_exposed). So the least over a microbatch bucket is at its
+    largest microbatch (tests/test_master.py checks it over every one)."""
+    curves = (system.matrix_efficiency, system.vector_efficiency, system.hbm_efficiency)
+    return all(all(a[1] <= b[1] for a, b in zip(sorted(c), sorted(c)[1:])) for c in curves)
+
+
 def _comm_only_system(system):
     """The system with compute and memory a million million times faster and
     no network latency: a block's exposed communication on it is its
@@ -1016,7 +1030,10 @@ class Master:
                 ch = tp_choices(p, int(tc_tp[a]), int(tc_cp[a]), bool(sig["sp"][g]))
                 rows.append(np.column_stack([np.full(len(ch), a), np.full(len(ch), g), ch]))
         rows = np.concatenate(rows)
-        mbs = np.arange(1, MB_TABLE + 1)
+        # each bucket's least is at its largest microbatch where the curves
+        # rise (_rising_curves); else every microbatch is evaluated
+        mbs = (np.append(MB_BUCKETS[1:] - 1, MB_TABLE) if _rising_curves(p.system)
+               else np.arange(1, MB_TABLE + 1))
         a_, g_ = np.repeat(rows[:, 0], len(mbs)), np.repeat(rows[:, 1], len(mbs))
         k = {"tp": tc_tp[a_], "cp": tc_cp[a_], **{n: sig[n][g_] for n in SIGMA if n != "tp_comm"},
              "microbatch": np.tile(mbs, len(rows)),

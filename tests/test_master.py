@@ -355,3 +355,45 @@ def test_the_row_beyond_the_table_is_below_every_microbatch_past_it(model, tc):
                 least = exact.min()
         assert least <= 1.03 * row.min(), (tc[a], least / row.min())
         assert len(classes) == len(np.unique(np.stack([sig[n] for n in CLASS_KNOBS], 1), axis=0))
+
+
+@pytest.mark.parametrize("model, gpus, system", [("1T", 4096, "h100-80g-nvl8"), ("llama3-8B", 64, "h100-80g-nvl8"),
+                                                 ("gpt3-175B", 1024, "a100-80g-nvl8")])
+def test_each_bucket_is_least_at_its_largest_microbatch(model, gpus, system, monkeypatch):
+    """Where the efficiency curves rise, the block tables evaluate each
+    microbatch bucket at its largest microbatch only (1, 2, 4, ..., 32: 6
+    of 32): a block's seconds per sequence only fall as the microbatch
+    grows. The tables equal those over every microbatch of 1 to 32, bit for
+    bit (the forward and backward apart, and the extras)."""
+    from optimizer import master
+    from optimizer.master import _signatures
+    p = make_problem(load_model(model), load_system(system), gpus, 3072,
+                     "bf16" if system.startswith("a100") else "fp8", {}, False)
+    tp, cp = np.array([1, 8, 8, 16, 2]), np.array([1, 1, 4, 2, 16])
+    sig, has = _signatures(p, tp, cp)
+    bare = Master.__new__(Master)
+    bare.p = p
+    assert master._rising_curves(p.system)
+    tops = bare._block_tables(tp, cp, sig, has)
+    monkeypatch.setattr(master, "_rising_curves", lambda system: False)
+    every = bare._block_tables(tp, cp, sig, has)
+    for a, b in zip(tops, every):
+        if a is not None:
+            assert np.array_equal(a, b)
+
+
+def test_a_falling_efficiency_curve_keeps_every_microbatch():
+    """A system whose matrix efficiency falls between 1 and 100 GFLOP (a
+    user's file may say so) is not rising: its tables take every
+    microbatch, and the model stays a relaxation on it, with microbatches
+    pinned to the bottoms of the buckets (3, 5, 9, 17), where a block's
+    seconds per sequence are below those at the tops. (Taking the tops
+    there gives a bound above the exact time: this test fails.)"""
+    from optimizer import master
+    s = tiered_system(2, hbm_gib=8.0, first=4, growth=4)
+    falling = s.__class__(**{**s.__dict__, "matrix_efficiency": ((0.03, 0.01), (1.0, 0.8), (100.0, 0.1),
+                                                                  (30000.0, 0.78))})
+    assert master._rising_curves(s) and not master._rising_curves(falling)
+    m = _tiny(1024, 16, 4, 512, 0, True, 8)
+    p = make_problem(m, falling, 8, 136, "bf16", {"cp": 1, "microbatch": [3, 5, 9, 17]})
+    assert check_problem(p, np.random.default_rng(5), n=30) >= 15
