@@ -98,14 +98,19 @@ def _peak_system(system):
                                hbm_efficiency=flat(system.hbm_efficiency))
 
 
+def _no_latency(system):
+    """The system with every network's latency 0: a collective's time is its
+    bandwidth term, linear in its bytes."""
+    return dataclasses.replace(system, networks=tuple(dataclasses.replace(net, latency_s=0.0)
+                                                      for net in system.networks))
+
+
 def _bound_system(system):
     """The system at the best efficiency of each curve (_peak_system) and
     with no network latency: every kernel and collective at most as long
     as on the real one, each linear in its bytes and FLOPs (a kernel's
     weights aside)."""
-    peak = _peak_system(system)
-    return dataclasses.replace(peak, networks=tuple(dataclasses.replace(net, latency_s=0.0)
-                                                    for net in peak.networks))
+    return _no_latency(_peak_system(system))
 
 
 def _rising_curves(system) -> bool:
@@ -128,10 +133,9 @@ def _comm_only_system(system):
     communication's bandwidth term (nothing left to hide behind), linear in
     the bytes, which the real system can only exceed."""
     fast = 1e12
-    return dataclasses.replace(
+    return _no_latency(dataclasses.replace(
         system, matrix_tflops={d: r * fast for d, r in system.matrix_tflops.items()},
-        vector_tflops={d: r * fast for d, r in system.vector_tflops.items()}, hbm_gbps=system.hbm_gbps * fast,
-        networks=tuple(dataclasses.replace(net, latency_s=0.0) for net in system.networks))
+        vector_tflops={d: r * fast for d, r in system.vector_tflops.items()}, hbm_gbps=system.hbm_gbps * fast))
 
 
 def _first_blocks(blocks: int, pp) -> np.ndarray:
@@ -990,9 +994,8 @@ class Master:
             t, mb, v, n = np.meshgrid(D_tp, mbs, D_v, tiers, indexing="ij")
             x = perf.pipeline_p2p_time(p.model, p.system, p.datatype, t, mb, True, 2, v, n, 0.0) / mb
             if c == len(lo) - 1:       # any microbatch beyond: no latency
-                free = dataclasses.replace(p.system, networks=tuple(dataclasses.replace(net, latency_s=0.0)
-                                                                   for net in p.system.networks))
-                x = perf.pipeline_p2p_time(p.model, free, p.datatype, t, mb, True, 2, v, n, 0.0) / mb
+                x = perf.pipeline_p2p_time(p.model, _no_latency(p.system), p.datatype, t, mb, True, 2, v, n,
+                                           0.0) / mb
             out[:, c, :, :] = x.min(axis=1)
         return out * D_tp[:, None, None, None]
 
