@@ -927,15 +927,20 @@ class Master:
     def _log_above(self, x, top: int, name: str):
         """A variable at or above log x (LOG_UNITS) for the integer variable
         x in [1, top]: the least of the concave log's tangents at the powers
-        of two, log x <= log x0 + (x - x0) / x0, each rounded up (one unit
-        past the quotient, which CP-SAT truncates toward zero). A function
-        of x, not a cap: a cap the objective pushes up is raised by the
-        search one unit (and one solution) at a time."""
+        of two and halfway between them (2^e and 3 x 2^(e-1)), log x <= log
+        x0 + (x - x0) / x0, each rounded up (one unit past the quotient,
+        which CP-SAT truncates toward zero). It errs by at most 2.1% between
+        two tangents and 4.7% past the last one; at the powers of two alone
+        by 6.1% and 10% (a batch of 3072 read as 3377: the DP floor 10% short,
+        and the families it leaves near the optimum opened one solve each).
+        A function of x, not a cap: a cap the objective pushes up is raised
+        by the search one unit (and one solution) at a time."""
         md = self.model
         v = md.NewIntVar(0, int(math.ceil((math.log(top) + 1) * LOG_UNITS)) + 1, name)   # x < 2 x0
         tangents = []
-        for e in range(0, max(int(math.log2(top)), 0) + 1):
-            x0 = 2 ** e
+        octaves = range(int(math.log2(top)) + 1)
+        points = [2 ** e for e in octaves] + [3 * 2 ** (e - 1) for e in octaves if e >= 1]
+        for x0 in sorted(x0 for x0 in points if x0 <= top):
             t = md.NewIntVar(-LOG_UNITS, top * LOG_UNITS, f"{name}_tangent_{x0}")
             md.AddDivisionEquality(t, int(math.ceil(x0 * math.log(x0) * LOG_UNITS)) + (x - x0) * LOG_UNITS, x0)
             tangents.append(t + 1)

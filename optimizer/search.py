@@ -29,7 +29,9 @@ How the proof works (see space.py for the levels):
    families the solve passed on its way to its optimum (Master.passed) are
    opened and excluded the same way while their objective there can still
    beat the k-th best: under the cut, the proof would have to open each of
-   them anyway, one solve apiece. Then solve again.
+   them anyway, one solve apiece; so are the siblings that share its row
+   of the block table (`siblings`: the master barely tells them apart).
+   Then solve again.
    When CP-SAT proves the master infeasible, no unopened structure can beat
    the incumbent: the incumbent is optimal.
 """
@@ -52,7 +54,7 @@ from .evaluate import Report, evaluate, plain_json
 from .explain import explain, feasible
 from .spec import MAX_GPUS, MAX_INT_FIELD, default_datatype, fmt_limit, load_model, load_system
 from .knobs import describe
-from .master import FAMILY_KEYS, MB_TABLE, Master, block_cache_for, work_floor
+from .master import FAMILY_KEYS, MB_BUCKETS, MB_TABLE, Master, block_cache_for, work_floor
 from .space import (GROUP_REST, MEMBER, SIGMA, TP_CHOICE, Problem, batches_of, count_space, enumerate_all, families,
                     group_rest, group_rows, keep, knob_rows_to_strategy, make_problem, members_of, sigmas,
                     structures, tp_choices)
@@ -592,10 +594,10 @@ def _plan(model, system, gpus, max_batch, datatype, pin, even_stages, batch, tar
         if last_lb * (1 - RELATIVE_SLACK) > top.threshold:
             break                              # nothing left can beat the incumbent
         # the optimum first, then the other families the solve passed that
-        # the incumbent does not already rule out
+        # the incumbent does not already rule out, then the optimum's
+        # siblings in its row of the block table
         opened = {tuple(fam[k] for k in FAMILY_KEYS)}
-        siblings = beyond_table(p, fam)
-        for f, b in [(fam, last_lb)] + sorted(master.passed, key=lambda fb: fb[1]) + siblings:
+        for f, b in [(fam, last_lb)] + sorted(master.passed, key=lambda fb: fb[1]) + siblings(p, fam):
             if f is not fam and (tuple(f[k] for k in FAMILY_KEYS) in opened
                                  or b * (1 - RELATIVE_SLACK) > top.threshold):
                 continue
@@ -770,26 +772,31 @@ def _fewest_gpus(model, system, gpus, target, t0, **kw) -> PlanResult:
                       messages=[what], system=system)
 
 
-SIBLINGS = 32      # beyond_table's siblings opened with a family: the nearest microbatches
+SIBLINGS = 32      # siblings opened with a family beyond the microbatch table: the nearest microbatches
 
 
-def beyond_table(p: Problem, fam: dict) -> list:
-    """(family, 0.0) for the family's siblings beyond the master's exact
-    microbatch table when its own microbatch is beyond it: the same knobs
-    but the microbatch, each with batches, the SIBLINGS nearest. The master
-    bounds them all by one peak-rate row, so they tend to come one solve at
-    a time; opened together (each exactly, its structures bounded as any
-    family's) they cost a few milliseconds each instead. Only the nearest:
-    on one GPU a batch of up to 3072 has 3,040 of them. The bound 0.0: none
-    is skipped."""
-    if fam["microbatch"] <= MB_TABLE:
-        return []
-    dp, pp, v = (int(fam[k]) for k in ("dp", "pp", "interleave"))
-    mbs = np.arange(MB_TABLE + 1, p.max_batch // dp + 1)
+def siblings(p: Problem, fam: dict) -> list:
+    """(family, 0.0) for the family's siblings that share its row of the
+    master's block table: the same knobs but the microbatch, each with
+    batches. Within the exact table (MB_TABLE) a row holds a bucket of
+    microbatches (MB_BUCKETS: [5, 8], [9, 16], ...), past it one peak-rate
+    row holds them all (the SIBLINGS nearest are taken: on one GPU a batch
+    of up to 3072 has 3,040 of them). The master tells them apart only by
+    their batch and microbatch counts, so near the optimum they come one
+    solve each (llama3-8B on 8 GPUs: cp 4, pp 2, microbatches 5 to 7, each
+    at the same bound); opened together (each exactly, its structures
+    bounded as any family's) they cost milliseconds each instead. The
+    bound 0.0: none is skipped."""
+    dp, pp, v, mb = (int(fam[k]) for k in ("dp", "pp", "interleave", "microbatch"))
+    if mb <= MB_TABLE:
+        b = int(np.searchsorted(MB_BUCKETS, mb, side="right")) - 1
+        mbs = np.arange(MB_BUCKETS[b], MB_BUCKETS[b + 1] if b + 1 < len(MB_BUCKETS) else MB_TABLE + 1)
+    else:
+        mbs = np.arange(MB_TABLE + 1, p.max_batch // dp + 1)
     mbs = mbs[p.allowed("microbatch", mbs)] if len(mbs) else mbs
-    mbs = [int(mb) for mb in mbs if mb != fam["microbatch"] and len(batches_of(p, dp, int(mb), pp, v))]
-    mbs = sorted(mbs, key=lambda mb: (abs(mb - fam["microbatch"]), mb))[:SIBLINGS]
-    return [({**fam, "microbatch": mb}, 0.0) for mb in mbs]
+    mbs = [int(m) for m in mbs if m != mb and len(batches_of(p, dp, int(m), pp, v))]
+    mbs = sorted(mbs, key=lambda m: (abs(m - mb), m))[:SIBLINGS]
+    return [({**fam, "microbatch": m}, 0.0) for m in mbs]
 
 
 def _family_of(p: Problem, codes) -> dict | None:

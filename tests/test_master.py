@@ -397,3 +397,31 @@ def test_a_falling_efficiency_curve_keeps_every_microbatch():
     m = _tiny(1024, 16, 4, 512, 0, True, 8)
     p = make_problem(m, falling, 8, 136, "bf16", {"cp": 1, "microbatch": [3, 5, 9, 17]})
     assert check_problem(p, np.random.default_rng(5), n=30) >= 15
+
+
+@pytest.mark.parametrize("top", [1, 3, 64, 3072])
+def test_log_above_is_at_or_just_above_the_log(top):
+    """_log_above's variable for x in [1, top]: at least log x, and by at
+    most 2.1% between its tangents, 4.7% past the last (worked out: the
+    tangent at a, log a + (x - a) / a, against log x; between a = 2^e and
+    1.5 a the worst gap is e^0.0205, from 1.5 a up to 2 a it is 1/3 -
+    log(4/3) = 0.046). At a tangent point it is log x to the unit: a batch
+    of 3072 under a limit of 3072 reads as 3072 (at the powers of two alone,
+    as 2048 e^0.5 = 3377)."""
+    from types import SimpleNamespace
+    from ortools.sat.python import cp_model
+    xs = sorted({x for x in [1, 2, 3, 5, 7, 11, 24, 47, 48, 63, 64, 100, 1025, 1536, 2047, 2880, 3000, 3072]
+                 if x <= top})
+    for x in xs:
+        md = cp_model.CpModel()
+        xv = md.NewIntVar(1, top, "x")
+        v = Master._log_above(SimpleNamespace(model=md), xv, top, "log_x_above")
+        md.Add(xv == x)
+        solver = cp_model.CpSolver()
+        assert solver.Solve(md) == cp_model.OPTIMAL
+        got = solver.Value(v) / LOG_UNITS
+        assert got >= math.log(x), (x, got)
+        past_last = x > max(a for a in (2 ** e for e in range(13)) if a <= top) * 1.5
+        assert got <= math.log(x) + (0.046 if past_last else math.log(1.021)) + 2 / LOG_UNITS, (x, got)
+        if x in (1, 2, 3, 48, 1536, 3072):                    # tangent points
+            assert got <= math.log(x) + 2 / LOG_UNITS, (x, got)

@@ -133,6 +133,29 @@ def test_microbatches_beyond_the_table_open_together():
     assert a.stats["solver_calls"] <= 20, a.stats["solver_calls"]
 
 
+def test_a_bucket_s_microbatches_open_together(monkeypatch):
+    """llama3-8B on 8 GPUs: near its optimum the master holds families with
+    cp 4 and pp 2 whose microbatches 5 to 8 share a row of the block table
+    (MB_BUCKETS), several at the very same bound. Opened with the one the
+    solver proposes (search.siblings) they take fewer solves than one
+    each, and the answer is the same."""
+    from optimizer.master import MB_BUCKETS, MB_TABLE
+    p = make_problem(opt.load_model("llama3-8B"), opt.load_system(H100), 8, 3072, "fp8", None)
+    fam = {"gpus": 8, "tp": 1, "cp": 4, "pp": 2, "dp": 1, "microbatch": 6, "interleave": 8}
+    sib = search.siblings(p, fam)
+    assert sib and all(b == 0.0 for _, b in sib)
+    assert sorted(f["microbatch"] for f, _ in sib) == [5, 7, 8]     # the bucket [5, 8] but 6
+    assert all({**f, "microbatch": 6} == fam for f, _ in sib)
+    assert MB_BUCKETS[3] == 5 and MB_BUCKETS[4] == 9 and MB_TABLE >= 8
+    together = plan("llama3-8B", H100, 8)
+    real = search.siblings
+    monkeypatch.setattr(search, "siblings", lambda p, f: real(p, f) if f["microbatch"] > MB_TABLE else [])
+    alone = plan("llama3-8B", H100, 8)
+    assert together.best.strategy == alone.best.strategy
+    assert together.stats["solver_calls"] < alone.stats["solver_calls"], (together.stats["solver_calls"],
+                                                                          alone.stats["solver_calls"])
+
+
 def test_top_k_matches_brute_force():
     case = CASES[3]
     a, b = _solve(case, top_k=5), _solve(case, method="enumerate", top_k=5)
