@@ -309,6 +309,7 @@ class Master:
         self._deferred = None     # floors added by the first solve after warm_start (_dp_floor)
         self._presolve_trial = []  # seconds of `next`'s first two solves (PRESOLVE_TRIAL_S)
         self.cuts = 0
+        self._tables = {}         # tables kept by _table until _add_tables
         md = cp_model.CpModel()
         self.model = md
 
@@ -745,6 +746,7 @@ class Master:
         self.solver.parameters.num_workers = threads or 1
         for key, value in SOLVER_PARAMETERS.items():
             setattr(self.solver.parameters, key, value)
+        self._add_tables()
 
     # ------------------------------------------------------------ helpers
 
@@ -909,6 +911,7 @@ class Master:
         if self._deferred is not None:
             add, self._deferred = self._deferred, None
             add()
+        self._add_tables()
 
     def _log_sum_below(self, target, x, y, weights, enforce):
         """target >= log(e^x + e^y) (LOG_UNITS), taken from below by its
@@ -964,8 +967,30 @@ class Master:
         return np.where(ok, lg, hi).astype(np.int64)
 
     def _table(self, variables, rows):
-        self.model.AddAllowedAssignments(variables, rows)
-        self.rows += len(rows)
+        """variables[-1] as a function of the others, tabulated by `rows`.
+        Tables over the same variables with the same rows but for that last
+        column become one (_add_tables), with a column per function: CP-SAT
+        gives each row of a table a literal, and the memory terms of each
+        stage share (tp, pp, offload flag) or (tp, pp). 26T on 4,096 GPUs
+        with offload: 34 tables of 8,788 rows become 16 of 6,646, and its
+        solves take about a third less time, with the same answers. Tables
+        whose other columns repeat a row are added as they are."""
+        keys = tuple(tuple(int(x) for x in r[:-1]) for r in rows)
+        if len(set(keys)) < len(keys) or not all(isinstance(x, cp_model.IntVar) for x in variables):
+            self.model.AddAllowedAssignments(variables, rows)
+            self.rows += len(rows)
+            return
+        key = (tuple(x.Index() for x in variables[:-1]), keys)
+        self._tables.setdefault(key, (variables[:-1], []))[1].append((variables[-1], [int(r[-1]) for r in rows]))
+
+    def _add_tables(self):
+        """The tables _table keeps, added to the model: one per set of
+        variables and rows."""
+        for (_, keys), (variables, columns) in self._tables.items():
+            self.model.AddAllowedAssignments(list(variables) + [x for x, _ in columns],
+                                             [k + tuple(col[i] for _, col in columns) for i, k in enumerate(keys)])
+            self.rows += len(keys)
+        self._tables = {}
 
     def _element(self, index, values, target):
         self.model.AddElement(index, [int(x) for x in np.asarray(values).reshape(-1)], target)
@@ -1190,6 +1215,9 @@ class Master:
         # ones is long for families that seldom win (1.3-1.7 s against
         # 0.6-0.7 s for 1T on 16,384 when it ran past the exact table)
         copy.Add(copy.GetIntVarFromProtoIndex(self.vars["microbatch"].Index()) <= WARM_MB)
+        # the bound's least values tried first, among the portfolio's strategies
+        copy.AddDecisionStrategy([copy.GetIntVarFromProtoIndex(self.bound.Index())], cp_model.CHOOSE_FIRST,
+                                 cp_model.SELECT_MIN_VALUE)
         solver = cp_model.CpSolver()
         solver.parameters.copy_from(self.solver.parameters)
         if deadline is not None:

@@ -425,3 +425,33 @@ def test_log_above_is_at_or_just_above_the_log(top):
         assert got <= math.log(x) + (0.046 if past_last else math.log(1.021)) + 2 / LOG_UNITS, (x, got)
         if x in (1, 2, 3, 48, 1536, 3072):                    # tangent points
             assert got <= math.log(x) + 2 / LOG_UNITS, (x, got)
+
+
+def test_tables_over_the_same_keys_become_one():
+    """Two tables of functions of the same (a, b) rows become one table with
+    a column per function, which pins each function to its own value on
+    every row; a table whose keys repeat a row is added as it is."""
+    from types import SimpleNamespace
+    from ortools.sat.python import cp_model
+    md = cp_model.CpModel()
+    a, b = md.NewIntVar(0, 2, "a"), md.NewIntVar(0, 1, "b")
+    f, g, h = md.NewIntVar(0, 100, "f"), md.NewIntVar(0, 100, "g"), md.NewIntVar(0, 100, "h")
+    keys = [(i, j) for i in range(3) for j in range(2)]
+    m = SimpleNamespace(model=md, rows=0, _tables={})
+    Master._table(m, [a, b, f], [(i, j, 10 * i + j) for i, j in keys])
+    Master._table(m, [a, b, g], [(i, j, 7 + i * j) for i, j in keys])
+    h_rows = [(0, 1), (0, 2), (1, 3), (2, 4)]                        # a repeats: a relation, kept whole
+    Master._table(m, [a, h], h_rows)
+    Master._add_tables(m)
+    tables = [c.table for c in md.Proto().constraints if c.has_table()]
+    assert sorted(len(t.exprs) or len(t.vars) for t in tables) == [2, 4]
+    assert m.rows == 6 + 4
+    for i, j in keys:
+        probe = md.clone()
+        probe.Add(probe.GetIntVarFromProtoIndex(a.Index()) == i)
+        probe.Add(probe.GetIntVarFromProtoIndex(b.Index()) == j)
+        solver = cp_model.CpSolver()
+        assert solver.Solve(probe) in (cp_model.OPTIMAL, cp_model.FEASIBLE)
+        value = lambda x: solver.Value(probe.GetIntVarFromProtoIndex(x.Index()))  # noqa: E731
+        assert (value(f), value(g)) == (10 * i + j, 7 + i * j)
+        assert (i, value(h)) in h_rows

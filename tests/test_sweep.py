@@ -351,30 +351,31 @@ def test_a_point_opens_the_last_optimum_of_its_kind_first(monkeypatch):
     point with the same model, system, GPU count and options (sweep._hints;
     only the capacities and links differ). Where that strategy fits, the
     search makes no warm-start solve of its own (Master.warm_start is not
-    called), with the answer of plan alone. megatron-22B on 128 GPUs, 1 TiB
-    of offload per GPU, then 256 GiB: 17 CP-SAT solves instead of plan's 20,
-    asserted fewer. (Not everywhere: on 64 GPUs both take 15, and for 1T on
-    4,096 the hint's path takes 4 solves to plan's 3.)"""
+    called), with the answer of plan alone. megatron-22B on 64 GPUs, 1 TiB
+    of offload per GPU, then 512 GiB. Whether the path is shorter depends
+    on the point (here 14 solves against plan's 15, on 128 GPUs with 256
+    GiB 18 against 16): scripts/bench_hints.py measures a study grid."""
     import importlib
-    from optimizer import master
+    from optimizer import master, search
     sweep = importlib.import_module("optimizer.sweep")
-    grid = {"models": ["megatron-22B"], "gpus": [128], "overrides": {"offload_gib": [1024, 256], "offload_gbps": 100},
+    grid = {"models": ["megatron-22B"], "gpus": [64], "overrides": {"offload_gib": [1024, 512], "offload_gbps": 100},
             "options": {"pin": ZERO1}}
     monkeypatch.setattr(sweep, "_hints", {})
     warm = master.Master.warm_start
-    calls = []
+    calls, opened = [], []
     monkeypatch.setattr(master.Master, "warm_start", lambda self, d: calls.append(1) or warm(self, d))
+    open_family = search._open_family
+    monkeypatch.setattr(search, "_open_family", lambda p, fam, *a, **k: opened.append((p.system.offload_gib, dict(fam)))
+                        or open_family(p, fam, *a, **k))
     rows = opt.sweep(grid, executor="serial").rows
     assert len(calls) == 1                      # the first point's, not the second's
-    first = opt.plan("megatron-22B", opt.load_system("h100-80g-nvl8", offload_gib=1024, offload_gbps=100), 128,
-                     pin=ZERO1)
-    direct = opt.plan("megatron-22B", opt.load_system("h100-80g-nvl8", offload_gib=256, offload_gbps=100), 128,
+    first = rows[0]["result"]["strategy"]
+    second_first = next(f for cap, f in opened if cap == 512)
+    assert {k: second_first[k] for k in ("tp", "cp", "pp", "dp", "microbatch", "interleave")} == \
+        {k: first[k] for k in ("tp", "cp", "pp", "dp", "microbatch", "interleave")}
+    direct = opt.plan("megatron-22B", opt.load_system("h100-80g-nvl8", offload_gib=512, offload_gbps=100), 64,
                       pin=ZERO1)
-    assert first.best.strategy.to_dict() == rows[0]["result"]["strategy"]
     assert direct.best.strategy.to_dict() == rows[1]["result"]["strategy"]
-    assert direct.best.memory["offload_total"] <= 256 * 2 ** 30 < first.best.memory["offload_total"] or \
-        direct.best.strategy == first.best.strategy
-    assert rows[1]["proof"]["solver_calls"] < direct.stats["solver_calls"]
     assert rows[1]["proof"]["bound_samples_per_s"] == pytest.approx(direct.bound_samples_per_s, rel=1e-12)
 
 
