@@ -284,9 +284,10 @@ def _memory_parts(p: Problem, r: dict) -> tuple:
 
 
 def _combine(parts: tuple, rows=slice(None), spread=True) -> tuple:
-    """HBM and offload bytes of the fullest stage (the most HBM, as
-    perf.pipeline_memory takes it) for `rows`, per signature: shape
-    (rows, G, GROUP_REST axes); per distinct column (U) if not `spread`."""
+    """HBM bytes of the fullest stage (the most HBM, as
+    perf.pipeline_memory takes it) and the most offload bytes of any stage
+    (as it takes those) for `rows`, per signature: shape (rows, G,
+    GROUP_REST axes); per distinct column (U) if not `spread`."""
     stages, of_sig = parts
     hbm = off = h = o = more = None
     for exists, sh, so, ah, ao in stages:
@@ -300,6 +301,8 @@ def _combine(parts: tuple, rows=slice(None), spread=True) -> tuple:
         more &= exists[rows]
         np.copyto(hbm, h, where=more)
         np.add(so[rows], ao[rows], out=o)
+        np.greater(o, off, out=more)
+        more &= exists[rows]
         np.copyto(off, o, where=more)
     if not spread:
         return hbm, off
@@ -355,7 +358,8 @@ def _quick_fit(stages, rows, cols, flags, cap_h, cap_o) -> tuple:
     allowed ones, plus the state, over the allowed cells `flags`) is a
     floor, and so is their largest: above the cap, no group fits. The
     group that reaches each stage's floor is then evaluated whole (its
-    fullest stage): one within both caps fits. Rows neither rules out nor
+    fullest stage's HBM, its most offload of any stage): one within both
+    caps fits. Rows neither rules out nor
     in are not settled."""
     n, cells = len(rows), flags.shape[1:]
     act_shape = stages[0][3].shape[2:]
@@ -385,8 +389,8 @@ def _quick_fit(stages, rows, cols, flags, cap_h, cap_o) -> tuple:
             if hbm is None:
                 hbm, off = h, o
             else:
-                more = there & (h > hbm)
-                hbm, off = np.where(more, h, hbm), np.where(more, o, off)
+                hbm = np.where(there & (h > hbm), h, hbm)
+                off = np.where(there & (o > off), o, off)
         fits |= np.isfinite(floor) & (hbm <= cap_h) & (off <= cap_o)
     return fits, fits | ~np.isfinite(floor) | (floor > cap_h)
 

@@ -809,14 +809,21 @@ def stage_memories(model: Model, datatype: str, tp, pp, dp, interleave, microbat
 
 def pipeline_memory(model: Model, datatype: str, tp, pp, dp, interleave, microbatches, zero, shard,
                     stored, working, recompute, offloads, first=None, last=None, keys=None) -> tuple[dict, list]:
-    """The memory of the fullest stage (the most HBM), and the stages
-    that can be the fullest or the slowest, [(blocks, states, extras,
-    exists)] (stage_memories'). `keys`: only these items."""
-    fullest, out = None, []
+    """The memory of the fullest stage (the most HBM), but for its offload:
+    the most any stage keeps on the offload tier (each GPU has its own
+    share of it, and the stage with the most HBM need not be the one with
+    the most offloaded: with activations offloaded, a middle stage of more
+    blocks can hold more than the first, 96T on 12,288 GPUs at pp 24 2,150
+    GiB against the first stage's 1,754), and the stages that can be the
+    fullest or the slowest, [(blocks, states, extras, exists)]
+    (stage_memories'). `keys`: only these items."""
+    fullest, most_offloaded, out = None, None, []
     for blocks, states, x, exists, st, ac in stage_memories(model, datatype, tp, pp, dp, interleave, microbatches,
                                                             zero, shard, stored, working, recompute, offloads,
                                                             first, last):
         mem = _summed(st, ac)
+        off = np.where(exists, mem["offload"], 0.0)
+        most_offloaded = off if most_offloaded is None else np.maximum(most_offloaded, off)
         mem = mem if keys is None else {key: mem[key] for key in keys}
         if fullest is None:
             fullest = mem
@@ -824,6 +831,8 @@ def pipeline_memory(model: Model, datatype: str, tp, pp, dp, interleave, microba
             more = exists & (mem["hbm"] > fullest["hbm"])
             fullest = {key: np.where(more, mem[key], fullest[key]) for key in mem}
         out.append((blocks, states, x, exists))
+    if "offload" in fullest:
+        fullest["offload"] = most_offloaded
     return fullest, out
 
 

@@ -138,3 +138,33 @@ def test_more_bandwidth_never_slower(k, factor):
     assert type(a) is type(b)
     if isinstance(a, opt.Report):
         assert b.time_s <= a.time_s * (1 + 1e-12)
+
+
+def test_offload_must_fit_on_every_stage():
+    """Each GPU has its own share of the offload tier, so every stage's
+    offload must fit, not only the stage with the most HBM's. 96T on
+    12,288 GPUs, tp 64, cp 8, pp 24, microbatch 7, all offloaded: the first
+    stage (15 blocks and the embedding, 24 microbatches in flight) holds
+    the most HBM and offloads 1,400.4 GiB of activations and 353.3 GiB of
+    state; a middle stage (19 blocks, 23 in flight) offloads 19 x 23 / (15
+    x 24) of those activations, 1,699.9 GiB, and about 19/15 of that
+    state, 447.5 GiB: 2,147.4 GiB, over the 2,048 GiB tier. (Read off the
+    first stage alone, the strategy fitted, at 1,753.7 GiB, and the search
+    could return it.)"""
+    import numpy as np
+    from optimizer import knobs as K
+    s = opt.load_system("h100-80g-nvl8", offload_gib=2048, offload_gbps=100)
+    strat = {"tp": 64, "pp": 24, "dp": 1, "batch": 3066, "cp": 8, "microbatch": 7, "interleave": 1, "recompute": "none",
+          "tp_comm": "p2p_rs_ag", "tp_overlap": "ring", "ag_redo": False, "cp_comm": "ring", "dp_overlap": True,
+          "zero": 1, "shard": 0, "fused_activation": True, "flash_attention": True, "offload_weights": True,
+          "offload_activations": True, "offload_optimizer": True, "tp_net": 1, "cp_net": 0, "pp_net": 1, "dp_net": 0}
+    k = {n: np.array([int(v)]) for n, v in K.canonical({**strat, "datatype": "fp8"}).items() if n in perf.KNOBS}
+    m = opt.load_model("96T")
+    assert [int(x[0]) for x in perf.stage_layout(m.blocks, np.array([24]))] == [15, 19, 15]
+    r = perf.evaluate_arrays(m, s, "fp8", k)
+    gib = 2 ** 30
+    first_acts = float(r["stored_activations_bytes"][0]) / gib          # the HBM-fullest stage's
+    assert first_acts == pytest.approx(1400.36, rel=1e-4)
+    middle = first_acts * 19 * 23 / (15 * 24) + 353.3 * 19 / 15
+    assert float(r["offload_bytes"][0]) / gib == pytest.approx(middle, rel=1e-3)
+    assert float(r["offload_bytes"][0]) > 2048 * gib and not r["feasible"][0] and r["rule_offload_capacity"][0]
