@@ -813,7 +813,7 @@ def pipeline_memory(model: Model, datatype: str, tp, pp, dp, interleave, microba
     the most any stage keeps on the offload tier (each GPU has its own
     share of it, and the stage with the most HBM need not be the one with
     the most offloaded: with activations offloaded, a middle stage of more
-    blocks can hold more than the first, 96T on 12,288 GPUs at pp 24 2,150
+    blocks can hold more than the first, 96T on 12,288 GPUs at pp 24 2,147
     GiB against the first stage's 1,754), and the stages that can be the
     fullest or the slowest, [(blocks, states, extras, exists)]
     (stage_memories'). `keys`: only these items."""
