@@ -123,8 +123,8 @@ def _rising_curves(system) -> bool:
     leaves exposed is a max and sum of those (perf.overlapped,
     perf._cp_exposed). So the least over a microbatch bucket is at its
     largest microbatch (tests/test_master.py checks it over every one)."""
-    curves = (system.matrix_efficiency, system.vector_efficiency, system.hbm_efficiency)
-    return all(all(a[1] <= b[1] for a, b in zip(sorted(c), sorted(c)[1:])) for c in curves)
+    curves = (sorted(c) for c in (system.matrix_efficiency, system.vector_efficiency, system.hbm_efficiency))
+    return all(all(a[1] <= b[1] for a, b in zip(c, c[1:])) for c in curves)
 
 
 def _comm_only_system(system):

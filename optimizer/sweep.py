@@ -261,9 +261,11 @@ def solve_point(point: dict) -> dict:
         hint = _hint_key(point, model)
         with _hints_lock:
             last = _hints.get(hint)
-        res = _plan(model, system, point["gpus"], opts["max_batch"], opts.get("datatype"), opts.get("pin"),
-                    opts.get("even_stages", False), None, None, 1, opts.get("time_limit_s"), None, "cpsat", None,
-                    hint=last)
+        # plan()'s own defaults, named, with the hint
+        res = _plan(model, system, point["gpus"], max_batch=opts["max_batch"], datatype=opts.get("datatype"),
+                    pin=opts.get("pin"), even_stages=opts.get("even_stages", False), batch=None,
+                    target_samples_per_s=None, top_k=1, time_limit_s=opts.get("time_limit_s"), threads=None,
+                    method="cpsat", progress=None, hint=last)
         row["datatype"] = res.problem["datatype"]
         if res.best is not None:
             with _hints_lock:
