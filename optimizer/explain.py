@@ -55,7 +55,7 @@ from . import knobs as K
 from . import perf
 from . import rules as R
 from .space import (GROUP_REST, SIGMA, STRUCTURE, Problem, divisors, domain, group_rest, knob_rows_to_strategy,
-                    shard_domain, sigmas, tp_choices)
+                    shard_domain, sigmas, tp_choices, tp_choices_for)
 from .errors import ConfigError
 from .spec import Strategy, load_system
 
@@ -437,6 +437,7 @@ def _allowed(q: Problem, r: dict, tier: bool) -> np.ndarray:
     unplaced = _derived(q, ("unplaced",), lambda: dataclasses.replace(
         q, system=dataclasses.replace(q.system, networks=(outer,)),
         pins={k: v for k, v in q.pins.items() if k not in NET_PINS}))
+    tp_choices_for(unplaced, tcs[:, 0], tcs[:, 1])
     for i, (t, c) in enumerate(tcs):
         has = [len(tp_choices(unplaced, int(t), int(c), sp)) > 0 for sp in (False, True)]
         ok[i] &= np.where(sig["sp"].astype(bool), has[1], has[0])

@@ -73,7 +73,7 @@ from ortools.sat.python import cp_model
 from . import knobs as K
 from . import perf
 from .knobs import Recompute
-from .space import SIGMA, TP_CHOICE, Problem, divisors, keep, sigmas, tp_choices
+from .space import SIGMA, TP_CHOICE, Problem, divisors, keep, sigmas, tp_choices, tp_choices_for
 
 MB_TABLE = 32            # microbatches tabulated exactly; larger ones share the peak-rate row
 MB_BUCKETS = np.array([1, 2, 3, 5, 9, 17])   # microbatch buckets of the time table: [1], [2], [3, 4], ... [17, 32]
@@ -152,6 +152,7 @@ def _signatures(p: Problem, tc_tp, tc_cp):
     valid and with some block choice (tp_choices) left."""
     sig = sigmas(p, tc_tp, tc_cp)
     has = sig["ok"].copy()
+    tp_choices_for(p, tc_tp, tc_cp)
     for a in range(len(tc_tp)):
         for g in np.flatnonzero(has[a]):
             has[a, g] = len(tp_choices(p, int(tc_tp[a]), int(tc_cp[a]), bool(sig["sp"][g]))) > 0
@@ -205,11 +206,16 @@ def work_floor(p: Problem) -> float:
     return total if math.isfinite(total) else 0.0
 
 
-# warm_start's copy keeps microbatches up to this. Over 10 problems (1T to
-# 96T, llama3-8B to llama3.1-405B, with and without offload) a plan took
-# 24.8 s summed at 8 against 27.8 s at 32 (the exact table), 24.3 s at 4
-# and 25.2 s at 2, with the same solve counts but one.
-WARM_MB = 8
+# warm_start's copy keeps context parallelism up to WARM_CP and
+# microbatches up to WARM_MB (or the least each allows, when more). Over
+# compare_search's 9 problems, two runs each (scripts/compare_search.py,
+# one checkout with the limits as variables): 19.6 s summed at cp 1 and
+# microbatches up to 8, 18.5 s at cp 2 and 2 (1T on 16,384 GPUs: 1.22 s ->
+# 0.73 s, its optimum at cp 2 and microbatch 1 found by the warm start),
+# 18.3 s at 2 and 1, 19.7 s at 4 and 2, 19.2 s at 1 and 2; on 74 study
+# points 83.2 s and 202 solves became 79.4 s and 189, the same answers.
+WARM_CP = 2
+WARM_MB = 2
 
 FAMILY_KEYS = ("gpus", "tp", "cp", "pp", "dp", "microbatch", "interleave")   # what `exclude` forbids
 
@@ -742,6 +748,7 @@ class Master:
         self.classes = [tuple(int(x) for x in c) for c in classes]
         self.vars = {"gpus": gpus, "tp": tp, "cp": cp, "pp": pp, "dp": dp, "microbatch": mb, "interleave": v, "n": n,
                      "batch": batch}
+        self.least = {"cp": int(D_cp.min()), "microbatch": int(mbs.min())}     # warm_start's floors
         self.solver = cp_model.CpSolver()
         self.solver.parameters.num_workers = threads or 1
         for key, value in SOLVER_PARAMETERS.items():
@@ -1198,23 +1205,19 @@ class Master:
         self.bound_objective = False
 
     def warm_start(self, deadline: float | None):
-        """A family to open first: the least bound with cp = 1 (when cp
-        ranges beyond 1) and microbatches up to WARM_MB, from a copy of the
-        model (cp > 1 multiplies the block tables, and CP-SAT finds the
-        first optimum of the whole model several times slower without an
-        incumbent to cut at). Only a heuristic: the
-        family is opened and excluded as any other, and the proof still
-        comes from the whole model. None when cp is 1 alone, 1 is not
-        allowed, or nothing is found."""
+        """A family to open first: the least bound with cp at most WARM_CP
+        and microbatches up to WARM_MB (or the least each allows), from a
+        copy of the model (CP-SAT finds the first optimum of the whole model
+        several times slower without an incumbent to cut at, and the small
+        cp and microbatches are where optima mostly are). Only a heuristic:
+        the family is opened and excluded as any other, and the proof still
+        comes from the whole model. None when nothing is found."""
         if self.empty:
             return None
         copy = self.model.clone()
-        if len(self.D_cp) >= 2 and self.D_cp[0] == 1:
-            copy.Add(copy.GetIntVarFromProtoIndex(self.vars["cp"].Index()) == 1)
-        # and microbatches of at most WARM_MB: the copy's proof over larger
-        # ones is long for families that seldom win (1.3-1.7 s against
-        # 0.6-0.7 s for 1T on 16,384 when it ran past the exact table)
-        copy.Add(copy.GetIntVarFromProtoIndex(self.vars["microbatch"].Index()) <= WARM_MB)
+        for name, most in (("cp", WARM_CP), ("microbatch", WARM_MB)):
+            x = copy.GetIntVarFromProtoIndex(self.vars[name].Index())
+            copy.Add(x <= max(most, self.least[name]))
         # the bound's least values tried first, among the portfolio's strategies
         copy.AddDecisionStrategy([copy.GetIntVarFromProtoIndex(self.bound.Index())], cp_model.CHOOSE_FIRST,
                                  cp_model.SELECT_MIN_VALUE)

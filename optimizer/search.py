@@ -57,7 +57,7 @@ from .knobs import describe
 from .master import FAMILY_KEYS, MB_BUCKETS, MB_TABLE, Master, block_cache_for, work_floor
 from .space import (GROUP_REST, MEMBER, SIGMA, TP_CHOICE, Problem, batches_of, count_space, enumerate_all, families,
                     group_rest, group_rows, keep, knob_rows_to_strategy, make_problem, members_of, sigmas,
-                    structures, tp_choices)
+                    structures, tp_choices, tp_choices_for)
 
 RELATIVE_SLACK = 1e-9     # a bound within this of the incumbent is still explored
 MEMBER_BATCH = 4          # members of a group evaluated exactly at a time
@@ -190,6 +190,7 @@ class Tables:
         sig = sigmas(p, pairs[:, 0], pairs[:, 1])
         nU, nG = sig["ok"].shape
         parts = []       # rows (u, sigma, *TP_CHOICE)
+        tp_choices_for(p, pairs[:, 0], pairs[:, 1])
         for u in range(nU):
             for sp in (False, True):
                 js = np.flatnonzero(sig["ok"][u] & (sig["sp"] == sp))

@@ -265,15 +265,16 @@ def _product(p: Problem, base: dict, names: tuple, domains: list) -> dict:
 
 # ------------------------------------------------------------- structures
 
-def structures(p: Problem) -> dict:
+def structures(p: Problem, names: tuple = STRUCTURE) -> dict:
     """Every structure of the space, as arrays, knob by knob: each knob's
     domain given the ones before it, filtered by the rules they make
     readable and the pins (one mask per knob over all rows). Built from
-    divisor lists, never from the product of all knobs."""
-    cols = {n: np.zeros(0, dtype=np.int64) for n in STRUCTURE}
+    divisor lists, never from the product of all knobs. `names`: a prefix
+    of STRUCTURE, for the distinct values of those knobs alone."""
+    cols = {n: np.zeros(0, dtype=np.int64) for n in names}
     count = 1                                  # rows so far (one empty row)
     known: tuple = ()
-    for name in STRUCTURE:
+    for name in names:
         # one domain per distinct key (_domain_key), laid out row by row
         _, first, inv = np.unique(_domain_key(name, cols, count), return_index=True, return_inverse=True)
         doms = [_structure_domain(p, name, {n: int(cols[n][i]) for n in known}) for i in first]
@@ -287,7 +288,7 @@ def structures(p: Problem) -> dict:
         ok = np.broadcast_to(keep(p, k, (name,), known), k[name].shape) if len(k[name]) else k[name] > 0
         cols.update({n: k[n][ok] for n in known})
         count = int(ok.sum())
-    return {n: cols[n] for n in STRUCTURE}
+    return {n: cols[n] for n in names}
 
 
 # ----------------------------------------------------- levels of choices
@@ -352,17 +353,46 @@ def members_of(p: Problem, tp, cp, pp, dp, sp) -> np.ndarray:
 TP_CHOICE = tuple(k.name for k in K.KNOBS if k.level == "member" and k.block)
 
 
+def _unpinned_groups(p: Problem) -> Problem:
+    """p with the pins on the PP and DP groups' knobs lifted (tp_choices)."""
+    return dataclasses.replace(p, pins={k: v for k, v in p.pins.items() if k not in MEMBER or k in TP_CHOICE})
+
+
 @_memo
 def tp_choices(p: Problem, tp, cp, sp) -> np.ndarray:
     """The block's choices (TP_CHOICE: tp_comm, tp_overlap, tp_net, cp_net)
     a (tp, cp) admits on its own: the members of a structure whose PP and
     DP groups are single GPUs, with the pins on those groups' knobs lifted.
     Every member of any structure with this tp and cp makes one of these
-    choices (the placement rule only tightens with more groups on a tier)."""
-    q = dataclasses.replace(p, pins={k: v for k, v in p.pins.items() if k not in MEMBER or k in TP_CHOICE})
-    mem = members_of(q, tp, cp, 1, 1, sp)
+    choices (the placement rule only tightens with more groups on a tier).
+    `tp_choices_for` computes many pairs' at once."""
+    mem = members_of(_unpinned_groups(p), tp, cp, 1, 1, sp)
     cols = [MEMBER.index(n) for n in TP_CHOICE]
     return np.unique(mem[:, cols], axis=0).reshape(-1, len(TP_CHOICE))
+
+
+def tp_choices_for(p: Problem, tp, cp):
+    """tp_choices of every (tp, cp) pair given (arrays of one length), both
+    memory views, kept where tp_choices keeps them: one pass of the rules
+    over all the pairs' members (one pass a pair costs a millisecond, and a
+    problem has hundreds of pairs)."""
+    pairs = np.unique(np.stack([np.asarray(tp, dtype=np.int64), np.asarray(cp, dtype=np.int64)], 1), axis=0)
+    pairs = pairs[[any(("tp_choices", int(t), int(c), sp) not in p.memo for sp in (0, 1)) for t, c in pairs]]
+    if not len(pairs):
+        return
+    q = _unpinned_groups(p)
+    one = np.ones(len(pairs), dtype=np.int64)
+    k = _product(q, {"tp": pairs[:, 0], "cp": pairs[:, 1], "pp": one, "dp": one}, MEMBER,
+                 [domain(q, n) for n in MEMBER])
+    ok = keep(q, k, MEMBER, ("tp", "cp", "pp", "dp") + MEMBER)
+    view = K.BY_NAME["tp_comm"].memory_view(k["tp_comm"])
+    owner = np.repeat(np.arange(len(pairs)), len(k["tp"]) // len(pairs))
+    # the distinct (pair, view, choice) rows, sorted: each pair's view a run
+    rows = np.unique(np.stack([owner, view.astype(np.int64)] + [k[n] for n in TP_CHOICE], 1)[ok], axis=0)
+    cut = np.searchsorted(rows[:, 0] * 2 + rows[:, 1], np.arange(2 * len(pairs) + 1))
+    for i, (t, c) in enumerate(pairs):
+        for sp in (0, 1):
+            p.memo[("tp_choices", int(t), int(c), sp)] = rows[cut[2 * i + sp]:cut[2 * i + sp + 1], 2:]
 
 
 # rules families() meets by construction (batch = dp x microbatch x n, n a
@@ -399,44 +429,42 @@ def families(p: Problem) -> dict:
     pinned = np.array(sorted(p.pins["batch"]), dtype=np.int64) if "batch" in p.pins else None
     closed = (pinned is None and "microbatch" not in q.pins
               and all(r.name in _BY_CONSTRUCTION for r in q.rules if {"microbatch", "batch"} & set(r.reads)))
-    rows = [{}]
-    for name in ("tp", "cp", "pp", "dp"):
-        grown = []
-        for row in rows:
-            vals = _structure_domain(q, name, row)
-            k = {**{a: np.full(len(vals), b) for a, b in row.items()}, name: vals}
-            ok = keep(q, k, (name,), tuple(row) + (name,))
-            grown.extend({**row, name: int(v)} for v in vals[ok])
-        rows = grown
-    out = {n: [] for n in ("tp", "cp", "pp", "dp", "families", "batches")}
-    for row in rows:
-        tp, cp, pp, dp = row["tp"], row["cp"], row["pp"], row["dp"]
-        local = p.max_batch // dp
+    keys = structures(q, STRUCTURE[:4])               # the (tp, cp, pp, dp) keys
+    # every key's (microbatch, interleave) pairs, laid out key by key, checked at once
+    grids = []
+    for i, (pp, dp) in enumerate(zip(keys["pp"].tolist(), keys["dp"].tolist())):
         vs = divisors(max(p.model.blocks // pp, 1))
-        mb = np.arange(1, (1 if closed else local) + 1, dtype=np.int64)
-        mb_g, v_g = (x.reshape(-1) for x in np.meshgrid(mb, vs, indexing="ij"))
-        unit = np.where(v_g > 1, pp, 1)                       # n must be a multiple of this
-        k = {"tp": np.full(len(mb_g), tp), "cp": np.full(len(mb_g), cp), "pp": np.full(len(mb_g), pp),
-             "dp": np.full(len(mb_g), dp),
-             "microbatch": mb_g, "interleave": v_g, "batch": dp * mb_g * unit}
-        ok = keep(q, k, ("batch", "microbatch", "interleave"), STRUCTURE) & (k["batch"] <= p.max_batch)
-        if closed:
-            # per interleave: microbatches 1..L, each with L // microbatch batches
-            lengths = [local // int(u) for u, good in zip(unit, ok) if good]
-            n_fam, n_str = sum(lengths), sum(_divisor_sum(n) for n in lengths)
+        mb = np.arange(1, (1 if closed else p.max_batch // dp) + 1, dtype=np.int64)
+        grids.append((np.full(len(mb) * len(vs), i), *(x.reshape(-1) for x in np.meshgrid(mb, vs, indexing="ij"))))
+    owner, mb_g, v_g = (np.concatenate([g[c] for g in grids]) if grids else np.zeros(0, dtype=np.int64)
+                        for c in range(3))
+    k = {n: keys[n][owner] for n in keys}
+    dp = k["dp"]
+    unit = np.where(v_g > 1, k["pp"], 1)                  # n must be a multiple of this
+    k.update(microbatch=mb_g, interleave=v_g, batch=dp * mb_g * unit)
+    ok = keep(q, k, ("batch", "microbatch", "interleave"), STRUCTURE) & (k["batch"] <= p.max_batch)
+    local = p.max_batch // dp
+    if closed:
+        # per interleave: microbatches 1..L, each with L // microbatch batches
+        length = np.where(ok, local // unit, 0)
+        n_fam = np.bincount(owner, weights=length, minlength=len(keys["tp"])).astype(np.int64)
+        n_str = np.zeros(len(keys["tp"]), dtype=object)
+        for i, n in zip(owner[ok].tolist(), length[ok].tolist()):
+            n_str[i] += _divisor_sum(n)
+    else:
+        if pinned is None:
+            count = local // (mb_g * unit)
         else:
-            if pinned is None:
-                count = local // (mb_g * unit)
-            else:
-                count = ((pinned[None, :] % (dp * mb_g * unit)[:, None] == 0)
-                         & (pinned[None, :] <= p.max_batch)).sum(axis=1)
-            ok &= count > 0
-            n_fam, n_str = int(ok.sum()), int(count[ok].sum())
-        if n_fam:
-            for n, x in (("tp", tp), ("cp", cp), ("pp", pp), ("dp", dp), ("families", n_fam), ("batches", n_str)):
-                out[n].append(x)
-    return {n: np.array(v, dtype=np.int64 if n not in ("families", "batches") else object)
-            for n, v in out.items()}
+            count = ((pinned[None, :] % (dp * mb_g * unit)[:, None] == 0)
+                     & (pinned[None, :] <= p.max_batch)).sum(axis=1)
+        ok &= count > 0
+        n_fam = np.bincount(owner[ok], minlength=len(keys["tp"])).astype(np.int64)
+        n_str = np.zeros(len(keys["tp"]), dtype=object)
+        for i, n in zip(owner[ok].tolist(), count[ok].tolist()):
+            n_str[i] += n
+    has = n_fam > 0
+    out = {n: keys[n][has] for n in keys}
+    return {**out, "families": np.array(n_fam[has].tolist(), dtype=object), "batches": n_str[has]}
 
 
 def batches_of(p: Problem, dp: int, microbatch: int, pp: int, interleave: int) -> np.ndarray:
