@@ -55,7 +55,7 @@ from . import knobs as K
 from . import perf
 from . import rules as R
 from .space import (GROUP_REST, SIGMA, STRUCTURE, Problem, divisors, domain, group_rest, knob_rows_to_strategy,
-                    shard_domain, sigmas, tp_choices, tp_choices_for)
+                    group_rest_for, shard_domain, sigmas, tp_choices, tp_choices_for)
 from .errors import ConfigError
 from .spec import Strategy, load_system
 
@@ -448,6 +448,7 @@ def _allowed(q: Problem, r: dict, tier: bool) -> np.ndarray:
         q, system=dataclasses.replace(q.system, offload_gib=max(q.system.offload_gib, 1.0) if tier else 0.0,
                                       offload_gbps=max(q.system.offload_gbps, 1.0) if tier else 0.0)))
     dps, dinv = np.unique(np.stack([r["dp"], r["cp"]], 1), axis=0, return_inverse=True)
+    group_rest_for(qq, dps[:, 0], dps[:, 1])
     for d_i, (d, c) in enumerate(dps):
         rows = group_rest(qq, int(d), int(c))
         # some dp_overlap value the pins admit (where it has no effect, any)

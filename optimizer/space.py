@@ -338,6 +338,25 @@ def group_rest(p: Problem, dp, cp) -> np.ndarray:
     return np.stack([k[n][ok] for n in GROUP_REST], 1).reshape(-1, len(GROUP_REST))
 
 
+def group_rest_for(p: Problem, dp, cp):
+    """group_rest of every (dp, cp) pair given (arrays of one length), kept
+    where group_rest keeps them: one pass of the rules over all the pairs'
+    rows (explain's fixes try many GPU counts, each a problem of its own)."""
+    pairs = np.unique(np.stack([np.asarray(dp, dtype=np.int64), np.asarray(cp, dtype=np.int64)], 1), axis=0)
+    pairs = pairs[[("group_rest", int(d), int(c)) not in p.memo for d, c in pairs]]
+    if not len(pairs):
+        return
+    parts = [_product(p, {"dp": np.array([d]), "cp": np.array([c])}, GROUP_REST,
+                      [shard_domain(int(d)) if n == "shard" else domain(p, n) for n in GROUP_REST])
+             for d, c in pairs]
+    k = {n: np.concatenate([x[n] for x in parts]) for n in parts[0]}
+    ok = keep(p, k, GROUP_REST, ("dp", "cp") + GROUP_REST)
+    rows = np.stack([k[n] for n in GROUP_REST], 1).reshape(-1, len(GROUP_REST))
+    cut = np.cumsum([0] + [len(x["dp"]) for x in parts])
+    for i, (d, c) in enumerate(pairs):
+        p.memo[("group_rest", int(d), int(c))] = rows[cut[i]:cut[i + 1]][ok[cut[i]:cut[i + 1]]]
+
+
 @_memo
 def members_of(p: Problem, tp, cp, pp, dp, sp) -> np.ndarray:
     """Member choices of a group: rows in MEMBER order, tp_comm restricted
@@ -492,6 +511,7 @@ def count_space(p: Problem, fam: dict | None = None) -> int:
     step = max(COUNT_ROWS // max(math.prod(len(d) for d in domains), 1), 1)
     view = K.BY_NAME["tp_comm"].memory_view
     sig = sigmas(p, fam["tp"], fam["cp"])
+    group_rest_for(p, fam["dp"], fam["cp"])
     total = 0
     for lo in range(0, n_keys, step):
         part = {n: np.asarray(fam[n][lo:lo + step]) for n in keys}
