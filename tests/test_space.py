@@ -134,3 +134,35 @@ def test_an_odd_sequence_trains_without_context_parallelism():
         for r in enumerate_all(p):
             seen |= set(np.unique(r["cp"]).tolist())
         assert seen == cps, (seq, seen)
+
+
+@pytest.mark.parametrize("tiers, offload, pins", [
+    (2, False, {}),
+    (3, True, {"tp_net": [1], "zero": [2, 3]}),            # a pinned tier, sharded stages
+    (4, True, {"offload_optimizer": [True], "tp_comm": ["ar"]}),
+])
+def test_levels_built_many_at_once_are_those_built_one_at_a_time(tiers, offload, pins):
+    """tp_choices_for and group_rest_for check every pair's rows in one pass
+    of the rules and keep them where tp_choices and group_rest keep theirs:
+    each pair's rows must be what the one-pair functions build on a fresh
+    problem (a row lost or gained in the concatenation fails here)."""
+    model, sys_ = opt.load_model({**TINY, "heads": 8}), system(tiers, offload)
+    many = make_problem(model, sys_, 64, 64, "bf16", pins)
+    one = make_problem(model, sys_, 64, 64, "bf16", pins)
+    tp, cp = (x.reshape(-1) for x in np.meshgrid([1, 2, 4, 8], [1, 2, 4, 8]))
+    dp = np.array([1, 2, 3, 4, 8, 16, 64] * 4)
+    dcp = np.repeat([1, 2, 4, 8], 7)
+    space.tp_choices_for(many, tp, cp)
+    space.group_rest_for(many, dp, dcp)
+    assert any(("tp_choices", 8, 8, 1) == key for key in many.memo)       # kept before any one-pair call
+    sizes = []
+    for t, c in zip(tp.tolist(), cp.tolist()):
+        for sp in (False, True):
+            a, b = space.tp_choices(many, t, c, sp), space.tp_choices(one, t, c, sp)
+            assert a.shape == b.shape and (a == b).all(), (t, c, sp)
+            sizes.append(len(b))
+    for d, c in zip(dp.tolist(), dcp.tolist()):
+        a, b = space.group_rest(many, d, c), space.group_rest(one, d, c)
+        assert a.shape == b.shape and (a == b).all(), (d, c)
+        sizes.append(len(b))
+    assert 0 in sizes and max(sizes) > 4                   # some pairs admit nothing, some many
