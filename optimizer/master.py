@@ -79,7 +79,8 @@ MB_TABLE = 32            # microbatches tabulated exactly; larger ones share the
 MB_BUCKETS = np.array([1, 2, 3, 5, 9, 17])   # microbatch buckets of the time table: [1], [2], [3, 4], ... [17, 32]
 LOG_UNITS = 2 ** 12      # units per natural log of seconds: a relative resolution of 1e-6
 AMGM_WEIGHTS = (0.995, 0.99, 0.98, 0.97, 0.96, 0.95, 0.93, 0.9, 0.85, 0.8, 0.7)   # log-sums whose first term dominates
-EITHER_WEIGHTS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)   # either term may (the DP and offload floors)
+EITHER_WEIGHTS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93,
+                  0.95, 0.97, 0.98, 0.99, 0.995)   # either term may (the DP and offload floors)
 DP_FLOOR_LEVELS = 4      # n >= 2, 4, 8, 16: the compute's share (1 - 1/n) in the DP floor
 # a block's class: the signature knobs that couple its time and its memory
 # most (recomputation, fused attention, the all-gather redone for the
