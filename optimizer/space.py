@@ -75,8 +75,6 @@ def divisors(n: int) -> np.ndarray:
     return np.array(_divisors(int(n)), dtype=np.int64)
 
 
-
-
 @dataclass(frozen=True)
 class Problem:
     """One planning question: a model on `gpus` GPUs of a system, a batch
@@ -343,7 +341,7 @@ def group_rest_for(p: Problem, dp, cp):
     where group_rest keeps them: one pass of the rules over all the pairs'
     rows (explain's fixes try many GPU counts, each a problem of its own)."""
     pairs = np.unique(np.stack([np.asarray(dp, dtype=np.int64), np.asarray(cp, dtype=np.int64)], 1), axis=0)
-    pairs = pairs[[("group_rest", int(d), int(c)) not in p.memo for d, c in pairs]]
+    pairs = pairs[[("group_rest", d, c) not in p.memo for d, c in pairs.tolist()]]
     if not len(pairs):
         return
     parts = [_product(p, {"dp": np.array([d]), "cp": np.array([c])}, GROUP_REST,
@@ -396,7 +394,7 @@ def tp_choices_for(p: Problem, tp, cp):
     over all the pairs' members (one pass a pair costs a millisecond, and a
     problem has hundreds of pairs)."""
     pairs = np.unique(np.stack([np.asarray(tp, dtype=np.int64), np.asarray(cp, dtype=np.int64)], 1), axis=0)
-    pairs = pairs[[any(("tp_choices", int(t), int(c), sp) not in p.memo for sp in (0, 1)) for t, c in pairs]]
+    pairs = pairs[[any(("tp_choices", t, c, sp) not in p.memo for sp in (0, 1)) for t, c in pairs.tolist()]]
     if not len(pairs):
         return
     q = _unpinned_groups(p)

@@ -8,11 +8,13 @@ the key, the value and what was expected (ConfigError).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
 import re
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -219,6 +221,27 @@ def read_yaml_mapping(path: Path, key: str, empty_ok=False) -> dict:
     `empty_ok`."""
     text = read_text_file(path, key)
     path = Path(path)
+    cache_key = (str(path), text, empty_ok)
+    with _parsed_lock:
+        data = _parsed.get(cache_key)
+    if data is None:
+        data = _parse_yaml_mapping(path, text, empty_ok)
+        with _parsed_lock:
+            _parsed[cache_key] = data
+            while len(_parsed) > PARSED_KEPT:
+                _parsed.pop(next(iter(_parsed)))
+    return copy.deepcopy(data)
+
+
+# files parsed lately, by path and text: a sweep loads the same model and
+# system files for every point (a tenth of a point's time spent parsing)
+PARSED_KEPT = 64
+_parsed: dict = {}
+_parsed_lock = threading.Lock()      # a thread pool's points share them
+
+
+def _parse_yaml_mapping(path: Path, text: str, empty_ok: bool) -> dict:
+    """read_yaml_mapping's parse of the text read."""
     try:
         loader = StrictLoader(text)          # the reader refuses non-printable characters here
     except yaml.YAMLError as e:
