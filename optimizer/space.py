@@ -325,15 +325,14 @@ def _memo(f):
     return cached
 
 
-@_memo
 def group_rest(p: Problem, dp, cp) -> np.ndarray:
     """Rows of the other group knobs (ZeRO stage, sharding group, offload
     flags) valid for a dp and cp (ZeRO acts over dp x cp): shape (n,
-    len(GROUP_REST))."""
-    k = _product(p, {"dp": np.array([dp]), "cp": np.array([cp])}, GROUP_REST,
-                 [shard_domain(dp) if n == "shard" else domain(p, n) for n in GROUP_REST])
-    ok = keep(p, k, GROUP_REST, ("dp", "cp") + GROUP_REST)
-    return np.stack([k[n][ok] for n in GROUP_REST], 1).reshape(-1, len(GROUP_REST))
+    len(GROUP_REST)). Kept on p; `group_rest_for` builds many at once."""
+    key = ("group_rest", int(dp), int(cp))
+    if key not in p.memo:
+        group_rest_for(p, [dp], [cp])
+    return p.memo[key]
 
 
 def group_rest_for(p: Problem, dp, cp):
@@ -375,17 +374,18 @@ def _unpinned_groups(p: Problem) -> Problem:
     return dataclasses.replace(p, pins={k: v for k, v in p.pins.items() if k not in MEMBER or k in TP_CHOICE})
 
 
-@_memo
 def tp_choices(p: Problem, tp, cp, sp) -> np.ndarray:
     """The block's choices (TP_CHOICE: tp_comm, tp_overlap, tp_net, cp_net)
     a (tp, cp) admits on its own: the members of a structure whose PP and
-    DP groups are single GPUs, with the pins on those groups' knobs lifted.
-    Every member of any structure with this tp and cp makes one of these
-    choices (the placement rule only tightens with more groups on a tier).
-    `tp_choices_for` computes many pairs' at once."""
-    mem = members_of(_unpinned_groups(p), tp, cp, 1, 1, sp)
-    cols = [MEMBER.index(n) for n in TP_CHOICE]
-    return np.unique(mem[:, cols], axis=0).reshape(-1, len(TP_CHOICE))
+    DP groups are single GPUs, with the pins on those groups' knobs lifted,
+    those of the memory view `sp`. Every member of any structure with this
+    tp and cp makes one of these choices (the placement rule only tightens
+    with more groups on a tier). Kept on p; `tp_choices_for` builds many
+    pairs' at once."""
+    key = ("tp_choices", int(tp), int(cp), int(sp))
+    if key not in p.memo:
+        tp_choices_for(p, [tp], [cp])
+    return p.memo[key]
 
 
 def tp_choices_for(p: Problem, tp, cp):

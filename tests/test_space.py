@@ -144,8 +144,10 @@ def test_an_odd_sequence_trains_without_context_parallelism():
 def test_levels_built_many_at_once_are_those_built_one_at_a_time(tiers, offload, pins):
     """tp_choices_for and group_rest_for check every pair's rows in one pass
     of the rules and keep them where tp_choices and group_rest keep theirs:
-    each pair's rows must be what the one-pair functions build on a fresh
-    problem (a row lost or gained in the concatenation fails here)."""
+    each pair's rows must be what a pair alone gives on a fresh problem (a
+    row lost or gained in the concatenation fails here), and the block
+    choices those of the members of a group with single-GPU PP and DP
+    groups (members_of, the pins on those groups lifted)."""
     model, sys_ = opt.load_model({**TINY, "heads": 8}), system(tiers, offload)
     many = make_problem(model, sys_, 64, 64, "bf16", pins)
     one = make_problem(model, sys_, 64, 64, "bf16", pins)
@@ -160,6 +162,9 @@ def test_levels_built_many_at_once_are_those_built_one_at_a_time(tiers, offload,
         for sp in (False, True):
             a, b = space.tp_choices(many, t, c, sp), space.tp_choices(one, t, c, sp)
             assert a.shape == b.shape and (a == b).all(), (t, c, sp)
+            mem = space.members_of(space._unpinned_groups(one), t, c, 1, 1, sp)
+            ref = np.unique(mem[:, [space.MEMBER.index(n) for n in space.TP_CHOICE]], axis=0)
+            assert ref.shape == b.shape and (ref == b).all(), (t, c, sp)
             sizes.append(len(b))
     for d, c in zip(dp.tolist(), dcp.tolist()):
         a, b = space.group_rest(many, d, c), space.group_rest(one, d, c)
