@@ -343,13 +343,17 @@ def group_rest_for(p: Problem, dp, cp):
     pairs = pairs[[("group_rest", d, c) not in p.memo for d, c in pairs.tolist()]]
     if not len(pairs):
         return
-    parts = [_product(p, {"dp": np.array([d]), "cp": np.array([c])}, GROUP_REST,
-                      [shard_domain(int(d)) if n == "shard" else domain(p, n) for n in GROUP_REST])
-             for d, c in pairs]
-    k = {n: np.concatenate([x[n] for x in parts]) for n in parts[0]}
+    grids = {}                                          # the product of the domains, per dp
+    for d in np.unique(pairs[:, 0]).tolist():
+        grids[d] = np.array(list(itertools.product(*(shard_domain(d) if n == "shard" else domain(p, n)
+                                                     for n in GROUP_REST))), dtype=np.int64).reshape(
+            -1, len(GROUP_REST))
+    sizes = np.array([len(grids[d]) for d in pairs[:, 0].tolist()], dtype=np.int64)
+    rows = np.concatenate([grids[d] for d in pairs[:, 0].tolist()])
+    k = {"dp": np.repeat(pairs[:, 0], sizes), "cp": np.repeat(pairs[:, 1], sizes),
+         **{n: rows[:, c] for c, n in enumerate(GROUP_REST)}}
     ok = keep(p, k, GROUP_REST, ("dp", "cp") + GROUP_REST)
-    rows = np.stack([k[n] for n in GROUP_REST], 1).reshape(-1, len(GROUP_REST))
-    cut = np.cumsum([0] + [len(x["dp"]) for x in parts])
+    cut = np.concatenate([[0], np.cumsum(sizes)])
     for i, (d, c) in enumerate(pairs):
         p.memo[("group_rest", int(d), int(c))] = rows[cut[i]:cut[i + 1]][ok[cut[i]:cut[i + 1]]]
 
