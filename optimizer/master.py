@@ -271,14 +271,15 @@ SOLVER_PARAMETERS = {
 }
 
 
-# CP-SAT presolves the whole model on every solve. Where that is most of a
-# solve (the largest models with offload: 0.7 of 1.2 s for 96T on 16,384
-# GPUs, while the search after it takes 0.3 s) the solves are faster without
-# it; where the search is the work (1T on 16,384: 0.35 s with it, 0.56 s
-# without) they are not. So when `next`'s first solve takes longer than
-# this, its second runs without presolve, and the rest keep whichever was
-# clearly faster.
-PRESOLVE_TRIAL_S = 0.5
+# The loop's solves run without CP-SAT's presolve: once the cut has pruned
+# the tables (Master._prune) the model is small and loading it is quicker
+# than presolving it (53T on 4,096 GPUs with offload: 1.2 s of proof solves
+# without presolve, 4.4 s with it). warm_start's copy, with no cut yet, keeps it.
+# The warm start first tries copies with only the block rows whose least
+# bound is within these margins (natural log) of the least row: a small
+# model whose optimum is usually the whole copy's, or close (1T on 16,384
+# GPUs: 0.11 s, against 0.52 s for the whole copy).
+WARM_MARGINS = (0.5, 1.5)
 
 
 class _Passed(cp_model.CpSolverSolutionCallback):
@@ -314,8 +315,8 @@ class Master:
         self.bound_objective = True   # the objective is the bound (fewest_gpus changes it)
         self.solves = 0           # also on an empty model (returned early below)
         self._deferred = None     # floors added by the first solve after warm_start (_dp_floor)
-        self._presolve_trial = []  # seconds of `next`'s first two solves (PRESOLVE_TRIAL_S)
         self.cuts = 0
+        self.cut = None           # the least cut on the bound so far (LOG_UNITS), None before any
         self._tables = {}         # tables kept by _table until _add_tables
         md = cp_model.CpModel()
         self.model = md
@@ -480,7 +481,9 @@ class Master:
                                                          indexing="ij"))
         a_, g_ = ag[a_, 0], ag[a_, 1]
         some = np.isfinite(tau[a_, c_, g_, t_]).any(axis=-1)
-        self._table([tc_i, mbk, sg, tn, qv], np.stack([a_, c_, g_, t_, lq[a_, c_, g_, t_]], 1)[some])
+        block_rows = np.stack([a_, c_, g_, t_, lq[a_, c_, g_, t_]], 1)[some]
+        self._block_ct = md.AddAllowedAssignments([tc_i, mbk, sg, tn, qv], block_rows.tolist()).Index()
+        self.rows += len(block_rows)
         ltp, lpp_ = np.floor(np.log(D_tp) * LOG_UNITS).astype(np.int64), np.floor(np.log(D_pp) * LOG_UNITS).astype(np.int64)
         lcp = np.floor(np.log(D_cp) * LOG_UNITS).astype(np.int64)
         ltv = md.NewIntVar(0, int(ltp.max()), "log_tp")
@@ -555,7 +558,9 @@ class Master:
         self._element(v_i, D_v, v)
         lp = self._log(self._p2p_table(D_tp, D_v, lo, hi_))                # (tp, bucket, v): seconds per sample
         pv_ = md.NewIntVar(int(lp.min()), int(lp.max()), "log_pp_sends_per_sample")
-        self._table([tp_i, mbk, v_i, pn, pv_], [(a, c, j, n, int(lp[a, c, j, n])) for a, c, j, n in np.ndindex(lp.shape)])
+        pp_rows = np.array([(a, c, j, n, int(lp[a, c, j, n])) for a, c, j, n in np.ndindex(lp.shape)], dtype=np.int64)
+        self._pp_ct = md.AddAllowedAssignments([tp_i, mbk, v_i, pn, pv_], pp_rows.tolist()).Index()
+        self.rows += len(pp_rows)
         lpp = self._log(D_pp.astype(float))
         ppl = md.NewIntVar(int(lpp.min()), int(lpp.max()), "log_pp")
         self._element(pp_i, lpp, ppl)
@@ -640,6 +645,12 @@ class Master:
             self._table([tc_i, mbk, ev], [(a, c, int(le[a, c])) for a in range(len(tc_tp)) for c in range(len(lo))])
             self._log_sum_below(stage, blk + int(math.floor(math.log(m.blocks) * LOG_UNITS)), ev, AMGM_WEIGHTS, [])
         self.bound_lo = int(lq.min() + lx.min() - lg.max() - 1)
+        # the least bound of a solution on each row of the block table:
+        # bound >= stage + y - log gpus >= qv + min log(Bmax(pp) pp) - max log gpus
+        # (y >= 0, stage >= blk + xv, blk >= qv); _prune drops the rows
+        # above the cut, and the PP sends' rows of no (tp, bucket) left
+        self._cut_rows = {"block": block_rows, "block_floor": block_rows[:, 4] + int(lx.min()) - int(lg.max()) - 1,
+                          "pp": pp_rows, "tp_of_pair": TC[:, 0], "buckets": len(lo), "at": None}
         self.bound = md.NewIntVar(self.bound_lo,
                                   hi_floor + int(lx.max()) + 48 * LOG_UNITS - int(lg.min()) + y_hi,
                                   "log_time_per_sample_bound")
@@ -1168,22 +1179,16 @@ class Master:
         if self.empty:
             return None
         self._tightened()
+        if not self._prune():
+            return None
         if deadline is not None:
             time_left = deadline - time.perf_counter()
             if time_left <= 0:
                 return "timeout"
             self.solver.parameters.max_time_in_seconds = time_left
         passed = _Passed(self.vars, self.bound)
-        trial = len(self._presolve_trial) == 1 and self._presolve_trial[0] > PRESOLVE_TRIAL_S
-        if trial:
-            self.solver.parameters.cp_model_presolve = False
-        began = time.perf_counter()
+        self.solver.parameters.cp_model_presolve = not self.bound_objective
         status = self.solver.Solve(self.model, passed)
-        if len(self._presolve_trial) < 2:
-            self._presolve_trial.append(time.perf_counter() - began)
-        if trial:
-            # presolve stays off only where the solve without it was clearly faster
-            self.solver.parameters.cp_model_presolve = self._presolve_trial[1] >= 0.7 * self._presolve_trial[0]
         self.solves += 1
         self.optimal = status == cp_model.OPTIMAL
         self.passed = passed.found[:-1] if self.optimal else passed.found
@@ -1207,7 +1212,7 @@ class Master:
         if self.empty:
             return
         cut = _log_cut(goal)
-        self.model.Add(self.bound <= cut)
+        self._cut_at(cut)
         self.model.Minimize(self.vars["gpus"] * (cut - self.bound_lo + 1) + self.bound)
         self.bound_objective = False
 
@@ -1218,25 +1223,32 @@ class Master:
         several times slower without an incumbent to cut at, and the small
         cp and microbatches are where optima mostly are). Only a heuristic:
         the family is opened and excluded as any other, and the proof still
-        comes from the whole model. None when nothing is found."""
+        comes from the whole model. Copies with only the block rows within
+        WARM_MARGINS of the least are tried first, then the whole copy.
+        None when nothing is found."""
         if self.empty:
             return None
-        copy = self.model.clone()
-        for name, most in (("cp", WARM_CP), ("microbatch", WARM_MB)):
-            x = copy.GetIntVarFromProtoIndex(self.vars[name].Index())
-            copy.Add(x <= max(most, self.least[name]))
-        # the bound's least values tried first, among the portfolio's strategies
-        copy.AddDecisionStrategy([copy.GetIntVarFromProtoIndex(self.bound.Index())], cp_model.CHOOSE_FIRST,
-                                 cp_model.SELECT_MIN_VALUE)
-        solver = cp_model.CpSolver()
-        solver.parameters.copy_from(self.solver.parameters)
-        if deadline is not None:
-            solver.parameters.max_time_in_seconds = max(deadline - time.perf_counter(), 0.0)
-        status = solver.Solve(copy)
-        self.solves += 1
-        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            return None
-        return {k: int(solver.Value(copy.GetIntVarFromProtoIndex(x.Index()))) for k, x in self.vars.items()}
+        least = int(self._cut_rows["block_floor"].min())
+        for margin in WARM_MARGINS + (None,):
+            copy = self.model.clone()
+            if margin is not None and not self._keep_rows(copy, least + int(margin * LOG_UNITS)):
+                continue
+            for name, most in (("cp", WARM_CP), ("microbatch", WARM_MB)):
+                x = copy.GetIntVarFromProtoIndex(self.vars[name].Index())
+                copy.Add(x <= max(most, self.least[name]))
+            # the bound's least values tried first, among the portfolio's strategies
+            copy.AddDecisionStrategy([copy.GetIntVarFromProtoIndex(self.bound.Index())], cp_model.CHOOSE_FIRST,
+                                     cp_model.SELECT_MIN_VALUE)
+            solver = cp_model.CpSolver()
+            solver.parameters.copy_from(self.solver.parameters)
+            solver.parameters.cp_model_presolve = True
+            if deadline is not None:
+                solver.parameters.max_time_in_seconds = max(deadline - time.perf_counter(), 0.0)
+            status = solver.Solve(copy)
+            self.solves += 1
+            if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+                return {k: int(solver.Value(copy.GetIntVarFromProtoIndex(x.Index()))) for k, x in self.vars.items()}
+        return None
 
     def bound_of(self, s) -> float | None:
         """The model's bound (seconds per sample) for one strategy (a
@@ -1274,4 +1286,41 @@ class Master:
         self.model.AddForbiddenAssignments([self.vars[k] for k in FAMILY_KEYS], [tuple(fam[k] for k in FAMILY_KEYS)])
         self.cuts += 1
         if math.isfinite(threshold):
-            self.model.Add(self.bound <= _log_cut(threshold))
+            self._cut_at(_log_cut(threshold))
+
+    def _cut_at(self, cut: int):
+        """The bound at most `cut` (LOG_UNITS) from now on."""
+        self.model.Add(self.bound <= cut)
+        self.cut = cut if self.cut is None else min(self.cut, cut)
+
+    def _prune(self) -> bool:
+        """Drop the rows no solution under the cut can take: the block
+        table's rows whose least bound is above it (CP-SAT gives each row
+        of a table a literal, and loading them is most of a solve: 26T on
+        4,096 GPUs with offload keeps 1,294 of 3,101 rows and its proof
+        solves take 0.09 s, not 0.22 s), then the PP sends' rows of a
+        (tp, microbatch bucket) no block row is left on. Only rows the cut
+        already forbids go, so the model's solutions are the same. False
+        when no block row is left: nothing is under the cut."""
+        r = self._cut_rows
+        if self.cut is None or (r["at"] is not None and self.cut >= r["at"]):
+            return True
+        r["at"] = self.cut
+        return self._keep_rows(self.model, self.cut)
+
+    def _keep_rows(self, model, cut: int) -> bool:
+        """Keep in `model` (this model or a clone) the block table's rows
+        whose least bound is at most `cut`, and the PP sends' rows of the
+        (tp, microbatch bucket) pairs they leave; False when none is left."""
+        r = self._cut_rows
+        block = r["block"][r["block_floor"] <= cut]
+        if len(block) == 0:
+            return False
+        left = np.unique(r["tp_of_pair"][block[:, 0]] * r["buckets"] + block[:, 1])
+        pp = r["pp"][np.isin(r["pp"][:, 0] * r["buckets"] + r["pp"][:, 1], left)]
+        proto = model.Proto()
+        for index, rows in ((self._block_ct, block), (self._pp_ct, pp)):
+            values = proto.constraints[index].table.values
+            values.clear()
+            values.extend(rows.reshape(-1).tolist())
+        return True

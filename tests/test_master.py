@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ortools.sat.python import cp_model
 
 from optimizer import perf
 from optimizer.master import LOG_UNITS, Master, work_floor
@@ -455,3 +456,40 @@ def test_tables_over_the_same_keys_become_one():
         value = lambda x: solver.Value(probe.GetIntVarFromProtoIndex(x.Index()))  # noqa: E731
         assert (value(f), value(g)) == (10 * i + j, 7 + i * j)
         assert (i, value(h)) in h_rows
+
+
+@pytest.mark.parametrize("model, gpus, system", [("megatron-22B", 16, "h100-80g-nvl8"),
+                                                 ("llama3-8B", 8, "h100-80g-nvl8-off256g-50gbps")])
+def test_the_cut_prunes_only_rows_it_forbids(model, gpus, system):
+    """Master._prune drops the table rows no solution under the cut can
+    take: every feasible strategy whose bound is under the cut keeps the
+    same bound in the pruned model, and the pruned model's optimum is the
+    unpruned one's under the same cut. Some rows must go, or the test
+    would prove nothing."""
+    p = make_problem(load_model(model), load_system(system), gpus, 4, "bf16")
+    whole = Master(p)
+    rng = np.random.default_rng(1)
+    picked = []
+    for r in enumerate_all(p):
+        ok = np.flatnonzero(perf.evaluate_arrays(p.model, p.system, p.datatype, r)["feasible"])
+        picked += [knob_rows_to_strategy(r, i, p.datatype) for i in rng.choice(ok, size=min(4, len(ok)),
+                                                                                  replace=False)]
+    picked = [picked[i] for i in rng.choice(len(picked), size=min(40, len(picked)), replace=False)]
+    bounds = [whole.bound_of(s) for s in picked]
+    cut_s = float(np.median(bounds))
+    pruned = Master(p)
+    pruned._cut_at(math.ceil(math.log(cut_s) * LOG_UNITS))
+    assert pruned._prune()
+    block = pruned.model.Proto().constraints[pruned._block_ct].table
+    kept = len(block.values) // (len(block.exprs) or len(block.vars))
+    assert 0 < kept < len(whole._cut_rows["block"])
+    under = [(s, b) for s, b in zip(picked, bounds) if b <= cut_s]
+    assert len(under) >= len(picked) // 2
+    for s, b in under:
+        assert pruned.bound_of(s) == pytest.approx(b, rel=1e-9), s
+    # the optimum under the cut, pruned and not (the whole model solved as it is)
+    got = pruned.next(None)
+    whole.model.Add(whole.bound <= pruned.cut)
+    solver = cp_model.CpSolver()
+    assert solver.Solve(whole.model) == cp_model.OPTIMAL
+    assert got is not None and got[1] == pytest.approx(math.exp(solver.ObjectiveValue() / LOG_UNITS), rel=1e-9)
