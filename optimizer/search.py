@@ -557,10 +557,12 @@ def _plan(model, system, gpus, max_batch, datatype, pin, even_stages, batch, tar
                                  "solve_s": time.perf_counter() - t0, "method": "cpsat"},
                           problem=_problem_dict(p), system=system)
 
-    if not feasible(p):
+    hint_fits = hint is not None and _fits(p, hint)
+    if not hint_fits and not feasible(p):
         # no split of the count fits the limits and memory (explain.feasible's
         # exact check, on the least-memory rows: a tenth of a second where
-        # the master takes seconds to prove the same)
+        # the master takes seconds to prove the same; a hinted strategy that
+        # fits already shows something does)
         return _nothing_fits(p, base_stats, t0, method, deadline)
     master = Master(p, None if threads is None else int(threads), block_cache=block_cache_for(p))
     top = TopK(int(top_k))
@@ -572,7 +574,7 @@ def _plan(model, system, gpus, max_batch, datatype, pin, even_stages, batch, tar
     # this space's, then Master.warm_start's, unless `warm` was one or the
     # hinted strategy fits here
     firsts = [f for f in (warm, _family_of(p, hint)) if f is not None and is_family(p, f)]
-    settled = warm in firsts or (hint is not None and bool(firsts) and _fits(p, hint))
+    settled = warm in firsts or (bool(firsts) and hint_fits)
     for first in firsts + ([] if settled else ["warm_start"]):
         if status != "optimal":
             break
