@@ -1229,9 +1229,12 @@ class Master:
         if self.empty:
             return None
         least = int(self._cut_rows["block_floor"].min())
-        for margin in WARM_MARGINS + (None,):
+        # (a hinted family opened first may have cut the model already: a
+        # margin at or past the cut would keep the rows the whole copy keeps)
+        limits = [least + int(x * LOG_UNITS) for x in WARM_MARGINS]
+        for limit in [x for x in limits if self.cut is None or x < self.cut] + [None]:
             copy = self.model.clone()
-            if margin is not None and not self._keep_rows(copy, least + int(margin * LOG_UNITS)):
+            if limit is not None and not self._keep_rows(copy, limit):
                 continue
             for name, most in (("cp", WARM_CP), ("microbatch", WARM_MB)):
                 x = copy.GetIntVarFromProtoIndex(self.vars[name].Index())
