@@ -55,7 +55,7 @@ from . import knobs as K
 from . import perf
 from . import rules as R
 from .space import (GROUP_REST, SIGMA, STRUCTURE, Problem, divisors, domain, group_rest, knob_rows_to_strategy,
-                    group_rest_for, shard_domain, sigmas, tp_choices, tp_choices_for)
+                    group_rest_for, shard_domain, sigmas, tp_choices, tp_choices_for, unique_rows)
 from .errors import ConfigError
 from .spec import Strategy, load_system
 
@@ -243,7 +243,7 @@ def _memory_parts(p: Problem, r: dict) -> tuple:
     column. _combine sums the parts; which groups exist is `_allowed`'s
     business."""
     m, dt = p.model, p.datatype
-    pairs, inv = np.unique(np.stack([r["tp"], r["cp"], r["microbatch"]], 1), axis=0, return_inverse=True)
+    pairs, inv = unique_rows(np.stack([r["tp"], r["cp"], r["microbatch"]], 1), return_inverse=True)
     inv = inv.reshape(-1)
     sig = sigmas(p, pairs[:, 0], pairs[:, 1])
     G = len(sig["recompute"])
@@ -428,7 +428,7 @@ def _allowed(q: Problem, r: dict, tier: bool) -> np.ndarray:
     row and GROUP_REST cell (rows, _axis_sizes); a group exists where
     both hold (_allowed_grid)."""
     R_ = len(r["tp"])
-    tcs, inv = np.unique(np.stack([r["tp"], r["cp"]], 1), axis=0, return_inverse=True)
+    tcs, inv = unique_rows(np.stack([r["tp"], r["cp"]], 1), return_inverse=True)
     sig = sigmas(q, tcs[:, 0], tcs[:, 1])
     ok = sig["ok"].copy()
     # TP choices apart from their placement (the nvlink_domain limit's business):
@@ -447,7 +447,7 @@ def _allowed(q: Problem, r: dict, tier: bool) -> np.ndarray:
     qq = q if tier == q.has_offload else _derived(q, ("tier", tier), lambda: dataclasses.replace(
         q, system=dataclasses.replace(q.system, offload_gib=max(q.system.offload_gib, 1.0) if tier else 0.0,
                                       offload_gbps=max(q.system.offload_gbps, 1.0) if tier else 0.0)))
-    dps, dinv = np.unique(np.stack([r["dp"], r["cp"]], 1), axis=0, return_inverse=True)
+    dps, dinv = unique_rows(np.stack([r["dp"], r["cp"]], 1), return_inverse=True)
     group_rest_for(qq, dps[:, 0], dps[:, 1])
     for d_i, (d, c) in enumerate(dps):
         rows = group_rest(qq, int(d), int(c))
@@ -507,23 +507,34 @@ def feasible(p: Problem) -> bool:
     return bool(_good(p, _rows(p, _count_triples(p, p.gpus))).any())
 
 
-def _smallest(p: Problem, which: str):
-    """The smallest HBM (which='hbm') or offload footprint (bytes) of any
-    strategy that meets every other limit, and that strategy. For offload
-    the tier is assumed present (its bandwidth does not bear on fitting)."""
+def _smallest(p: Problem) -> dict:
+    """{'hbm': ..., 'offload': ...}: the smallest HBM footprint (bytes) of
+    any strategy that meets every other limit, and the smallest offload
+    footprint, each with its strategy; (inf, None) where none does. For
+    offload the tier is assumed present (its bandwidth does not bear on
+    fitting). Both read one memory grid of the same rows."""
     r = _rows(p, _count_triples(p, p.gpus))
     ok = _rules_ok(p, r)
     if not ok.any():
-        return math.inf, None
+        return {which: (math.inf, None) for which in ("hbm", "offload")}
     r = _sub(r, ok)
     hbm, off = _memory(p, r)
     cap_h, cap_o = _caps(p)
-    if which == "hbm":
-        allowed = _allowed_grid(_allowed(p, r, _tier(p)))
-        value = np.where(allowed & (off <= cap_o), hbm, np.inf)
-    else:
-        allowed = _allowed_grid(_allowed(p, r, True))
-        value = np.where(allowed & (hbm <= cap_h), off, np.inf)
+    out = {}
+    for which in ("hbm", "offload"):
+        if which == "hbm":
+            allowed = _allowed_grid(_allowed(p, r, _tier(p)))
+            value = np.where(allowed & (off <= cap_o), hbm, np.inf)
+        else:
+            allowed = _allowed_grid(_allowed(p, r, True))
+            value = np.where(allowed & (hbm <= cap_h), off, np.inf)
+        out[which] = _least_of(p, r, value)
+    return out
+
+
+def _least_of(p: Problem, r: dict, value: np.ndarray) -> tuple:
+    """The least of `value` (a memory grid's shape) and the strategy at it;
+    (inf, None) when none is finite."""
     flat = int(np.argmin(value))
     best = float(value.reshape(-1)[flat])
     if not math.isfinite(best):
@@ -693,7 +704,7 @@ def _undominated_fits(p: Problem, r: dict, struct: np.ndarray, checks_of) -> tup
     rows stop at the first such row. The skipped rows, most of the relaxed
     ones when the GPU count is the conflict, never have their memory
     computed."""
-    pats, inv = np.unique(struct, axis=0, return_inverse=True)
+    pats, inv = unique_rows(struct, return_inverse=True)
     inv = inv.reshape(-1)
     gpus = r["tp"] * r["cp"] * r["pp"] * r["dp"]
     full = []                                       # patterns of rows that fit every check
@@ -760,7 +771,7 @@ class _Core:
         self.rows_fitted = len(at)
         columns = [(c[0], c[1][at]) for c in columns] + list(zip(conds, fits.T))
         table = np.stack([c[1] for c in columns], axis=1).astype(np.int64)
-        self.sig = np.unique(table, axis=0)
+        self.sig = unique_rows(table)
         self.conditions = [c[0] for c in columns]
         self.solves = 0
 
@@ -866,7 +877,7 @@ def explain(p: Problem, deadline: float | None = None) -> dict:
 
 def _explain(p: Problem) -> dict:
     gpus, witness = fix_gpus(p)
-    smallest = {which: _smallest(p, which) for which in ("hbm", "offload")}
+    smallest = _smallest(p)
     fixes = {"hbm_gib": _whole_gib(smallest["hbm"][0]), "offload_gib": _whole_gib(smallest["offload"][0]),
              "gpus": gpus, "max_batch": fix_max_batch(p), "nvlink_size": fix_nvlink(p)}
     rows = _rows(p, _relaxed_triples(p, [witness[3]] if witness else ()))

@@ -73,7 +73,7 @@ from ortools.sat.python import cp_model
 from . import knobs as K
 from . import perf
 from .knobs import Recompute
-from .space import SIGMA, TP_CHOICE, Problem, divisors, keep, sigmas, tp_choices, tp_choices_for
+from .space import SIGMA, TP_CHOICE, Problem, divisors, keep, sigmas, tp_choices, tp_choices_for, unique_rows
 
 MB_TABLE = 32            # microbatches tabulated exactly; larger ones share the peak-rate row
 MB_BUCKETS = np.array([1, 2, 3, 5, 9, 17])   # microbatch buckets of the time table: [1], [2], [3, 4], ... [17, 32]
@@ -1086,7 +1086,7 @@ class Master:
         other signature knobs are taken at their best for each alone."""
         p = self.p
         cls_key = np.stack([sig[n] for n in CLASS_KNOBS], 1)
-        classes, cls_of = np.unique(cls_key, axis=0, return_inverse=True)
+        classes, cls_of = unique_rows(cls_key, return_inverse=True)
         cls_of = cls_of.reshape(-1)
         rows = []
         for a in range(len(tc_tp)):

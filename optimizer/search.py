@@ -57,10 +57,11 @@ from .knobs import describe
 from .master import FAMILY_KEYS, MB_BUCKETS, MB_TABLE, Master, block_cache_for, work_floor
 from .space import (GROUP_REST, MEMBER, SIGMA, TP_CHOICE, Problem, batches_of, count_space, enumerate_all, families,
                     group_rest, group_rows, keep, knob_rows_to_strategy, make_problem, members_of, sigmas,
-                    structures, tp_choices, tp_choices_for)
+                    structures, tp_choices, tp_choices_for, unique_rows)
 
 RELATIVE_SLACK = 1e-9     # a bound within this of the incumbent is still explored
 MEMBER_BATCH = 4          # members of a group evaluated exactly at a time
+NEAR_KEPT = 48            # near ties a plan passes on (PlanResult.near), and opens first (_plan's `near`)
 # limits on plan's own arguments (README, "Limits on inputs")
 MAX_TOP_K = 1000          # strategies listed: each is evaluated again for its report
 MAX_THREADS = 1024        # CP-SAT workers
@@ -96,6 +97,9 @@ class PlanResult:
     explanation: dict | None = None
     messages: list = field(default_factory=list)
     system: object = field(default=None, repr=False, compare=False)   # the System, for capacities in summary()
+    # the families (FAMILY_KEYS but gpus) the solves returned under the
+    # incumbent, for a neighbouring problem to open first (_plan's `near`)
+    near: list = field(default_factory=list, repr=False, compare=False)
 
     @property
     def bound_samples_per_s(self) -> float:
@@ -185,7 +189,7 @@ class Tables:
         self.micro = S_f["batch"] / S_f["dp"] / S_f["microbatch"]
 
         # ---- block terms on (tp, cp, microbatch) x sigma x block choice (TP_CHOICE)
-        pairs, inv = np.unique(np.stack([S["tp"], S["cp"], S["microbatch"]], 1), axis=0, return_inverse=True)
+        pairs, inv = unique_rows(np.stack([S["tp"], S["cp"], S["microbatch"]], 1), return_inverse=True)
         inv = inv.reshape(-1)
         sig = sigmas(p, pairs[:, 0], pairs[:, 1])
         nU, nG = sig["ok"].shape
@@ -252,7 +256,7 @@ class Tables:
         valid = self.has[inv]                                   # nS x nG
         gi, gj, gr = [], [], []
         vi, vj = np.nonzero(valid)
-        for dp, cp in np.unique(np.stack([S["dp"], S["cp"]], 1), axis=0):
+        for dp, cp in unique_rows(np.stack([S["dp"], S["cp"]], 1)):
             rr = group_rest(p, int(dp), int(cp))
             at = (S["dp"][vi] == dp) & (S["cp"][vi] == cp)
             gi.append(np.repeat(vi[at], len(rr)))
@@ -361,7 +365,7 @@ class Tables:
         t_mb, _ = perf.slowest_stage(stages, self.row_compute[pos], self.row_tpx[pos], off, pp_m, z3)
         per_member = perf.iteration_time(micro, pp, v, t_mb, self.g_opt[g], dp_m) / batch
         # the bound of a TP choice: the best over its members' placements
-        _, choice = np.unique(np.stack([g, key], 1), axis=0, return_inverse=True)
+        _, choice = unique_rows(np.stack([g, key], 1), return_inverse=True)
         choice = choice.reshape(-1)
         best = np.full(choice.max() + 1 if len(choice) else 0, np.inf)
         np.minimum.at(best, choice, per_member)
@@ -504,12 +508,14 @@ def plan(model, system="h100-80g-nvl8", gpus=None, max_batch=3072, datatype=None
 
 
 def _plan(model, system, gpus, max_batch, datatype, pin, even_stages, batch, target_samples_per_s, top_k,
-          time_limit_s, threads, method, progress, warm=None, hint=None) -> PlanResult:
+          time_limit_s, threads, method, progress, warm=None, hint=None, near=None) -> PlanResult:
     """plan(), with `warm` a family of the problem to open first in place of
     Master.warm_start's (the fewest-GPUs search has one that reaches its
-    target), and `hint` a strategy (knob codes, perf.KNOBS) whose family
+    target), `hint` a strategy (knob codes, perf.KNOBS) whose family
     is opened first: in place of Master.warm_start's when the strategy
-    fits (a sweep's last optimum, sweep._hints). Neither changes the answer
+    fits (a sweep's last optimum, sweep._hints), and `near` families
+    (FAMILY_KEYS but gpus) opened next, before any solve: a neighbouring
+    problem's near ties (PlanResult.near). None of them changes the answer
     or its proof, only the path to them."""
     t0 = time.perf_counter()
     model, system = load_model(model), load_system(system)
@@ -575,6 +581,16 @@ def _plan(model, system, gpus, max_batch, datatype, pin, even_stages, batch, tar
     # hinted strategy fits here
     firsts = [f for f in (warm, _family_of(p, hint)) if f is not None and is_family(p, f)]
     settled = warm in firsts or (bool(firsts) and hint_fits)
+    # then a neighbouring problem's near ties (`near`): the families its
+    # solves returned under its incumbent, a solve each there, where they
+    # mostly are here too; opened, they cost milliseconds each
+    seen = {tuple(f[k] for k in FAMILY_KEYS) for f in firsts}
+    for f in (near or [])[:NEAR_KEPT]:
+        f = {**f, "gpus": p.gpus}
+        if tuple(f.get(k) for k in FAMILY_KEYS) not in seen and is_family(p, f):
+            seen.add(tuple(f[k] for k in FAMILY_KEYS))
+            firsts.append(f)
+    near_ties = []                      # the families this search's solves return under its incumbent
     for first in firsts + ([] if settled else ["warm_start"]):
         if status != "optimal":
             break
@@ -600,11 +616,14 @@ def _plan(model, system, gpus, max_batch, datatype, pin, even_stages, batch, tar
         # the incumbent does not already rule out, then the optimum's
         # siblings in its row of the block table
         opened = {tuple(fam[k] for k in FAMILY_KEYS)}
-        for f, b in [(fam, last_lb)] + sorted(master.passed, key=lambda fb: fb[1]) + siblings(p, fam):
+        passed = sorted(master.passed, key=lambda fb: fb[1])
+        for f, b in [(fam, last_lb)] + passed + siblings(p, fam):
             if f is not fam and (tuple(f[k] for k in FAMILY_KEYS) in opened
                                  or b * (1 - RELATIVE_SLACK) > top.threshold):
                 continue
             opened.add(tuple(f[k] for k in FAMILY_KEYS))
+            if b > 0.0 and b * (1 - RELATIVE_SLACK) <= top.threshold:
+                near_ties.append({k: int(f[k]) for k in FAMILY_KEYS if k != "gpus"})
             families_opened += 1
             if _open_family(p, f, top, deadline, counts):
                 status = "feasible"
@@ -632,7 +651,7 @@ def _plan(model, system, gpus, max_batch, datatype, pin, even_stages, batch, tar
         gap = max((best_tps - lower) / best_tps, 0.0) if math.isfinite(lower) and best_tps > 0 else math.inf
     return _explained(p, PlanResult(status=status, best=reports[0] if reports else None, top=reports,
                                     lower_bound=lower, gap=gap, stats=stats, problem=_problem_dict(p),
-                                    system=system), deadline)
+                                    system=system, near=near_ties[:NEAR_KEPT]), deadline)
 
 
 MAX_COUNTS = 1_000_000       # GPU counts in one range

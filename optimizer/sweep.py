@@ -260,17 +260,18 @@ def solve_point(point: dict) -> dict:
                     "fingerprint": fingerprint(model, system)})
         hint = _hint_key(point, model)
         with _hints_lock:
-            last = _hints.get(hint)
+            last, near = _hints.get(hint, (None, None))
         # plan()'s own defaults, named, with the hint
         res = _plan(model, system, point["gpus"], max_batch=opts["max_batch"], datatype=opts.get("datatype"),
                     pin=opts.get("pin"), even_stages=opts.get("even_stages", False), batch=None,
                     target_samples_per_s=None, top_k=1, time_limit_s=opts.get("time_limit_s"), threads=None,
-                    method="cpsat", progress=None, hint=last)
+                    method="cpsat", progress=None, hint=last, near=near)
         row["datatype"] = res.problem["datatype"]
         if res.best is not None:
             with _hints_lock:
                 _hints.pop(hint, None)
-                _hints[hint] = {n: int(v) for n, v in knobs.canonical(res.best.strategy.to_dict()).items()}
+                _hints[hint] = ({n: int(v) for n, v in knobs.canonical(res.best.strategy.to_dict()).items()},
+                                res.near)
                 while len(_hints) > HINTS_KEPT:
                     _hints.pop(next(iter(_hints)))
     except ConfigError as e:

@@ -171,3 +171,23 @@ def test_levels_built_many_at_once_are_those_built_one_at_a_time(tiers, offload,
         assert a.shape == b.shape and (a == b).all(), (d, c)
         sizes.append(len(b))
     assert 0 in sizes and max(sizes) > 4                   # some pairs admit nothing, some many
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_unique_rows_is_numpy_s_unique_over_rows(seed):
+    """space.unique_rows (rows read as one number in a mixed radix) gives
+    np.unique(axis=0)'s rows, first indices and inverse: random integer
+    and boolean arrays with negative values, one column, one row, and a
+    range too wide for 62 bits (numpy's own way then)."""
+    rng = np.random.default_rng(seed)
+    cases = [rng.integers(-3, 7, size=(int(rng.integers(1, 60)), int(rng.integers(1, 5)))) for _ in range(40)]
+    cases += [rng.random((50, 3)) < 0.4, np.array([[5, -2, 9]]), np.array([[3], [1], [3]]),
+              np.array([[2 ** 40, 1, 7], [0, 2 ** 40, 7], [2 ** 40, 1, 7]])]
+    for a in cases:
+        want = np.unique(a, axis=0, return_index=True, return_inverse=True)
+        got = space.unique_rows(a, return_index=True, return_inverse=True)
+        assert np.array_equal(got[0], want[0])
+        assert np.array_equal(got[1], want[1])
+        assert np.array_equal(got[2].reshape(-1), want[2].reshape(-1))
+        assert np.array_equal(space.unique_rows(a), want[0])
+        assert np.array_equal(got[0][got[2]], a)            # the inverse rebuilds the rows

@@ -379,6 +379,46 @@ def test_a_point_opens_the_last_optimum_of_its_kind_first(monkeypatch):
     assert rows[1]["proof"]["bound_samples_per_s"] == pytest.approx(direct.bound_samples_per_s, rel=1e-12)
 
 
+def test_a_point_opens_the_near_ties_of_the_last_of_its_kind_before_any_solve(monkeypatch):
+    """PlanResult.near: the families the solves of a plan returned under its
+    incumbent (each a family of its space, none twice, at most NEAR_KEPT).
+    search._plan's `near` opens those of them that are families here
+    right after the hinted one, before the first solve, and the answer is
+    plan's. megatron-22B on 64 GPUs with 1 TiB of offload, then 512 GiB
+    (the sweep's order: sweep._hints keeps both)."""
+    from optimizer import master, search
+    from optimizer.knobs import canonical
+    from optimizer.space import make_problem
+
+    def plan_(cap, **kw):
+        return search._plan("megatron-22B", opt.load_system("h100-80g-nvl8", offload_gib=cap, offload_gbps=100), 64,
+                            3072, None, ZERO1, False, None, None, 1, None, None, "cpsat", None, **kw)
+    first = plan_(1024)
+    p1 = make_problem(opt.load_model("megatron-22B"), opt.load_system("h100-80g-nvl8", offload_gib=1024,
+                                                                       offload_gbps=100), 64, 3072, "fp8", ZERO1)
+    keys = [k for k in master.FAMILY_KEYS if k != "gpus"]
+    assert first.near and len(first.near) <= search.NEAR_KEPT
+    assert all(search.is_family(p1, {**f, "gpus": 64}) for f in first.near)
+    assert len({tuple(f[k] for k in keys) for f in first.near}) == len(first.near)
+    events = []
+    open_family = search._open_family
+    monkeypatch.setattr(search, "_open_family", lambda p, fam, *a, **k: events.append(tuple(fam[k] for k in keys))
+                        or open_family(p, fam, *a, **k))
+    nxt = master.Master.next
+    monkeypatch.setattr(master.Master, "next", lambda self, d: events.append("solve") or nxt(self, d))
+    hint = {n: int(v) for n, v in canonical(first.best.strategy.to_dict()).items()}
+    second = plan_(512, hint=hint, near=first.near)
+    p2 = make_problem(opt.load_model("megatron-22B"), opt.load_system("h100-80g-nvl8", offload_gib=512,
+                                                                       offload_gbps=100), 64, 3072, "fp8", ZERO1)
+    before = events[:events.index("solve")]
+    wanted = {tuple(f[k] for k in keys) for f in first.near if search.is_family(p2, {**f, "gpus": 64})}
+    assert wanted and wanted <= set(before)
+    direct = plan_(512)
+    assert second.status == direct.status == "optimal"
+    assert second.best.strategy.to_dict() == direct.best.strategy.to_dict()
+    assert second.lower_bound == pytest.approx(direct.lower_bound, rel=1e-12)
+
+
 def test_a_hint_outside_the_space_or_not_fitting_changes_nothing(monkeypatch):
     """search._plan's hint: a family outside the space (tp 3 on 8 GPUs) is
     not opened; a strategy pinned out (ZeRO-3) or not fitting HBM (llama3-8B
