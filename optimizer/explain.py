@@ -332,8 +332,9 @@ def _fit_table(p: Problem, r: dict, checks: list) -> np.ndarray:
         _check_time()
         rows = np.arange(start, min(start + MEMORY_CHUNK, R_))
         open_ = np.zeros((len(rows), len(checks)), dtype=bool)
+        at_rows = _stages_at(stages, rows, checks[0][0][1].shape[1:]) if checks else None
         for c, ((ok, flags), cap_h, cap_o) in enumerate(checks):
-            out[rows, c], settled = _quick_fit(stages, rows, (ok[rows] @ to_col) > 0, flags[rows], cap_h, cap_o)
+            out[rows, c], settled = _quick_fit(at_rows, (ok[rows] @ to_col) > 0, flags[rows], cap_h, cap_o)
             open_[:, c] = ~settled
         left = np.flatnonzero(open_.any(axis=1))
         if not len(left):
@@ -351,8 +352,23 @@ def _fit_table(p: Problem, r: dict, checks: list) -> np.ndarray:
     return out
 
 
-def _quick_fit(stages, rows, cols, flags, cap_h, cap_o) -> tuple:
-    """Per row: (fits, settled) without the memory grid. No stage is
+def _stages_at(stages, rows, cells) -> tuple:
+    """The stages' parts (_memory_parts) at `rows`, for _quick_fit: whether
+    each stage exists, and its (state HBM, state offload, activation HBM,
+    activation offload), the state's over the grid's `cells`, the
+    activations' flat over theirs."""
+    n = len(rows)
+    per = lambda x: np.broadcast_to(x, (len(x),) + x.shape[1:])[rows]  # noqa: E731
+    state = lambda x: np.broadcast_to(per(x)[:, 0], (n,) + cells)  # noqa: E731
+    act = lambda x: per(x).reshape(n, x.shape[1], -1)  # noqa: E731
+    return ([per(st[0]).reshape(n) for st in stages],
+            [(state(sh), state(so), act(ah), act(ao)) for _, sh, so, ah, ao in stages],
+            stages[0][3].shape[2:])
+
+
+def _quick_fit(at_rows, cols, flags, cap_h, cap_o) -> tuple:
+    """Per row: (fits, settled) without the memory grid, from the stages'
+    parts at the rows (_stages_at). No stage is
     fuller than the fullest, so each stage's least HBM over the allowed
     groups (the least activation column per offload flag, `cols` the
     allowed ones, plus the state, over the allowed cells `flags`) is a
@@ -361,19 +377,15 @@ def _quick_fit(stages, rows, cols, flags, cap_h, cap_o) -> tuple:
     fullest stage's HBM, its most offload of any stage): one within both
     caps fits. Rows neither rules out nor
     in are not settled."""
-    n, cells = len(rows), flags.shape[1:]
-    act_shape = stages[0][3].shape[2:]
+    exists, parts, act_shape = at_rows
+    n, cells = len(flags), flags.shape[1:]
     ix = np.arange(n)
-    per = lambda x: np.broadcast_to(x, (len(x),) + x.shape[1:])[rows]  # noqa: E731
-    state = lambda x: np.broadcast_to(per(x)[:, 0], (n,) + cells)  # noqa: E731
-    act = lambda x: per(x).reshape(n, x.shape[1], -1)  # noqa: E731
-    exists = [per(st[0]).reshape(n) for st in stages]
     floor, picks = np.full(n, -np.inf), []
-    for there, (_, sh, _, ah, _) in zip(exists, stages):
-        a = np.where(cols[:, :, None], act(ah), np.inf)                       # (n, U, activation cells)
+    for there, (sh, _, ah, _) in zip(exists, parts):
+        a = np.where(cols[:, :, None], ah, np.inf)                            # (n, U, activation cells)
         col = a.argmin(axis=1)
         least = np.take_along_axis(a, col[:, None], axis=1)[:, 0]
-        total = np.where(flags, state(sh) + least.reshape((n,) + act_shape), np.inf).reshape(n, -1)
+        total = np.where(flags, sh + least.reshape((n,) + act_shape), np.inf).reshape(n, -1)
         cell = total.argmin(axis=1)
         floor = np.where(there, np.maximum(floor, total[ix, cell]), floor)
         at = np.unravel_index(cell, cells)
@@ -383,9 +395,9 @@ def _quick_fit(stages, rows, cols, flags, cap_h, cap_o) -> tuple:
     fits = np.zeros(n, dtype=bool)
     for at, u, a_cell in picks:
         hbm = off = None
-        for there, (_, sh, so, ah, ao) in zip(exists, stages):
-            h = state(sh)[(ix,) + at] + act(ah)[ix, u, a_cell]
-            o = state(so)[(ix,) + at] + act(ao)[ix, u, a_cell]
+        for there, (sh, so, ah, ao) in zip(exists, parts):
+            h = sh[(ix,) + at] + ah[ix, u, a_cell]
+            o = so[(ix,) + at] + ao[ix, u, a_cell]
             if hbm is None:
                 hbm, off = h, o
             else:

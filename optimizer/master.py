@@ -240,7 +240,9 @@ def block_cache_for(p: Problem) -> dict:
     capacities (no rule the signatures and block choices meet reads them).
     A sweep's points over GPU counts, HBM and offload share one. The
     process keeps the last SHARED_TABLES."""
-    system = dataclasses.replace(p.system, name="", hbm_gib=0.0, offload_gib=0.0, offload_gbps=0.0)
+    # (the name and the record of overrides say which capacities a system
+    # has: they go too, or every capacity would have its own tables)
+    system = dataclasses.replace(p.system, name="", overrides=(), hbm_gib=0.0, offload_gib=0.0, offload_gbps=0.0)
     key = repr((p.model, system, p.datatype, sorted((k, sorted(v)) for k, v in p.pins.items()), p.max_batch,
                 p.even_stages))
     with _shared_lock:

@@ -261,6 +261,13 @@ def test_block_tables_shared_across_problems():
     assert str(shared.model.Proto()) == str(alone.model.Proto())
     assert block_cache_for(make_problem(m, s, 16, 32, "bf16", {"cp": [1, 2]})) is not block_cache_for(p)
     assert block_cache_for(make_problem(m, s, 16, 24, "bf16", {"cp": 1})) is not block_cache_for(p)
+    # a system's capacities given as overrides (a sweep's points: load_system
+    # records them in the name and `overrides`) share too
+    small, large = (load_system("h100-80g-nvl8", hbm_gib=h, offload_gib=o, offload_gbps=g)
+                    for h, o, g in ((80, 256, 100), (120, 2048, 50)))
+    assert small.overrides != large.overrides
+    assert (block_cache_for(make_problem(m, small, 16, 24, "bf16", {"cp": [1, 2]}))
+            is block_cache_for(make_problem(m, large, 32, 24, "bf16", {"cp": [1, 2]})))
 
 
 def _offload_case(gbps, pins, seq=1024):
