@@ -1,5 +1,6 @@
 """What a sweep's hints save (sweep._hints: a point opens the optimum of
-the last point of its kind first): a part of a study grid swept serially
+the last point of its kind first, then that point's near ties): a part
+of a study grid swept serially
 with the hints, then without, each from cold block tables, in one run.
 
     python scripts/bench_hints.py [--finding offload_capacity] [--models 1T,7T,26T,72T]
