@@ -44,9 +44,12 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import hashlib
 import itertools
 import math
+import threading
 import time
+from collections import OrderedDict
 
 import numpy as np
 from ortools.sat.python import cp_model
@@ -54,8 +57,9 @@ from ortools.sat.python import cp_model
 from . import knobs as K
 from . import perf
 from . import rules as R
-from .space import (GROUP_REST, SIGMA, STRUCTURE, Problem, divisors, domain, group_rest, knob_rows_to_strategy,
-                    group_rest_for, shard_domain, sigmas, tp_choices, tp_choices_for, unique_rows)
+from .space import (GROUP_REST, SIGMA, STRUCTURE, Problem, capacity_free_key, divisors, domain, group_rest,
+                    group_rest_for, knob_rows_to_strategy, shard_domain, sigmas, tp_choices, tp_choices_for,
+                    unique_rows)
 from .errors import ConfigError
 from .spec import Strategy, load_system
 
@@ -232,7 +236,41 @@ def _best_shard(p: Problem, dp) -> np.ndarray:
     return best[inv.reshape(-1)]
 
 
+PARTS_KEPT_BYTES = 256 * 2 ** 20     # memory grids' parts a process keeps (_memory_parts), by their arrays' size
+_parts: OrderedDict = OrderedDict()
+_parts_bytes = [0]
+_parts_lock = threading.Lock()
+
+
 def _memory_parts(p: Problem, r: dict) -> tuple:
+    """_grid_parts(p, r), kept for the same rows of a problem that differs
+    only in its capacities and offload link (space.capacity_free_key: the
+    parts read none of them): explain's checks ask for the same rows again,
+    within one explanation and across a sweep's capacities. The parts are
+    shared: read them, do not change them."""
+    h = hashlib.sha1(capacity_free_key(p).encode())
+    for k in sorted(r):
+        a = np.ascontiguousarray(r[k])
+        h.update(f"{k}:{a.dtype}:{a.shape}".encode())
+        h.update(a.tobytes())
+    key = h.hexdigest()
+    with _parts_lock:
+        if key in _parts:
+            _parts.move_to_end(key)
+            return _parts[key][0]
+    out = _grid_parts(p, r)
+    size = sum(x.nbytes for stage in out[0] for x in stage) + out[1].nbytes
+    if size <= PARTS_KEPT_BYTES // 4:
+        with _parts_lock:
+            if key not in _parts:
+                _parts[key] = (out, size)
+                _parts_bytes[0] += size
+            while _parts_bytes[0] > PARTS_KEPT_BYTES:
+                _parts_bytes[0] -= _parts.popitem(last=False)[1][1]
+    return out
+
+
+def _grid_parts(p: Problem, r: dict) -> tuple:
     """The memory of every group of every row, in parts: per stage that
     can be the fullest (perf.stage_memories), (exists, state HBM, state
     offload, activation HBM, activation offload), the state's of shape

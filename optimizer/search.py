@@ -41,7 +41,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import textwrap
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -55,9 +57,9 @@ from .explain import explain, feasible
 from .spec import MAX_GPUS, MAX_INT_FIELD, default_datatype, fmt_limit, load_model, load_system
 from .knobs import describe
 from .master import FAMILY_KEYS, MB_BUCKETS, MB_TABLE, Master, block_cache_for, work_floor
-from .space import (GROUP_REST, MEMBER, SIGMA, TP_CHOICE, Problem, batches_of, count_space, enumerate_all, families,
-                    group_rest, group_rows, keep, knob_rows_to_strategy, make_problem, members_of, sigmas,
-                    structures, tp_choices, tp_choices_for, unique_rows)
+from .space import (GROUP_REST, MEMBER, SIGMA, TP_CHOICE, Problem, batches_of, capacity_free_key, count_space,
+                    enumerate_all, families, group_rest, group_rows, keep, knob_rows_to_strategy, make_problem,
+                    members_of, sigmas, structures, tp_choices, tp_choices_for, unique_rows)
 
 RELATIVE_SLACK = 1e-9     # a bound within this of the incumbent is still explored
 MEMBER_BATCH = 4          # members of a group evaluated exactly at a time
@@ -540,14 +542,13 @@ def _plan(model, system, gpus, max_batch, datatype, pin, even_stages, batch, tar
         datatype = default_datatype(system)
     p = make_problem(model, system, gpus, max_batch, datatype, pin, even_stages)
     deadline = None if time_limit_s is None else t0 + float(time_limit_s)
-    fam = families(p)
+    fam, space = _space_of(p)
     if len(fam["tp"]) == 0 and not p.pins:
         raise ConfigError("plan", "gpus", gpus,
                           f"a GPU count that splits into tp x pp x dp for {p.model.name} (tp dividing "
                           f"{p.model.heads} heads, pp {'dividing' if p.even_stages else 'at most'} {p.model.blocks} blocks, "
                           f"dp at most the "
                           f"batch limit {p.max_batch})")
-    space = count_space(p, fam)
     base_stats = {"space_size": space, "structures": int(sum(fam["batches"])), "families": int(sum(fam["families"])),
                   "time_limit_s": time_limit_s}
     if space == 0:
@@ -652,6 +653,31 @@ def _plan(model, system, gpus, max_batch, datatype, pin, even_stages, batch, tar
     return _explained(p, PlanResult(status=status, best=reports[0] if reports else None, top=reports,
                                     lower_bound=lower, gap=gap, stats=stats, problem=_problem_dict(p),
                                     system=system, near=near_ties[:NEAR_KEPT]), deadline)
+
+
+SPACES_KEPT = 64          # problems whose families and space size a process keeps (_space_of)
+_spaces: OrderedDict = OrderedDict()
+_spaces_lock = threading.Lock()
+
+
+def _space_of(p: Problem) -> tuple:
+    """(families(p), count_space(p)), kept for the problems that differ
+    from p only in the memory capacities and the offload link's speed: the
+    space reads neither, only whether an offload tier exists (the rule
+    that offload needs one). A sweep over capacities counts its space
+    once. The families are shared: read them, do not change them."""
+    key = capacity_free_key(p)
+    with _spaces_lock:
+        if key in _spaces:
+            _spaces.move_to_end(key)
+            return _spaces[key]
+    fam = families(p)
+    out = (fam, count_space(p, fam))
+    with _spaces_lock:
+        _spaces[key] = out
+        while len(_spaces) > SPACES_KEPT:
+            _spaces.popitem(last=False)
+    return out
 
 
 MAX_COUNTS = 1_000_000       # GPU counts in one range

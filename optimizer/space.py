@@ -75,6 +75,18 @@ def divisors(n: int) -> np.ndarray:
     return np.array(_divisors(int(n)), dtype=np.int64)
 
 
+def capacity_free_key(p: Problem) -> str:
+    """What p is but for its memory capacities and offload link speed
+    (whether an offload tier exists stays: the rule that offload needs one
+    reads it): a key for what a process keeps across a sweep's capacities
+    (the space's counts, explain's memory grids), whose values read none
+    of them."""
+    tier = float(p.has_offload)
+    system = dataclasses.replace(p.system, name="", overrides=(), hbm_gib=0.0, offload_gib=tier, offload_gbps=tier)
+    return repr((p.model, system, p.gpus, p.datatype, sorted((k, sorted(v)) for k, v in p.pins.items()), p.max_batch,
+                 p.even_stages))
+
+
 def unique_rows(a, return_index=False, return_inverse=False):
     """np.unique(a, axis=0) for a 2-D integer (or boolean) array, with the
     same rows in the same (lexicographic) order, indices and inverse: each

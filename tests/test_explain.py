@@ -255,3 +255,40 @@ def test_cli_prints_paragraph_and_fixes_and_exits_1(capsys):
     assert rc == 1 and doc["status"] == "infeasible"
     assert doc["explanation"]["fixes"] == e["fixes"]
     assert doc["explanation"]["conflicts"] == e["conflicts"]
+
+
+def test_memory_parts_are_kept_across_capacities_not_across_tiers(monkeypatch):
+    """explain._memory_parts keeps a memory grid's parts for the same rows
+    of problems that differ only in their capacities and link: a second
+    capacity reads the first's (no new grid), equal to a grid built for it
+    afresh; a system without an offload tier (no offload flags) builds its
+    own. The explanations of 72T on 4,096 GPUs at two offload capacities
+    are the same with the kept parts as without."""
+    built = []
+    grid = ex._grid_parts
+    monkeypatch.setattr(ex, "_grid_parts", lambda p, r: built.append(1) or grid(p, r))
+    monkeypatch.setattr(ex, "_parts", type(ex._parts)())
+    monkeypatch.setattr(ex, "_parts_bytes", [0])
+    m = load_model("72T")
+    small, large, none = (make_problem(m, load_system("h100-80g-nvl8", **caps), 4096, 3072, "fp8", {"zero": [0, 1]})
+                          for caps in ({"offload_gib": 256, "offload_gbps": 100},
+                                       {"hbm_gib": 120, "offload_gib": 2048, "offload_gbps": 50}, {}))
+    r = ex._rows(small, ex._count_triples(small, 4096))
+    r = ex._sub(r, np.arange(len(r["tp"])) < 300)
+    first = ex._memory_parts(small, r)
+    again = ex._memory_parts(large, r)
+    assert len(built) == 1 and again is first
+    fresh = grid(large, r)
+    for kept, new in zip(again[0], fresh[0]):
+        assert all(np.array_equal(a, b) for a, b in zip(kept, new))
+    assert np.array_equal(again[1], fresh[1])
+    ex._memory_parts(none, r)
+    assert len(built) == 2
+    kept = [ex.explain(p) for p in (small, make_problem(m, load_system("h100-80g-nvl8", offload_gib=512,
+                                                                          offload_gbps=100), 4096, 3072, "fp8",
+                                                          {"zero": [0, 1]}))]
+    monkeypatch.setattr(ex, "_memory_parts", grid)
+    alone = [ex.explain(p) for p in (small, make_problem(m, load_system("h100-80g-nvl8", offload_gib=512,
+                                                                           offload_gbps=100), 4096, 3072, "fp8",
+                                                           {"zero": [0, 1]}))]
+    assert json.dumps(kept, sort_keys=True, default=str) == json.dumps(alone, sort_keys=True, default=str)

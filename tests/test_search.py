@@ -309,17 +309,17 @@ def test_blocks_at_the_integer_limit_plan_quickly():
 
 def test_the_explanation_keeps_to_the_time_limit(monkeypatch):
     """A model of 223,092,870 blocks (9 prime factors: hundreds of stage
-    counts) on 64 GPUs: proven infeasible in under a second; explained in
-    about 7 s when the memory goes one row per slab (about 1.3 s in
-    slabs of 512). With 3 s allowed, plan returns within about a slab of
+    counts) on 64 GPUs: proven infeasible in a tenth of a second; explained
+    in about 2.4 s when the memory goes one row per slab (about 0.4 s in
+    slabs of 512). With 1 s allowed, plan returns within about a slab of
     the limit, the infeasibility proven and the explanation marked
     incomplete; a problem explained within its limit is marked complete."""
     big = {"name": "deep", "hidden": 64, "feedforward": 256, "seq_len": 64, "heads": 4, "head_dim": 16,
            "blocks": 2 * 3 * 5 * 7 * 11 * 13 * 17 * 19 * 23}
     monkeypatch.setattr(ex, "MEMORY_CHUNK", 1)
     t = time.perf_counter()
-    r = plan(big, H100, 64, max_batch=64, time_limit_s=3)
-    assert time.perf_counter() - t < 6
+    r = plan(big, H100, 64, max_batch=64, time_limit_s=1)
+    assert time.perf_counter() - t < 3
     assert r.status == "infeasible" and r.explanation["complete"] is False
     assert r.explanation["fixes"] == {} and "time limit" in r.explanation["summary"]
     r = plan("megatron-22B", H100, 1, time_limit_s=60)
@@ -432,3 +432,32 @@ def test_fewest_gpus_equals_plan_count_by_count(model, over, counts, max_batch, 
         assert r.stats["fewest"]["windows"] >= 1 + (counts.index(first) - r.stats["fewest"]["below_work_floor"] >= 2)
     r = plan(model, sysobj, counts, max_batch=max_batch, target_samples_per_s=reachable[-1] * 1.001)
     assert r.status == "infeasible" and r.best is None
+
+
+def test_a_space_is_counted_once_for_all_its_capacities(monkeypatch):
+    """search._space_of keeps (families, count_space) for problems that
+    differ only in HBM, offload capacity and link speed: the same counts
+    as computed afresh, counted once; a system without an offload tier
+    (no offload flags) or another GPU count is a space of its own."""
+    from optimizer import space
+    calls = []
+    count = space.count_space
+    monkeypatch.setattr(search, "count_space", lambda p, fam=None: calls.append(p.gpus) or count(p, fam))
+    monkeypatch.setattr(search, "_spaces", type(search._spaces)())
+    m = opt.load_model("megatron-22B")
+
+    def problem(gpus, **caps):
+        return make_problem(m, opt.load_system("h100-80g-nvl8", **caps), gpus, 3072, "fp8", {"zero": [0, 1]})
+    kinds = [problem(64, offload_gib=256, offload_gbps=100), problem(64, hbm_gib=120, offload_gib=2048,
+                                                                      offload_gbps=50),
+             problem(64, offload_gib=512, offload_gbps="unlimited")]
+    got = [search._space_of(p) for p in kinds]
+    assert calls == [64]
+    for p, (fam, n) in zip(kinds, got):
+        assert n == count(p, space.families(p)) > 0
+        assert all(np.array_equal(fam[k], v) for k, v in space.families(p).items())
+    none = search._space_of(problem(64))
+    other = search._space_of(problem(128, offload_gib=256, offload_gbps=100))
+    assert calls == [64, 64, 128]
+    assert none[1] < got[0][1]            # no offload flags without a tier
+    assert other[1] == count(problem(128, offload_gib=256, offload_gbps=100))
