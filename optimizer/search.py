@@ -617,8 +617,7 @@ def _plan(model, system, gpus, max_batch, datatype, pin, even_stages, batch, tar
         # the incumbent does not already rule out, then the optimum's
         # siblings in its row of the block table
         opened = {tuple(fam[k] for k in FAMILY_KEYS)}
-        passed = sorted(master.passed, key=lambda fb: fb[1])
-        for f, b in [(fam, last_lb)] + passed + siblings(p, fam):
+        for f, b in [(fam, last_lb)] + sorted(master.passed, key=lambda fb: fb[1]) + siblings(p, fam):
             if f is not fam and (tuple(f[k] for k in FAMILY_KEYS) in opened
                                  or b * (1 - RELATIVE_SLACK) > top.threshold):
                 continue
