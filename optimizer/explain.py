@@ -47,9 +47,7 @@ import dataclasses
 import hashlib
 import itertools
 import math
-import threading
 import time
-from collections import OrderedDict
 
 import numpy as np
 from ortools.sat.python import cp_model
@@ -57,7 +55,7 @@ from ortools.sat.python import cp_model
 from . import knobs as K
 from . import perf
 from . import rules as R
-from .space import (GROUP_REST, SIGMA, STRUCTURE, Problem, capacity_free_key, divisors, domain, group_rest,
+from .space import (GROUP_REST, SIGMA, STRUCTURE, Kept, Problem, capacity_free_key, divisors, domain, group_rest,
                     group_rest_for, knob_rows_to_strategy, shard_domain, sigmas, tp_choices, tp_choices_for,
                     unique_rows)
 from .errors import ConfigError
@@ -237,9 +235,7 @@ def _best_shard(p: Problem, dp) -> np.ndarray:
 
 
 PARTS_KEPT_BYTES = 256 * 2 ** 20     # memory grids' parts a process keeps (_memory_parts), by their arrays' size
-_parts: OrderedDict = OrderedDict()
-_parts_bytes = [0]
-_parts_lock = threading.Lock()
+_parts = Kept(PARTS_KEPT_BYTES, lambda out: sum(x.nbytes for stage in out[0] for x in stage) + out[1].nbytes)
 
 
 def _memory_parts(p: Problem, r: dict) -> tuple:
@@ -253,21 +249,7 @@ def _memory_parts(p: Problem, r: dict) -> tuple:
         a = np.ascontiguousarray(r[k])
         h.update(f"{k}:{a.dtype}:{a.shape}".encode())
         h.update(a.tobytes())
-    key = h.hexdigest()
-    with _parts_lock:
-        if key in _parts:
-            _parts.move_to_end(key)
-            return _parts[key][0]
-    out = _grid_parts(p, r)
-    size = sum(x.nbytes for stage in out[0] for x in stage) + out[1].nbytes
-    if size <= PARTS_KEPT_BYTES // 4:
-        with _parts_lock:
-            if key not in _parts:
-                _parts[key] = (out, size)
-                _parts_bytes[0] += size
-            while _parts_bytes[0] > PARTS_KEPT_BYTES:
-                _parts_bytes[0] -= _parts.popitem(last=False)[1][1]
-    return out
+    return _parts.get(h.hexdigest(), lambda: _grid_parts(p, r))
 
 
 def _grid_parts(p: Problem, r: dict) -> tuple:
@@ -570,16 +552,10 @@ def _smallest(p: Problem) -> dict:
     r = _sub(r, ok)
     hbm, off = _memory(p, r)
     cap_h, cap_o = _caps(p)
-    out = {}
-    for which in ("hbm", "offload"):
-        if which == "hbm":
-            allowed = _allowed_grid(_allowed(p, r, _tier(p)))
-            value = np.where(allowed & (off <= cap_o), hbm, np.inf)
-        else:
-            allowed = _allowed_grid(_allowed(p, r, True))
-            value = np.where(allowed & (hbm <= cap_h), off, np.inf)
-        out[which] = _least_of(p, r, value)
-    return out
+    in_hbm = _allowed_grid(_allowed(p, r, _tier(p)))
+    offloading = _allowed_grid(_allowed(p, r, True))
+    return {"hbm": _least_of(p, r, np.where(in_hbm & (off <= cap_o), hbm, np.inf)),
+            "offload": _least_of(p, r, np.where(offloading & (hbm <= cap_h), off, np.inf))}
 
 
 def _least_of(p: Problem, r: dict, value: np.ndarray) -> tuple:

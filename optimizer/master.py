@@ -63,9 +63,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import threading
 import time
-from collections import OrderedDict
 
 import numpy as np
 from ortools.sat.python import cp_model
@@ -73,7 +71,8 @@ from ortools.sat.python import cp_model
 from . import knobs as K
 from . import perf
 from .knobs import Recompute
-from .space import SIGMA, TP_CHOICE, Problem, divisors, keep, sigmas, tp_choices, tp_choices_for, unique_rows
+from .space import (SIGMA, TP_CHOICE, Kept, Problem, capacity_free_key, divisors, forget_kept, keep, sigmas,
+                    tp_choices, tp_choices_for, unique_rows)
 
 MB_TABLE = 32            # microbatches tabulated exactly; larger ones share the peak-rate row
 MB_BUCKETS = np.array([1, 2, 3, 5, 9, 17])   # microbatch buckets of the time table: [1], [2], [3, 4], ... [17, 32]
@@ -221,36 +220,27 @@ WARM_MB = 2
 FAMILY_KEYS = ("gpus", "tp", "cp", "pp", "dp", "microbatch", "interleave")   # what `exclude` forbids
 
 SHARED_TABLES = 16       # problems whose block tables a process keeps (block_cache_for)
-_shared_tables: OrderedDict = OrderedDict()
-_shared_lock = threading.Lock()
+_shared_tables = Kept(SHARED_TABLES)
 
 
 def forget_block_tables():
-    """Empty the process's shared block tables (block_cache_for): the next
-    plan of every kind computes its own again (a benchmark's cold start)."""
-    with _shared_lock:
-        _shared_tables.clear()
+    """Empty what the process keeps between plans (space.forget_kept: the
+    block tables and the rest): the next plan of every kind computes its
+    own again (a benchmark's cold start)."""
+    forget_kept()
 
 
 def block_cache_for(p: Problem) -> dict:
     """Master's `block_cache` for p, shared with every problem whose block
     tables are p's: those read the model, the system's rates, curves and
     networks, the datatype, the pins, the stages rule and the batch limit
-    (the peak-rate row's microbatch), not the GPU count or the memory
-    capacities (no rule the signatures and block choices meet reads them).
-    A sweep's points over GPU counts, HBM and offload share one. The
-    process keeps the last SHARED_TABLES."""
-    # (the name and the record of overrides say which capacities a system
-    # has: they go too, or every capacity would have its own tables)
-    system = dataclasses.replace(p.system, name="", overrides=(), hbm_gib=0.0, offload_gib=0.0, offload_gbps=0.0)
-    key = repr((p.model, system, p.datatype, sorted((k, sorted(v)) for k, v in p.pins.items()), p.max_batch,
-                p.even_stages))
-    with _shared_lock:
-        cache = _shared_tables.setdefault(key, {})
-        _shared_tables.move_to_end(key)
-        while len(_shared_tables) > SHARED_TABLES:
-            _shared_tables.popitem(last=False)
-    return cache
+    (the peak-rate row's microbatch), not the GPU count, the memory
+    capacities or whether an offload tier exists (no rule the signatures
+    and block choices meet reads them). A sweep's points over GPU counts,
+    HBM and offload share one. The process keeps the last SHARED_TABLES."""
+    key = capacity_free_key(dataclasses.replace(p, gpus=0, system=dataclasses.replace(
+        p.system, offload_gib=0.0, offload_gbps=0.0)))
+    return _shared_tables.get(key, dict)
 
 
 # CP-SAT's settings for the master. The model is small and its tables

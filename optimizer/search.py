@@ -41,9 +41,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import textwrap
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -57,7 +55,7 @@ from .explain import explain, feasible
 from .spec import MAX_GPUS, MAX_INT_FIELD, default_datatype, fmt_limit, load_model, load_system
 from .knobs import describe
 from .master import FAMILY_KEYS, MB_BUCKETS, MB_TABLE, Master, block_cache_for, work_floor
-from .space import (GROUP_REST, MEMBER, SIGMA, TP_CHOICE, Problem, batches_of, capacity_free_key, count_space,
+from .space import (GROUP_REST, MEMBER, SIGMA, TP_CHOICE, Kept, Problem, batches_of, capacity_free_key, count_space,
                     enumerate_all, families, group_rest, group_rows, keep, knob_rows_to_strategy, make_problem,
                     members_of, sigmas, structures, tp_choices, tp_choices_for, unique_rows)
 
@@ -655,8 +653,7 @@ def _plan(model, system, gpus, max_batch, datatype, pin, even_stages, batch, tar
 
 
 SPACES_KEPT = 64          # problems whose families and space size a process keeps (_space_of)
-_spaces: OrderedDict = OrderedDict()
-_spaces_lock = threading.Lock()
+_spaces = Kept(SPACES_KEPT)
 
 
 def _space_of(p: Problem) -> tuple:
@@ -665,18 +662,10 @@ def _space_of(p: Problem) -> tuple:
     space reads neither, only whether an offload tier exists (the rule
     that offload needs one). A sweep over capacities counts its space
     once. The families are shared: read them, do not change them."""
-    key = capacity_free_key(p)
-    with _spaces_lock:
-        if key in _spaces:
-            _spaces.move_to_end(key)
-            return _spaces[key]
-    fam = families(p)
-    out = (fam, count_space(p, fam))
-    with _spaces_lock:
-        _spaces[key] = out
-        while len(_spaces) > SPACES_KEPT:
-            _spaces.popitem(last=False)
-    return out
+    def count():
+        fam = families(p)
+        return fam, count_space(p, fam)
+    return _spaces.get(capacity_free_key(p), count)
 
 
 MAX_COUNTS = 1_000_000       # GPU counts in one range

@@ -46,6 +46,9 @@ import dataclasses
 import functools
 import itertools
 import math
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -73,6 +76,54 @@ def _divisors(n: int) -> tuple:
 def divisors(n: int) -> np.ndarray:
     """The divisors of n, ascending (memoised: the same counts recur)."""
     return np.array(_divisors(int(n)), dtype=np.int64)
+
+
+_KEPT = weakref.WeakSet()      # every Kept of the process (forget_kept)
+
+
+class Kept:
+    """What a process keeps between plans, by key, up to `most` in weight
+    (`weight` of a value, one each by default), the least recently used
+    dropped first; a value of more than a quarter of it is not kept (it
+    would push out most of the rest). Thread-safe. The values are shared:
+    read them, do not change them."""
+
+    def __init__(self, most: float, weight=None):
+        self.most, self.weight = most, weight or (lambda value: 1)
+        self._store: OrderedDict = OrderedDict()    # key -> (value, weight)
+        self._held = 0
+        self._lock = threading.Lock()
+        _KEPT.add(self)
+
+    def get(self, key, make):
+        """The value kept for `key`, or make()'s, kept."""
+        with self._lock:
+            if key in self._store:
+                self._store.move_to_end(key)
+                return self._store[key][0]
+        value = make()
+        w = self.weight(value)
+        if w <= self.most / 4:
+            with self._lock:
+                if key not in self._store:
+                    self._store[key] = (value, w)
+                    self._held += w
+                while self._held > self.most:
+                    self._held -= self._store.popitem(last=False)[1][1]
+        return value
+
+    def clear(self):
+        with self._lock:
+            self._store.clear()
+            self._held = 0
+
+
+def forget_kept():
+    """Empty everything the process keeps between plans (every Kept: the
+    block tables, the spaces' counts, explain's memory grids): the next
+    plan of every kind computes its own again (a benchmark's cold start)."""
+    for kept in list(_KEPT):
+        kept.clear()
 
 
 def capacity_free_key(p: Problem) -> str:

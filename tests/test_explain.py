@@ -267,8 +267,7 @@ def test_memory_parts_are_kept_across_capacities_not_across_tiers(monkeypatch):
     built = []
     grid = ex._grid_parts
     monkeypatch.setattr(ex, "_grid_parts", lambda p, r: built.append(1) or grid(p, r))
-    monkeypatch.setattr(ex, "_parts", type(ex._parts)())
-    monkeypatch.setattr(ex, "_parts_bytes", [0])
+    monkeypatch.setattr(ex, "_parts", ex.Kept(ex.PARTS_KEPT_BYTES, ex._parts.weight))
     m = load_model("72T")
     small, large, none = (make_problem(m, load_system("h100-80g-nvl8", **caps), 4096, 3072, "fp8", {"zero": [0, 1]})
                           for caps in ({"offload_gib": 256, "offload_gbps": 100},

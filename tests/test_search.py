@@ -443,7 +443,7 @@ def test_a_space_is_counted_once_for_all_its_capacities(monkeypatch):
     calls = []
     count = space.count_space
     monkeypatch.setattr(search, "count_space", lambda p, fam=None: calls.append(p.gpus) or count(p, fam))
-    monkeypatch.setattr(search, "_spaces", type(search._spaces)())
+    monkeypatch.setattr(search, "_spaces", search.Kept(search.SPACES_KEPT))
     m = opt.load_model("megatron-22B")
 
     def problem(gpus, **caps):

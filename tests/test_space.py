@@ -191,3 +191,25 @@ def test_unique_rows_is_numpy_s_unique_over_rows(seed):
         assert np.array_equal(got[2].reshape(-1), want[2].reshape(-1))
         assert np.array_equal(space.unique_rows(a), want[0])
         assert np.array_equal(got[0][got[2]], a)            # the inverse rebuilds the rows
+
+
+def test_kept_drops_the_least_recently_used_and_forgets_on_request():
+    """space.Kept: make() runs only for a key not kept; past its budget the
+    least recently used go first; a value over a quarter of the budget is
+    returned, not kept; forget_kept empties every store of the process."""
+    made = []
+    kept = space.Kept(8, weight=lambda v: v)
+    get = lambda k, v: kept.get(k, lambda: made.append(k) or v)  # noqa: E731
+    assert get("a", 2) == 2 and get("b", 2) == 2 and get("a", 99) == 2
+    assert made == ["a", "b"]
+    get("c", 2)
+    get("d", 2)
+    get("e", 2)                        # 10 > 8: "b", the least recently used, goes
+    get("a", 2)
+    assert made == ["a", "b", "c", "d", "e"]
+    get("b", 2)
+    assert made[-1] == "b"
+    assert get("big", 3) == 3 and get("big", 3) == 3 and made.count("big") == 2   # 3 > 8 / 4: not kept
+    space.forget_kept()
+    get("a", 2)
+    assert made[-1] == "a" and made.count("a") == 2
