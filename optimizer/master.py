@@ -26,9 +26,10 @@ the same way:
           the TP and CP choices), per sample: t_mb / (dp * microbatch)
   bubble  main * (pp - 1) / (interleave * n)
   DP      the gradient reduction's bandwidth term (tp, pp, dp x cp, its
-          tier, ZeRO stage 0-2) / batch, which hides at most behind one
-          microbatch time: added to main x (1 - 1/n); and the tier's
-          processor share of it, added to main whole (Master._dp_floor)
+          tier, ZeRO stage 0-2) / batch, which hides at most behind the
+          backward kernels of the last microbatch: added to main x (1 - 1/n)
+          plus the rest of that microbatch; and the tier's processor share
+          of it, added to main whole (Master._dp_floor)
   ZeRO-3  a block takes at least its gathers and reduce-scatter over the
           sharding group G ((G - 1) / G of the bytes each), and at least
           its compute plus the tier's processor share of them
@@ -77,6 +78,7 @@ from .space import (SIGMA, TP_CHOICE, Kept, Problem, capacity_free_key, divisors
 MB_TABLE = 32            # microbatches tabulated exactly; larger ones share the peak-rate row
 MB_BUCKETS = np.array([1, 2, 3, 5, 9, 17])   # microbatch buckets of the time table: [1], [2], [3, 4], ... [17, 32]
 LOG_UNITS = 2 ** 12      # units per natural log of seconds: a relative resolution of 1e-6
+REST_STEP = LOG_UNITS // 32   # the DP floor's unhidden share of a pass (Master._dp_floor), in 1/32 of a log
 AMGM_WEIGHTS = (0.995, 0.99, 0.98, 0.97, 0.96, 0.95, 0.93, 0.9, 0.85, 0.8, 0.7)   # log-sums whose first term dominates
 EITHER_WEIGHTS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93,
                   0.95, 0.97, 0.98, 0.99, 0.995)   # either term may (the DP and offload floors)
@@ -420,7 +422,7 @@ class Master:
             self.empty = True
             return
         passes, s1, w1, classes, cls_of, ext = self._cached_block_tables(tc_tp, tc_cp, sig, has, block_cache)
-        tau, fwd, bwd = passes[:, 0], passes[:, 1], passes[:, 2]
+        tau, fwd, bwd, rest = passes[:, 0], passes[:, 1], passes[:, 2], passes[:, 3]
         cpairs = sorted({(int(a), int(cls_of[g])) for a, g in pairs})
         sg = md.NewIntVar(0, len(classes) - 1, "recompute_flash_class")
         self._table([tc_i, sg], cpairs)
@@ -473,8 +475,17 @@ class Master:
                                                          indexing="ij"))
         a_, g_ = ag[a_, 0], ag[a_, 1]
         some = np.isfinite(tau[a_, c_, g_, t_]).any(axis=-1)
-        block_rows = np.stack([a_, c_, g_, t_, lq[a_, c_, g_, t_]], 1)[some]
-        self._block_ct = md.AddAllowedAssignments([tc_i, mbk, sg, tn, qv], block_rows.tolist()).Index()
+        # the least share of the pass the DP reduction cannot hide behind
+        # (_dp_floor's R = qv + this + log(Bmax pp) - log gpus - log n), as a
+        # log rounded down to REST_STEP: a column of few values (CP-SAT gives
+        # each value of a table's column a literal: the least itself, a
+        # column of thousands of values, made the solves half as slow again)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.where(np.isfinite(rest) & np.isfinite(tau) & (tau > 0), rest / tau, 1.0).min(axis=4)
+        lr_ = (np.floor(np.log(np.clip(share, 1e-6, 1.0)) * LOG_UNITS / REST_STEP) * REST_STEP).astype(np.int64)
+        rqv = md.NewIntVar(int(lr_.min()), 0, "log_share_unhidden_by_dp")
+        block_rows = np.stack([a_, c_, g_, t_, lq[a_, c_, g_, t_], lr_[a_, c_, g_, t_]], 1)[some]
+        self._block_ct = md.AddAllowedAssignments([tc_i, mbk, sg, tn, qv, rqv], block_rows.tolist()).Index()
         self.rows += len(block_rows)
         ltp, lpp_ = np.floor(np.log(D_tp) * LOG_UNITS).astype(np.int64), np.floor(np.log(D_pp) * LOG_UNITS).astype(np.int64)
         lcp = np.floor(np.log(D_cp) * LOG_UNITS).astype(np.int64)
@@ -643,13 +654,12 @@ class Master:
         # above the cut, and the PP sends' rows of no (tp, bucket) left
         self._cut_rows = {"block": block_rows, "block_floor": block_rows[:, 4] + int(lx.min()) - int(lg.max()) - 1,
                           "pp": pp_rows, "tp_of_pair": TC[:, 0], "buckets": len(lo), "at": None}
-        self.bound = md.NewIntVar(self.bound_lo,
-                                  hi_floor + int(lx.max()) + 48 * LOG_UNITS - int(lg.min()) + y_hi,
-                                  "log_time_per_sample_bound")
+        self.bound_hi = hi_floor + int(lx.max()) + 48 * LOG_UNITS - int(lg.min()) + y_hi
+        self.bound = md.NewIntVar(self.bound_lo, self.bound_hi, "log_time_per_sample_bound")
         md.Add(self.bound >= stage + y - lgv)
         md.Minimize(self.bound)
         self._dp_floor(stage + y - lgv, n, batch, dp_cp, products(dps, D_cp), [(dp, dn, "dp"), (cp, cn, "cp")], zero,
-                       tp_i, pp_i, dp_gt1, pb)
+                       tp_i, pp_i, dp_gt1, pb, qv + rqv + xv - lgv - lnv)
 
         # ---- HBM, stage by stage (first, busiest middle, last: perf.pipeline_memory's
         # stages; every one must fit): state + microbatch x (stored x blocks in flight + working)
@@ -787,7 +797,7 @@ class Master:
         md.Add(prod >= whole - group + 1)                  # part >= whole / group, rounded down
         return part, int(t.max())
 
-    def _dp_floor(self, A, n, batch, group, values, reducers, zero, tp_i, pp_i, replicated, pb):
+    def _dp_floor(self, A, n, batch, group, values, reducers, zero, tp_i, pp_i, replicated, pb, R):
         """The DP reduction joins the bound. It runs once per batch and hides
         at most behind the backward of the last microbatch (perf.dp_exposed_time),
         which takes less than one microbatch time t_mb, so the iteration
@@ -795,8 +805,17 @@ class Master:
         (M - 1) t_mb + dp_time, and M - 1 >= M (1 - 1/n). Per sample, with A
         the bound without the reduction and D = log(dp_time / batch):
             bound >= D,  and with n >= 2^k:  bound >= log(e^(A + log(1 - 2^-k)) + e^D),
-            and with n >= 2:    bound >= log(e^(A - 1/(n - 1)) + e^D)  (log(1 - 1/n) >= -1/(n - 1)),
-        the log-sum taken from below by its tangents (weighted means). Hidden
+        the log-sum taken from below by its tangents (weighted means). More
+        closely, the window is the backward and recomputation kernels of the
+        last microbatch on the slowest stage, n_s blocks of at most Bmax(pp):
+        t_mb - window >= Bmax(pp) x (a block's pass but those kernels), at
+        least the block table row's `R` (its least, per sample as the bound:
+        a few % of A / n, and the DP reduction often about as much), so
+        with n >= 2 (log(1 - 1/n) >= -1/(n - 1)):
+            bound >= log(e^(A - 1/(n - 1)) + e^R + e^D)
+        (on 26T and 4,096 GPUs with 2 TiB of offload at 100 GB/s the bound
+        of the families near the optimum rose by about 0.7%, and the point
+        takes 6 solves, not 8). Hidden
         or not, the reduction slows the iteration by at least the DP tier's
         processor share u of its time: bound >= log(e^A + u e^D).
         dp_time is at least its bandwidth term (perf.dp_comm_time without
@@ -884,7 +903,13 @@ class Master:
                 md.AddMaxEquality(less, [n - 1, 1])
                 off = md.NewIntVar(1, LOG_UNITS, "log_last_microbatch_share")
                 md.AddDivisionEquality(off, less + LOG_UNITS - 1, less)
-                self._log_sum_below(self.bound, A - off, D, EITHER_WEIGHTS, [replicated, z_ok, at_least[1]])
+                # with what the reduction cannot hide behind in the last
+                # microbatch: bound >= log(e^(A - off) + e^R + e^D)
+                s = md.NewIntVar(self.bound_lo - LOG_UNITS, self.bound_hi + LOG_UNITS,
+                                 "log_all_but_the_hidden")
+                md.Add(s >= A - off)
+                self._log_sum_below(s, A - off, R, AMGM_WEIGHTS, [])
+                self._log_sum_below(self.bound, s, D, EITHER_WEIGHTS, [replicated, z_ok, at_least[1]])
         self._deferred = tighten
 
     def _offload_floor(self, blk, qv, w_in, w_back, acts, lmb, mb_top, ow, oa, tc_i, sg, cpairs, shares):
@@ -1069,8 +1094,9 @@ class Master:
         """Per ((tp, cp) pair, pass, microbatch bucket, class, tp_net,
         cp_net): the least seconds of one block per sequence over the
         class's signatures, the bucket's microbatches and the block's other
-        choices (TP_CHOICE), for the pass whole, its forward and its
-        backward (each least alone); the last bucket is the peak-rate bound
+        choices (TP_CHOICE), for the pass whole, its forward, its backward,
+        and the pass but its backward and recomputation kernels (each least
+        alone; _dp_floor's); the last bucket is the peak-rate bound
         for any microbatch beyond MB_TABLE. Per ((tp, cp), class): the least stored
         bytes per block and per sequence, and the working bytes of full
         recomputation. A class is a value of CLASS_KNOBS (recompute,
@@ -1088,8 +1114,8 @@ class Master:
         rows = np.concatenate(rows)
         # each bucket's least is at its largest microbatch where the curves
         # rise (_rising_curves); else every microbatch is evaluated
-        mbs = (np.append(MB_BUCKETS[1:] - 1, MB_TABLE) if _rising_curves(p.system)
-               else np.arange(1, MB_TABLE + 1))
+        rising = _rising_curves(p.system)
+        mbs = np.append(MB_BUCKETS[1:] - 1, MB_TABLE) if rising else np.arange(1, MB_TABLE + 1)
         a_, g_ = np.repeat(rows[:, 0], len(mbs)), np.repeat(rows[:, 1], len(mbs))
         k = {"tp": tc_tp[a_], "cp": tc_cp[a_], **{n: sig[n][g_] for n in SIGMA if n != "tp_comm"},
              "microbatch": np.tile(mbs, len(rows)),
@@ -1104,11 +1130,26 @@ class Master:
         tier, ctier = k["tp_net"], k["cp_net"]
         # the whole pass, and its forward and backward apart (the offload
         # transfers hide behind each separately: perf.offload_overhead)
-        tau, fwd, bwd = (np.full((len(tc_tp), nB, nC, T, T), np.inf) for _ in range(3))
+        tau, fwd, bwd, rest = (np.full((len(tc_tp), nB, nC, T, T), np.inf) for _ in range(4))
         at = (a_, bucket, c_, tier, ctier)
         np.minimum.at(tau, at, per)
         np.minimum.at(fwd, at, fw)
         np.minimum.at(bwd, at, per - fw)
+        # the pass but its backward and recomputation kernels, what the DP
+        # reduction cannot hide behind (perf.dp_exposed_time's window;
+        # _dp_floor). The pass falls as the microbatch grows but this part
+        # need not (an exposed collective grows as the kernel it hides
+        # behind shrinks), so where only the largest microbatch of a bucket
+        # is evaluated, the kernels are taken at the bucket's smallest, where
+        # per sequence they are most; at least the forward pass either way
+        kernels = (b["bw_compute"] + b["re_compute"]) / k["microbatch"]
+        if rising:
+            least = MB_BUCKETS[bucket]
+            wide = least < k["microbatch"]
+            bl = perf.block_terms(p.model, p.system, p.datatype, {**{n: v[wide] for n, v in k.items()},
+                                                                   "microbatch": least[wide]})
+            kernels[wide] = (bl["bw_compute"] + bl["re_compute"]) / least[wide]
+        np.minimum.at(rest, at, np.maximum(per - kernels, fw))
         one = k["microbatch"] == 1
         s1 = np.full((len(tc_tp), nC), np.inf)
         w1 = np.full((len(tc_tp), nC), np.inf)
@@ -1138,6 +1179,7 @@ class Master:
         np.minimum.at(tau, beyond, (fw_b + bw_b) / top)
         np.minimum.at(fwd, beyond, fw_b / top)
         np.minimum.at(bwd, beyond, bw_b / top)
+        np.minimum.at(rest, beyond, fw_b / top)
         # the stage extras (embedding, output layer and loss: first and last
         # stage together), per sequence: the least over every choice but
         # (tp, cp) and the bucket; beyond the table, on _bound_system as the blocks
@@ -1150,7 +1192,7 @@ class Master:
             np.minimum.at(ext, (a_, bucket), sum(e[n] for e in ends for n in perf.EXTRA_TIMES) / k["microbatch"])
             ends = perf.extras_terms(p.model, bound_sys, p.datatype, *args(kt))
             np.minimum.at(ext, (a_[one], nB - 1), sum(e[n] for e in ends for n in perf.EXTRA_TIMES) / top)
-        return np.stack([tau, fwd, bwd], 1), s1, w1, classes, cls_of, ext
+        return np.stack([tau, fwd, bwd, rest], 1), s1, w1, classes, cls_of, ext
 
     # --------------------------------------------------------------- loop
 

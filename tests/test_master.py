@@ -222,7 +222,12 @@ def test_the_dp_reduction_joins_the_bound():
     13.10 s), and that of 1T on 16,384 (48 microbatches per replica, the
     reduction outlasting the last one's backward: 0.70 s of 11.96 s). The
     bound was 6.8% and 5.6% below the exact times before the floors of
-    _dp_floor's `tighten`; now within 1% and 3%."""
+    _dp_floor's `tighten`; now within 1% and 3%. And a family near the
+    optimum of 26T on 4,096 GPUs with 2 TiB of offload at 100 GB/s (64
+    microbatches; the reduction, 14 s of 1,597 s exposed, outlasts the last
+    backward's kernels, but not a whole microbatch of TP-bound blocks):
+    2.3% below with the floor that let it hide behind a whole microbatch,
+    1.5% now that only the backward kernels count."""
     from optimizer import evaluate
     from optimizer.spec import Strategy
     cases = [
@@ -234,10 +239,16 @@ def test_the_dp_reduction_joins_the_bound():
          Strategy(tp=8, cp=2, pp=16, dp=64, batch=3072, microbatch=1, interleave=8, tp_comm="p2p_rs_ag",
                   tp_overlap="ring", ag_redo=True, dp_overlap=True, zero=2, fused_activation=True,
                   flash_attention=True, tp_net=0, cp_net=1, pp_net=1, dp_net=1, datatype="fp8"), 0.97),
+        (load_system("h100-80g-nvl8", offload_gib=2048, offload_gbps=100), 4096, {"zero": [0, 1]},
+         Strategy(tp=16, cp=2, pp=8, dp=16, batch=3072, microbatch=3, interleave=40, tp_comm="p2p_rs_ag",
+                  tp_overlap="ring", ag_redo=True, dp_overlap=True, zero=1, fused_activation=True,
+                  flash_attention=True, offload_weights=True, offload_activations=True, offload_optimizer=True,
+                  tp_net=1, cp_net=0, pp_net=1, dp_net=1, datatype="fp8"), 0.982, "26T"),
     ]
-    for s, gpus, pin, strat, within in cases:
-        per_sample = evaluate("1T", s, strat).time_s / strat.batch
-        bound = Master(make_problem(load_model("1T"), s, gpus, 3072, "fp8", pin)).bound_of(strat)
+    for s, gpus, pin, strat, within, *model in cases:
+        model = model[0] if model else "1T"
+        per_sample = evaluate(model, s, strat).time_s / strat.batch
+        bound = Master(make_problem(load_model(model), s, gpus, 3072, "fp8", pin)).bound_of(strat)
         assert bound <= per_sample * (1 + 1e-9)
         assert bound >= within * per_sample, (gpus, bound, per_sample)
 
@@ -372,7 +383,9 @@ def test_each_bucket_is_least_at_its_largest_microbatch(model, gpus, system, mon
     microbatch bucket at its largest microbatch only (1, 2, 4, ..., 32: 6
     of 32): a block's seconds per sequence only fall as the microbatch
     grows. The tables equal those over every microbatch of 1 to 32, bit for
-    bit (the forward and backward apart, and the extras)."""
+    bit (the forward and backward apart, and the extras), but for the pass
+    without its backward kernels (the DP floor's), which need not fall: it
+    is at most the least over every microbatch, and not far below it."""
     from optimizer import master
     from optimizer.master import _signatures
     p = make_problem(load_model(model), load_system(system), gpus, 3072,
@@ -385,9 +398,18 @@ def test_each_bucket_is_least_at_its_largest_microbatch(model, gpus, system, mon
     tops = bare._block_tables(tp, cp, sig, has)
     monkeypatch.setattr(master, "_rising_curves", lambda system: False)
     every = bare._block_tables(tp, cp, sig, has)
-    for a, b in zip(tops, every):
+    assert np.array_equal(tops[0][:, :3], every[0][:, :3])
+    for a, b in zip(tops[1:], every[1:]):
         if a is not None:
             assert np.array_equal(a, b)
+    rest, exact = tops[0][:, 3], every[0][:, 3]
+    assert np.array_equal(np.isfinite(rest), np.isfinite(exact))
+    ok = np.isfinite(exact)
+    assert (rest[ok] <= exact[ok]).all()
+    # and close: the bucket's kernels at its smallest microbatch cost the
+    # row little, but on small blocks (llama3-8B: 17% on its worst row)
+    ratio = rest[ok] / exact[ok]
+    assert np.median(ratio) >= 0.99 and ratio.min() >= 0.8, (np.median(ratio), ratio.min())
 
 
 def test_a_falling_efficiency_curve_keeps_every_microbatch():
