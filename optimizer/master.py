@@ -78,6 +78,7 @@ from .space import (SIGMA, TP_CHOICE, Kept, Problem, capacity_free_key, divisors
 MB_TABLE = 32            # microbatches tabulated exactly; larger ones share the peak-rate row
 MB_BUCKETS = np.array([1, 2, 3, 5, 9, 17])   # microbatch buckets of the time table: [1], [2], [3, 4], ... [17, 32]
 LOG_UNITS = 2 ** 12      # units per natural log of seconds: a relative resolution of 1e-6
+CP_TIER_STEP = LOG_UNITS // 256   # what cp's tier adds to a block (Master's block table), in 1/256 of a log
 REST_STEP = LOG_UNITS // 32   # the DP floor's unhidden share of a pass (Master._dp_floor), in 1/32 of a log
 AMGM_WEIGHTS = (0.995, 0.99, 0.98, 0.97, 0.96, 0.95, 0.93, 0.9, 0.85, 0.8, 0.7)   # log-sums whose first term dominates
 EITHER_WEIGHTS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93,
@@ -467,8 +468,13 @@ class Master:
         tn = md.NewIntVar(0, T - 1, "tp_net")
         cn = md.NewIntVar(0, T - 1, "cp_net")
         pn = md.NewIntVar(0, T - 1, "pp_net")
-        # (cp's tier taken at its best: the table stays over the TP tier alone)
+        # cp's tier: the table's rows stay over the TP tier alone (its
+        # least over cp's), with a column per tier of what cp there adds
+        # (rounded down to CP_TIER_STEP; 0 where cp cannot be there)
+        full = lq
         lq = lq.min(axis=4)
+        finite = np.isfinite(per)
+        cp_tier = np.where(finite, (full - lq[..., None]) // CP_TIER_STEP * CP_TIER_STEP, 0).astype(np.int64)
 
         ag = np.array(cpairs, dtype=np.int64).reshape(-1, 2)
         a_, c_, t_ = (x.reshape(-1) for x in np.meshgrid(np.arange(len(ag)), np.arange(len(lo)), np.arange(T),
@@ -484,8 +490,12 @@ class Master:
             share = np.where(np.isfinite(rest) & np.isfinite(tau) & (tau > 0), rest / tau, 1.0).min(axis=4)
         lr_ = (np.floor(np.log(np.clip(share, 1e-6, 1.0)) * LOG_UNITS / REST_STEP) * REST_STEP).astype(np.int64)
         rqv = md.NewIntVar(int(lr_.min()), 0, "log_share_unhidden_by_dp")
-        block_rows = np.stack([a_, c_, g_, t_, lq[a_, c_, g_, t_], lr_[a_, c_, g_, t_]], 1)[some]
-        self._block_ct = md.AddAllowedAssignments([tc_i, mbk, sg, tn, qv, rqv], block_rows.tolist()).Index()
+        pens = [md.NewIntVar(0, max(int(cp_tier[..., u].max()), 0), f"log_cp_on_tier_{u}_adds") for u in range(T)]
+        block_rows = np.stack([a_, c_, g_, t_, lq[a_, c_, g_, t_], lr_[a_, c_, g_, t_]]
+                              + [cp_tier[a_, c_, g_, t_, u] for u in range(T)], 1)[some]
+        self._block_ct = md.AddAllowedAssignments([tc_i, mbk, sg, tn, qv, rqv] + pens, block_rows.tolist()).Index()
+        cp_adds = md.NewIntVar(0, max(int(cp_tier.max()), 0), "log_cp_tier_adds")
+        md.AddElement(cn, pens, cp_adds)
         self.rows += len(block_rows)
         ltp, lpp_ = np.floor(np.log(D_tp) * LOG_UNITS).astype(np.int64), np.floor(np.log(D_pp) * LOG_UNITS).astype(np.int64)
         lcp = np.floor(np.log(D_cp) * LOG_UNITS).astype(np.int64)
@@ -624,7 +634,7 @@ class Master:
             acts = self._log(np.maximum(np.where(np.isfinite(s1), s1, 0.0), 1.0) * (tc_tp * tc_cp)[:, None] / link)
             hi_floor = max(hi_floor, int(w_back.max()), int(acts.max())) + LOG_UNITS    # their sum: at most twice
         blk = md.NewIntVar(int(lq.min()), hi_floor + 40 * LOG_UNITS, "log_block_time")
-        md.Add(blk >= qv)
+        md.Add(blk >= qv + cp_adds)
         if moving:
             self._offload_floor(blk, qv, w_in, w_back, acts, lmb, int(mbs.max()), ow, oa, tc_i, sg, cpairs,
                                 [_least_share(x, tau) for x in (fwd, bwd)])
