@@ -259,17 +259,20 @@ def block_cache_for(p: Problem) -> dict:
 # exact microbatch table, solves in 0.5 s at level 0 and 1.4 s at level 1
 # (1T on 16,384 GPUs).
 # No clause minimisation between restarts (inprocessing_minimization_dtime
-# 0): most of a loop's solve is CP-SAT loading the model and probing it at
-# the root (a native profile of 188 solves of the study: 21% loading, 11%
-# expanding the tables, 33% inprocessing, 3% taking decisions); without the
+# 0) and no SAT inprocessing at all (use_sat_inprocessing off): most of a
+# loop's solve is CP-SAT loading the model and probing it at the root (a
+# native profile of 188 solves of the study: 21% loading, 11% expanding
+# the tables, 33% inprocessing, 3% taking decisions); without the
 # minimisation those solves take 0.91x the time (medians 0.153 s against
-# 0.171 s, the same answers), and the in-process study 0.94x in next().
+# 0.171 s), and without the inprocessing 0.79x again (0.120 s against
+# 0.160 s), the same answers; the in-process study's solves 0.75x in all.
 SOLVER_PARAMETERS = {
     "max_presolve_iterations": 1,
     "cp_model_probing_level": 0,
     "search_branching": cp_model.PORTFOLIO_WITH_QUICK_RESTART_SEARCH,
     "linearization_level": 0,
     "inprocessing_minimization_dtime": 0.0,
+    "use_sat_inprocessing": False,
 }
 
 
