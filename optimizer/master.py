@@ -79,6 +79,7 @@ MB_TABLE = 32            # microbatches tabulated exactly; larger ones share the
 MB_BUCKETS = np.array([1, 2, 3, 5, 9, 17])   # microbatch buckets of the time table: [1], [2], [3, 4], ... [17, 32]
 LOG_UNITS = 2 ** 12      # units per natural log of seconds: a relative resolution of 1e-6
 CP_TIER_STEP = LOG_UNITS // 256   # what cp's tier adds to a block (Master's block table), in 1/256 of a log
+BLOCK_STEP = LOG_UNITS // 512     # the block table's time per sample, in 1/512 of a log (0.2%)
 REST_STEP = LOG_UNITS // 32   # the DP floor's unhidden share of a pass (Master._dp_floor), in 1/32 of a log
 AMGM_WEIGHTS = (0.995, 0.99, 0.98, 0.97, 0.96, 0.95, 0.93, 0.9, 0.85, 0.8, 0.7)   # log-sums whose first term dominates
 EITHER_WEIGHTS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93,
@@ -482,7 +483,9 @@ class Master:
         # least over cp's), with a column per tier of what cp there adds
         # (rounded down to CP_TIER_STEP; 0 where cp cannot be there)
         full = lq
-        lq = lq.min(axis=4)
+        # rounded down to BLOCK_STEP: a column of fewer values, each a
+        # literal to CP-SAT (study 0.9x for a bound at most 0.2% lower)
+        lq = lq.min(axis=4) // BLOCK_STEP * BLOCK_STEP
         finite = np.isfinite(per)
         cp_tier = np.where(finite, (full - lq[..., None]) // CP_TIER_STEP * CP_TIER_STEP, 0).astype(np.int64)
 
