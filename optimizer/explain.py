@@ -303,28 +303,34 @@ def _grid_parts(p: Problem, r: dict) -> tuple:
     return out, of_sig.reshape(-1)
 
 
-def _combine(parts: tuple, rows=slice(None), spread=True) -> tuple:
+def _combine(parts: tuple, rows=slice(None), spread=True, cols=None) -> tuple:
     """HBM bytes of the fullest stage (the most HBM, as
     perf.pipeline_memory takes it) and the most offload bytes of any stage
     (as it takes those) for `rows`, per signature: shape (rows, G,
-    GROUP_REST axes); per distinct column (U) if not `spread`."""
+    GROUP_REST axes); per distinct column (U) if not `spread`. With `cols`
+    (indices as long as `rows`): only the (row, column) pairs they name,
+    shape (pairs, GROUP_REST axes)."""
     stages, of_sig = parts
+    if cols is None:
+        at = lambda x: x[rows]  # noqa: E731
+    else:
+        at = lambda x: x[rows, cols if x.shape[1] > 1 else 0]  # noqa: E731
     hbm = off = h = o = more = None
     for exists, sh, so, ah, ao in stages:
         if hbm is None:
-            hbm, off = sh[rows] + ah[rows], so[rows] + ao[rows]
+            hbm, off = at(sh) + at(ah), at(so) + at(ao)
             h, o, more = np.empty_like(hbm), np.empty_like(off), np.empty(hbm.shape, dtype=bool)
             continue
         # in place: the slabs run to millions of cells
-        np.add(sh[rows], ah[rows], out=h)
+        np.add(at(sh), at(ah), out=h)
         np.greater(h, hbm, out=more)
-        more &= exists[rows]
+        more &= at(exists)
         np.copyto(hbm, h, where=more)
-        np.add(so[rows], ao[rows], out=o)
+        np.add(at(so), at(ao), out=o)
         np.greater(o, off, out=more)
-        more &= exists[rows]
+        more &= at(exists)
         np.copyto(off, o, where=more)
-    if not spread:
+    if not spread or cols is not None:
         return hbm, off
     return np.take(hbm, of_sig, axis=1), np.take(off, of_sig, axis=1)
 
@@ -360,15 +366,20 @@ def _fit_table(p: Problem, r: dict, checks: list) -> np.ndarray:
         if not len(left):
             continue
         at = rows[left]
-        hbm, off = _combine(parts, at, spread=False)
+        # the grid only at the (row, distinct column) pairs some open check
+        # allows (a column is allowed where any of its signatures is):
+        # about a third of them
+        allowed = [((ok[at] @ to_col) > 0) & open_[left, c][:, None] for c, ((ok, _), _, _) in enumerate(checks)]
+        ri, ui = np.nonzero(np.logical_or.reduce(allowed))
+        hbm, off = _combine(parts, at[ri], cols=ui)
         fit = {}
-        for c, ((ok, flags), cap_h, cap_o) in enumerate(checks):
+        for c, ((_, flags), cap_h, cap_o) in enumerate(checks):
             if not open_[left, c].any():
                 continue
             if (cap_h, cap_o) not in fit:
-                fit[cap_h, cap_o] = np.take((hbm <= cap_h) & (off <= cap_o), of_sig, axis=1)
-            a = fit[cap_h, cap_o] & _allowed_grid((ok[at], flags[at]))
-            out[at, c] = np.where(open_[left, c], a.reshape(len(a), -1).any(axis=1), out[at, c])
+                fit[cap_h, cap_o] = (hbm <= cap_h) & (off <= cap_o)
+            a = (fit[cap_h, cap_o] & flags[at][ri]).reshape(len(ri), -1).any(axis=1) & allowed[c][ri, ui]
+            out[at, c] = np.where(open_[left, c], np.bincount(ri[a], minlength=len(at)) > 0, out[at, c])
     return out
 
 
@@ -550,22 +561,37 @@ def _smallest(p: Problem) -> dict:
     if not ok.any():
         return {which: (math.inf, None) for which in ("hbm", "offload")}
     r = _sub(r, ok)
-    hbm, off = _memory(p, r)
+    parts = _memory_parts(p, r)
     cap_h, cap_o = _caps(p)
-    in_hbm = _allowed_grid(_allowed(p, r, _tier(p)))
-    offloading = _allowed_grid(_allowed(p, r, True))
-    return {"hbm": _least_of(p, r, np.where(in_hbm & (off <= cap_o), hbm, np.inf)),
-            "offload": _least_of(p, r, np.where(offloading & (hbm <= cap_h), off, np.inf))}
+    return {"hbm": _least_of(p, r, parts, _allowed(p, r, _tier(p)), lambda h, o: (h, o <= cap_o)),
+            "offload": _least_of(p, r, parts, _allowed(p, r, True), lambda h, o: (o, h <= cap_h))}
 
 
-def _least_of(p: Problem, r: dict, value: np.ndarray) -> tuple:
-    """The least of `value` (a memory grid's shape) and the strategy at it;
-    (inf, None) when none is finite."""
-    flat = int(np.argmin(value))
-    best = float(value.reshape(-1)[flat])
+def _least_of(p: Problem, r: dict, parts: tuple, allowed: tuple, value) -> tuple:
+    """The least `value` (of HBM and offload bytes: the value and whether
+    the group fits) over the groups that `allowed` (an `_allowed` pair)
+    admits and that fit, with the strategy at it, the first in the memory
+    grid's order (row, signature, cell) of those at the least; (inf, None)
+    when none does. The grid is evaluated only where a row allows a
+    distinct column (_combine's pairs)."""
+    ok, flags = allowed
+    of_sig = parts[1]
+    to_col = np.zeros((len(of_sig), int(of_sig.max()) + 1), dtype=np.int64)
+    to_col[np.arange(len(of_sig)), of_sig] = 1
+    ri, ui = np.nonzero((ok @ to_col) > 0)
+    if not len(ri):
+        return math.inf, None
+    hbm, off = _combine(parts, ri, cols=ui)
+    v, fits = value(hbm, off)
+    v = np.where(flags[ri] & fits, v, np.inf)
+    best = float(v.min())
     if not math.isfinite(best):
         return math.inf, None
-    i, j, *cells = np.unravel_index(flat, value.shape)
+    m, cell = np.nonzero(v.reshape(len(ri), -1) == best)
+    i = int(ri[m].min())
+    m, cell = m[ri[m] == i], cell[ri[m] == i]
+    j, c = min((int(np.flatnonzero(ok[i] & (of_sig == ui[a]))[0]), int(b)) for a, b in zip(m, cell))
+    cells = np.unravel_index(c, v.shape[1:])
     sig = sigmas(p, r["tp"][i:i + 1], r["cp"][i:i + 1])
     tp = int(r["tp"][i])
     ax = _group_axes(p, r["dp"][i:i + 1])

@@ -13,7 +13,8 @@ import optimizer as opt
 from optimizer import explain as ex
 from optimizer import search
 from optimizer.cli import main
-from optimizer.space import make_problem
+from optimizer import knobs
+from optimizer.space import GROUP_REST, SIGMA, make_problem, sigmas
 from optimizer.spec import load_model, load_system
 
 GIB_STEP = 1
@@ -195,19 +196,22 @@ def test_the_core_is_a_smallest_one(model, gpus, pin, over):
     ("1T", 512, {"zero": [0, 1]}, "h100-80g-nvl8-off2t-100gbps"),
     ("megatron-22B", 16, {"shard": 2}, "h100-80g-nvl8-off2t-100gbps"),
     ("llama3-8B", 64, None, "h100-80g-nvl8"),          # a vocabulary: the last stage can be the fullest
+    ("megatron-22B", 16, {"recompute": "none", "fused_activation": True}, "h100-80g-nvl8"),  # pins on signatures
 ])
 def test_fit_table_settles_rows_as_the_whole_grid_does(model, gpus, pin, system):
     """_fit_table settles most rows from per-stage floors and one candidate
     group each; on every row and capacity pair its answer is the whole
     grid's: some allowed group within both caps (HBM of 10 to 160 GiB,
-    offload of none to unlimited)."""
+    offload of none to unlimited). The checks allow groups with the pins
+    and without (as the core's do): the grid is evaluated where any check
+    allows a column, and each check reads its own."""
     p = problem(model, system, gpus=gpus, pin=pin)
     rows = ex._rows(p, ex._relaxed_triples(p))
     pick = np.random.default_rng(7).choice(len(rows["tp"]), size=min(1500, len(rows["tp"])), replace=False)
     r = ex._sub(rows, np.sort(pick))
     caps = [(h * 2 ** 30, o) for h in (10, 20, 40, 80, 160) for o in (0.0, 64 * 2 ** 30, math.inf)]
-    tiers = [ex._allowed(p, r, t) for t in (False, True)]
-    checks = [(tiers[o > 0], h, o) for h, o in caps]
+    tiers = [ex._allowed(q, r, t) for q in (p, ex._without_pins(p, p.pins)) for t in (False, True)]
+    checks = [(tiers[2 * u + (o > 0)], h, o) for u in (0, 1) for h, o in caps]
     got = ex._fit_table(p, r, checks)
     hbm, off = ex._memory(p, r)
     mixed = 0
@@ -216,6 +220,37 @@ def test_fit_table_settles_rows_as_the_whole_grid_does(model, gpus, pin, system)
         assert (got[:, c] == want).all(), (h / 2 ** 30, o)
         mixed += 0 < want.sum() < len(want)
     assert mixed >= 3                # the caps cut through the rows, not around them
+
+
+@pytest.mark.parametrize("model,gpus,pin,system", [
+    ("1T", 1024, None, "h100-80g-nvl8"),
+    ("1T", 512, {"zero": [0, 1]}, "h100-80g-nvl8-off2t-100gbps"),
+    ("megatron-22B", 16, {"shard": 2}, "h100-80g-nvl8-off2t-100gbps"),
+    ("llama3-8B", 64, None, "h100-80g-nvl8"),
+])
+def test_smallest_footprints_are_the_whole_grid_s(model, gpus, pin, system):
+    """_smallest evaluates the memory grid only where a row allows a
+    column; its least HBM and least offload, and the group it names (the
+    first at the least, in row, signature, cell order), are those of the
+    whole grid (_memory), read here by argmin."""
+    p = problem(model, system, gpus=gpus, pin=pin)
+    r = ex._rows(p, ex._count_triples(p, p.gpus))
+    r = ex._sub(r, ex._rules_ok(p, r))
+    hbm, off = ex._memory(p, r)
+    cap_h, cap_o = ex._caps(p)
+    got = ex._smallest(p)
+    for which, tier, value, fits in (("hbm", ex._tier(p), hbm, off <= cap_o), ("offload", True, off, hbm <= cap_h)):
+        grid = np.where(ex._allowed_grid(ex._allowed(p, r, tier)) & fits, value, math.inf)
+        flat = int(np.argmin(grid))
+        least, strategy = got[which]
+        assert least == grid.reshape(-1)[flat]
+        i, j, *cells = np.unravel_index(flat, grid.shape)
+        codes = knobs.canonical(strategy.to_dict())
+        assert [codes[k] for k in ("tp", "cp", "pp", "dp")] == [int(r[k][i]) for k in ("tp", "cp", "pp", "dp")]
+        sig = sigmas(p, r["tp"][i:i + 1], r["cp"][i:i + 1])
+        assert {k: codes[k] for k in SIGMA} == {k: int(sig[k][j]) for k in SIGMA}
+        ax = ex._group_axes(p, r["dp"][i:i + 1])
+        assert {k: codes[k] for k in GROUP_REST} == {k: int(ax[k].reshape(-1)[c]) for k, c in zip(GROUP_REST, cells)}
 
 
 LONG = pytest.mark.exhaustive        # full searches of 1T on 1,024-4,096 GPUs
