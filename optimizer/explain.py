@@ -350,8 +350,6 @@ def _fit_table(p: Problem, r: dict, checks: list) -> np.ndarray:
     (the same answer, on every group) by the whole grid."""
     parts = _memory_parts(p, r)
     stages, of_sig = parts
-    to_col = np.zeros((len(of_sig), stages[0][3].shape[1]), dtype=np.int64)
-    to_col[np.arange(len(of_sig)), of_sig] = 1
     R_ = len(r["tp"])
     out = np.zeros((R_, len(checks)), dtype=bool)
     for start in range(0, R_, MEMORY_CHUNK):
@@ -360,7 +358,7 @@ def _fit_table(p: Problem, r: dict, checks: list) -> np.ndarray:
         open_ = np.zeros((len(rows), len(checks)), dtype=bool)
         at_rows = _stages_at(stages, rows, checks[0][0][1].shape[1:]) if checks else None
         for c, ((ok, flags), cap_h, cap_o) in enumerate(checks):
-            out[rows, c], settled = _quick_fit(at_rows, (ok[rows] @ to_col) > 0, flags[rows], cap_h, cap_o)
+            out[rows, c], settled = _quick_fit(at_rows, _columns(ok[rows], of_sig), flags[rows], cap_h, cap_o)
             open_[:, c] = ~settled
         left = np.flatnonzero(open_.any(axis=1))
         if not len(left):
@@ -369,7 +367,7 @@ def _fit_table(p: Problem, r: dict, checks: list) -> np.ndarray:
         # the grid only at the (row, distinct column) pairs some open check
         # allows (a column is allowed where any of its signatures is):
         # about a third of them
-        allowed = [((ok[at] @ to_col) > 0) & open_[left, c][:, None] for c, ((ok, _), _, _) in enumerate(checks)]
+        allowed = [_columns(ok[at], of_sig) & open_[left, c][:, None] for c, ((ok, _), _, _) in enumerate(checks)]
         ri, ui = np.nonzero(np.logical_or.reduce(allowed))
         hbm, off = _combine(parts, at[ri], cols=ui)
         fit = {}
@@ -381,6 +379,16 @@ def _fit_table(p: Problem, r: dict, checks: list) -> np.ndarray:
             a = (fit[cap_h, cap_o] & flags[at][ri]).reshape(len(ri), -1).any(axis=1) & allowed[c][ri, ui]
             out[at, c] = np.where(open_[left, c], np.bincount(ri[a], minlength=len(at)) > 0, out[at, c])
     return out
+
+
+def _columns(ok: np.ndarray, of_sig: np.ndarray) -> np.ndarray:
+    """Per row (of `ok`, rows x signatures) and distinct activation column
+    (`of_sig`, each signature's): does the row allow any of the column's
+    signatures. A product in float32 (BLAS; the counts, at most the
+    signatures, are exact in it)."""
+    to_col = np.zeros((len(of_sig), int(of_sig.max()) + 1), dtype=np.float32)
+    to_col[np.arange(len(of_sig)), of_sig] = 1
+    return (ok.astype(np.float32) @ to_col) > 0
 
 
 def _stages_at(stages, rows, cells) -> tuple:
@@ -576,9 +584,7 @@ def _least_of(p: Problem, r: dict, parts: tuple, allowed: tuple, value) -> tuple
     distinct column (_combine's pairs)."""
     ok, flags = allowed
     of_sig = parts[1]
-    to_col = np.zeros((len(of_sig), int(of_sig.max()) + 1), dtype=np.int64)
-    to_col[np.arange(len(of_sig)), of_sig] = 1
-    ri, ui = np.nonzero((ok @ to_col) > 0)
+    ri, ui = np.nonzero(_columns(ok, of_sig))
     if not len(ri):
         return math.inf, None
     hbm, off = _combine(parts, ri, cols=ui)

@@ -432,11 +432,11 @@ def group_rest_for(p: Problem, dp, cp):
     pairs = pairs[[("group_rest", d, c) not in p.memo for d, c in pairs.tolist()]]
     if not len(pairs):
         return
-    grids = {}                                          # the product of the domains, per dp
+    grids = {}                     # the product of the domains, per dp (itertools.product's order)
+    doms = [None if n == "shard" else domain(p, n) for n in GROUP_REST]
     for d in np.unique(pairs[:, 0]).tolist():
-        grids[d] = np.array(list(itertools.product(*(shard_domain(d) if n == "shard" else domain(p, n)
-                                                     for n in GROUP_REST))), dtype=np.int64).reshape(
-            -1, len(GROUP_REST))
+        axes = [shard_domain(d) if x is None else x for x in doms]
+        grids[d] = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(GROUP_REST)).astype(np.int64)
     sizes = np.array([len(grids[d]) for d in pairs[:, 0].tolist()], dtype=np.int64)
     rows = np.concatenate([grids[d] for d in pairs[:, 0].tolist()])
     k = {"dp": np.repeat(pairs[:, 0], sizes), "cp": np.repeat(pairs[:, 1], sizes),
