@@ -350,6 +350,7 @@ def _fit_table(p: Problem, r: dict, checks: list) -> np.ndarray:
     (the same answer, on every group) by the whole grid."""
     parts = _memory_parts(p, r)
     stages, of_sig = parts
+    to_col = _to_columns(of_sig)
     R_ = len(r["tp"])
     out = np.zeros((R_, len(checks)), dtype=bool)
     for start in range(0, R_, MEMORY_CHUNK):
@@ -357,8 +358,9 @@ def _fit_table(p: Problem, r: dict, checks: list) -> np.ndarray:
         rows = np.arange(start, min(start + MEMORY_CHUNK, R_))
         open_ = np.zeros((len(rows), len(checks)), dtype=bool)
         at_rows = _stages_at(stages, rows, checks[0][0][1].shape[1:]) if checks else None
-        for c, ((ok, flags), cap_h, cap_o) in enumerate(checks):
-            out[rows, c], settled = _quick_fit(at_rows, _columns(ok[rows], of_sig), flags[rows], cap_h, cap_o)
+        cols = [_columns(ok[rows], to_col) for (ok, _), _, _ in checks]
+        for c, ((_, flags), cap_h, cap_o) in enumerate(checks):
+            out[rows, c], settled = _quick_fit(at_rows, cols[c], flags[rows], cap_h, cap_o)
             open_[:, c] = ~settled
         left = np.flatnonzero(open_.any(axis=1))
         if not len(left):
@@ -367,7 +369,7 @@ def _fit_table(p: Problem, r: dict, checks: list) -> np.ndarray:
         # the grid only at the (row, distinct column) pairs some open check
         # allows (a column is allowed where any of its signatures is):
         # about a third of them
-        allowed = [_columns(ok[at], of_sig) & open_[left, c][:, None] for c, ((ok, _), _, _) in enumerate(checks)]
+        allowed = [cols[c][left] & open_[left, c][:, None] for c in range(len(checks))]
         ri, ui = np.nonzero(np.logical_or.reduce(allowed))
         hbm, off = _combine(parts, at[ri], cols=ui)
         fit = {}
@@ -381,13 +383,19 @@ def _fit_table(p: Problem, r: dict, checks: list) -> np.ndarray:
     return out
 
 
-def _columns(ok: np.ndarray, of_sig: np.ndarray) -> np.ndarray:
-    """Per row (of `ok`, rows x signatures) and distinct activation column
-    (`of_sig`, each signature's): does the row allow any of the column's
-    signatures. A product in float32 (BLAS; the counts, at most the
-    signatures, are exact in it)."""
+def _to_columns(of_sig: np.ndarray) -> np.ndarray:
+    """Signatures x distinct activation columns (`of_sig`, each signature's
+    column), 1 where the signature has the column, for _columns."""
     to_col = np.zeros((len(of_sig), int(of_sig.max()) + 1), dtype=np.float32)
     to_col[np.arange(len(of_sig)), of_sig] = 1
+    return to_col
+
+
+def _columns(ok: np.ndarray, to_col: np.ndarray) -> np.ndarray:
+    """Per row (of `ok`, rows x signatures) and distinct activation column
+    (`to_col`, _to_columns'): does the row allow any of the column's
+    signatures. A product in float32 (BLAS; the counts, at most the
+    signatures, are exact in it)."""
     return (ok.astype(np.float32) @ to_col) > 0
 
 
@@ -584,7 +592,7 @@ def _least_of(p: Problem, r: dict, parts: tuple, allowed: tuple, value) -> tuple
     distinct column (_combine's pairs)."""
     ok, flags = allowed
     of_sig = parts[1]
-    ri, ui = np.nonzero(_columns(ok, of_sig))
+    ri, ui = np.nonzero(_columns(ok, _to_columns(of_sig)))
     if not len(ri):
         return math.inf, None
     hbm, off = _combine(parts, ri, cols=ui)

@@ -191,11 +191,15 @@ def test_the_core_is_a_smallest_one(model, gpus, pin, over):
     assert kept(set(found)) == max(kept(s) for s in ties), ties
 
 
-@pytest.mark.parametrize("model,gpus,pin,system", [
+GRID_CASES = [          # memory grids checked against the whole grid (_memory)
     ("1T", 1024, None, "h100-80g-nvl8"),
     ("1T", 512, {"zero": [0, 1]}, "h100-80g-nvl8-off2t-100gbps"),
     ("megatron-22B", 16, {"shard": 2}, "h100-80g-nvl8-off2t-100gbps"),
     ("llama3-8B", 64, None, "h100-80g-nvl8"),          # a vocabulary: the last stage can be the fullest
+]
+
+
+@pytest.mark.parametrize("model,gpus,pin,system", GRID_CASES + [
     ("megatron-22B", 16, {"recompute": "none", "fused_activation": True}, "h100-80g-nvl8"),  # pins on signatures
 ])
 def test_fit_table_settles_rows_as_the_whole_grid_does(model, gpus, pin, system):
@@ -222,12 +226,7 @@ def test_fit_table_settles_rows_as_the_whole_grid_does(model, gpus, pin, system)
     assert mixed >= 3                # the caps cut through the rows, not around them
 
 
-@pytest.mark.parametrize("model,gpus,pin,system", [
-    ("1T", 1024, None, "h100-80g-nvl8"),
-    ("1T", 512, {"zero": [0, 1]}, "h100-80g-nvl8-off2t-100gbps"),
-    ("megatron-22B", 16, {"shard": 2}, "h100-80g-nvl8-off2t-100gbps"),
-    ("llama3-8B", 64, None, "h100-80g-nvl8"),
-])
+@pytest.mark.parametrize("model,gpus,pin,system", GRID_CASES)
 def test_smallest_footprints_are_the_whole_grid_s(model, gpus, pin, system):
     """_smallest evaluates the memory grid only where a row allows a
     column; its least HBM and least offload, and the group it names (the
